@@ -1,0 +1,56 @@
+"""Options and fixtures of the PruneBench matrix; cases come from :func:`pruners.matrix.build_cases`."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+import pruners
+from pruners.matrix import DEFAULT_MODELS, QUICK_MODELS, build_cases, split_csv
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("prunebench")
+    group.addoption("--models", help=f"comma-separated timm models (default: {','.join(DEFAULT_MODELS)})")
+    group.addoption("--methods", help="comma-separated method names or wildcards (default: all registered)")
+    group.addoption("--ratios", help="comma-separated pruning ratios in (0, 1) (default: each method's own)")
+    group.addoption("--quick", action="store_true", help=f"smoke subset: models {','.join(QUICK_MODELS)}")
+    group.addoption("--batch-size", type=int, default=64, help="images per forward for MACs and latency")
+    group.addoption("--threads", type=int, help="torch threads (default: all cores; 1 per xdist worker)")
+    group.addoption("--latency-rounds", type=int, default=20, help="timed rounds per model and case")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config.option, "models"):
+        return
+    try:
+        config.prunebench_cases = build_cases(
+            split_csv(config.option.models),
+            split_csv(config.option.methods),
+            split_csv(config.option.ratios),
+            quick=config.option.quick,
+        )
+    except ValueError as err:
+        raise pytest.UsageError(str(err)) from None
+    if config.option.batch_size < 1 or config.option.latency_rounds < 2:
+        raise pytest.UsageError("--batch-size must be >= 1 and --latency-rounds >= 2")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    torch.set_num_threads(config.option.threads or (1 if worker else os.cpu_count() or 1))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" in metafunc.fixturenames:
+        cases = metafunc.config.prunebench_cases
+        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+@pytest.fixture(scope="session")
+def workload() -> pruners.Workload:
+    return pruners.digits()
+
+
+@pytest.fixture
+def opts(request: pytest.FixtureRequest) -> pytest.Config:
+    return request.config.option

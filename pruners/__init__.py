@@ -1,0 +1,36 @@
+"""PruneBench: prune timm models with registered methods and measure what is left.
+
+>>> import pruners
+>>> pruners.list_methods("*l1*")
+['l1']
+>>> pruned, record = pruners.prune(model, "l1", 0.3, example_inputs)
+"""
+
+from . import structured, unstructured  # noqa: F401  (register the methods)
+from .case import AccuracyDropError, CaseResult, check_accuracy, run
+from .data import Workload, digits
+from .pruning import NothingPrunedError, PruneRecord, prune
+from .registry import MethodSpec, check_ratio, get_method, list_methods, register_method
+from .unstructured import make_permanent
+from .zoo import Baseline, CorruptCacheError, load_baseline
+
+__all__ = [
+    "AccuracyDropError",
+    "Baseline",
+    "CaseResult",
+    "CorruptCacheError",
+    "MethodSpec",
+    "NothingPrunedError",
+    "PruneRecord",
+    "Workload",
+    "check_accuracy",
+    "check_ratio",
+    "digits",
+    "get_method",
+    "list_methods",
+    "load_baseline",
+    "make_permanent",
+    "prune",
+    "register_method",
+    "run",
+]

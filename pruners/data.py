@@ -1,0 +1,90 @@
+"""Workloads: labelled images split into train and held-out test, ready for timm models.
+
+The embedded default is scikit-learn's handwritten digits (1,797 real labelled 8x8 scans), upsampled to
+32x32 RGB with a fixed seeded, stratified 80/20 split, so the bench runs offline on real labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+class TensorImageDataset(Dataset):
+    """Images held in one tensor, with a per-sample transform."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Transform) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[index]), int(self.labels[index])
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A labelled dataset for one bench run: ``train`` (augmented) for fine-tuning, ``test`` held out."""
+
+    name: str
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    img_size: int
+
+    def loader(self, split: str, batch_size: int, seed: int = 0) -> DataLoader:
+        """Batches of ``split`` ("train" is shuffled with ``seed``, "test" is in order)."""
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        train = split == "train"
+        return DataLoader(
+            self.train if train else self.test,
+            batch_size=batch_size,
+            shuffle=train,
+            drop_last=train,
+            generator=torch.Generator().manual_seed(seed) if train else None,
+        )
+
+    def test_batch(self, batch_size: int) -> torch.Tensor:
+        """The first ``batch_size`` held-out images, as one batch (for tracing, MACs and latency)."""
+        if batch_size > len(self.test):
+            raise ValueError(
+                f"batch size {batch_size} exceeds the {len(self.test)} test images of {self.name}"
+            )
+        return torch.stack([self.test[i][0] for i in range(batch_size)])
+
+
+def digits(img_size: int = 32, test_fraction: float = 0.2, seed: int = 0) -> Workload:
+    """scikit-learn's digits as a :class:`Workload`: ``img_size`` px RGB, stratified seeded split.
+
+    Training images are shifted by up to 2 px at random (padding + crop); both splits are standardised
+    with the training split's mean and std.
+    """
+    bunch = load_digits()
+    images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = F.interpolate(images, size=(img_size, img_size), mode="bilinear", align_corners=False)
+    images = images.expand(-1, 3, -1, -1).contiguous()
+    labels = torch.as_tensor(bunch.target, dtype=torch.long)
+    train_idx, test_idx = train_test_split(
+        torch.arange(len(labels)).numpy(), test_size=test_fraction, random_state=seed, stratify=labels.numpy()
+    )
+    train_images = images[train_idx]
+    normalize = v2.Normalize([train_images.mean().item()] * 3, [train_images.std().item()] * 3)
+    shift = v2.Compose([v2.RandomCrop(img_size, padding=img_size // 16), normalize])
+    return Workload(
+        name=f"digits{img_size}-s{seed}",
+        train=TensorImageDataset(train_images, labels[train_idx], shift),
+        test=TensorImageDataset(images[test_idx], labels[test_idx], normalize),
+        num_classes=10,
+        img_size=img_size,
+    )

@@ -1,0 +1,60 @@
+"""The bench matrix: which model x method x ratio cases to run, from user options."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from .registry import check_ratio, get_method, list_methods
+from .zoo import check_model_name
+
+DEFAULT_MODELS = ("resnet18", "mobilenetv3_small_100", "vit_tiny_patch16_224")
+QUICK_MODELS = ("resnet18", "mobilenetv3_small_100")
+
+
+class Case(NamedTuple):
+    model: str
+    method: str
+    ratio: float
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}-{self.method}-{self.ratio:g}"
+
+
+def split_csv(text: str | None) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``; ``None`` -> ``[]``."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def select_methods(patterns: Iterable[str]) -> list[str]:
+    """Registered method names matching any of ``patterns`` (names or wildcards), in registry order."""
+    names: list[str] = []
+    for pattern in patterns:
+        matched = list_methods(pattern)
+        if not matched:
+            raise ValueError(f"no pruning method matches {pattern!r}; available: {', '.join(list_methods())}")
+        names += [name for name in matched if name not in names]
+    return names
+
+
+def build_cases(
+    models: Iterable[str] = (),
+    methods: Iterable[str] = (),
+    ratios: Iterable[float | str] = (),
+    quick: bool = False,
+) -> list[Case]:
+    """Cases for every model x method x ratio; empty arguments mean the defaults.
+
+    Defaults: :data:`DEFAULT_MODELS` (:data:`QUICK_MODELS` when ``quick``), every registered method, and each
+    method's own ``default_ratio``. Raises ``ValueError`` naming any unknown model, method or bad ratio.
+    """
+    models = [check_model_name(m) for m in models] or list(QUICK_MODELS if quick else DEFAULT_MODELS)
+    methods = select_methods(methods) if methods else list_methods()
+    ratios = [check_ratio(r) for r in ratios]
+    return [
+        Case(model, method, ratio)
+        for model in models
+        for method in methods
+        for ratio in (ratios or [get_method(method).default_ratio])
+    ]

@@ -1,0 +1,109 @@
+"""The one entry point that prunes a model with a registered method and reports what changed."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .adapters import prunable_layers
+from .measure import count_macs_params
+from .registry import CalibBatches, check_ratio, get_method
+
+
+class NothingPrunedError(RuntimeError):
+    """A method ran but removed nothing: the case would measure the dense model and call it pruned."""
+
+
+@dataclass(frozen=True)
+class PruneRecord:
+    """What one call to :func:`prune` did.
+
+    ``channel_ratio`` is the fraction of output channels removed from prunable layers (0 for mask methods);
+    ``sparsity`` is the fraction of the dense prunable weights that are gone or zero.
+    """
+
+    method: str
+    kind: str
+    ratio: float
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    channel_ratio: float
+    sparsity: float
+
+    @property
+    def macs_speedup(self) -> float:
+        """Dense MACs / pruned MACs (1.0 for unstructured masks, which a dense kernel still computes)."""
+        return self.macs_before / self.macs_after
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        return {**asdict(self), "macs_speedup": self.macs_speedup}
+
+
+def _channels(layers: list[nn.Module]) -> int:
+    return sum(m.weight.shape[0] for m in layers)
+
+
+def _nonzero(layers: list[nn.Module]) -> int:
+    return sum(int(torch.count_nonzero(m.weight)) for m in layers)
+
+
+def prune(
+    model: nn.Module,
+    method: str,
+    ratio: float,
+    example_inputs: torch.Tensor,
+    calib: CalibBatches | None = None,
+    *,
+    inplace: bool = False,
+) -> tuple[nn.Module, PruneRecord]:
+    """Prune ``model`` with the registered ``method`` at ``ratio``; return the pruned model and its record.
+
+    ``example_inputs`` is a batch used to trace the graph and count MACs. ``calib`` is a sequence of
+    ``(images, labels)`` batches for methods that need calibration data or gradients. The model is copied
+    first unless ``inplace``. Unstructured methods leave their masks attached so a fine-tune keeps the
+    zeros; :func:`pruners.make_permanent` removes them.
+
+    Raises ``NothingPrunedError`` when the method removed nothing.
+    """
+    spec = get_method(method)
+    ratio = check_ratio(ratio)
+    if spec.needs and calib is None:
+        raise ValueError(
+            f"method {method!r} needs calibration batches ({', '.join(spec.needs)}): pass calib="
+        )
+    if not inplace:
+        model = copy.deepcopy(model)
+    was_training = model.training
+    model.eval()
+    layers = prunable_layers(model)
+    channels, weights = _channels(layers), sum(m.weight.numel() for m in layers)
+    macs, params = count_macs_params(model, example_inputs)
+
+    spec.fn(model, ratio, example_inputs, calib)
+
+    model.eval()
+    macs_after, params_after = count_macs_params(model, example_inputs)
+    layers = prunable_layers(model)
+    record = PruneRecord(
+        method=method,
+        kind=spec.kind,
+        ratio=ratio,
+        macs_before=macs,
+        macs_after=macs_after,
+        params_before=params,
+        params_after=params_after,
+        channel_ratio=1.0 - _channels(layers) / channels,
+        sparsity=1.0 - _nonzero(layers) / weights,
+    )
+    if record.sparsity <= 0.0 or (spec.kind == "structured" and macs_after >= macs):
+        raise NothingPrunedError(
+            f"method {method!r} at ratio {ratio} pruned nothing: MACs {macs} -> {macs_after}, "
+            f"weight sparsity {record.sparsity:.3f}"
+        )
+    model.train(was_training)
+    return model, record

@@ -1,0 +1,111 @@
+"""Registry of pruning methods, modelled on timm's ``register_model`` / ``list_models``.
+
+A method is one function ``fn(model, ratio, example_inputs, calib)`` that prunes ``model`` in place.
+Registering it with :func:`register_method` is all it takes to join the bench matrix and the unit tests.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+Kind = Literal["structured", "unstructured"]
+Need = Literal["calib", "grad"]
+CalibBatches = Sequence[tuple[torch.Tensor, torch.Tensor]]
+PruneFn = Callable[[nn.Module, float, torch.Tensor, "CalibBatches | None"], None]
+
+_KINDS = ("structured", "unstructured")
+_NEEDS = ("calib", "grad")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A registered pruning method and what the bench needs to know about it.
+
+    ``ratio`` is the method's own knob: the fraction of channels removed for structured methods, the
+    fraction of weights zeroed for unstructured ones. ``tolerance`` is the largest allowed drop in top-1,
+    in absolute percentage points, after the shared recovery fine-tune. ``default_ratio`` is the ratio the
+    bench uses when none is given.
+    """
+
+    name: str
+    fn: PruneFn
+    kind: Kind
+    needs: tuple[Need, ...]
+    tolerance: float
+    default_ratio: float
+    doc: str
+
+
+_METHODS: dict[str, MethodSpec] = {}
+
+
+def register_method(
+    name: str,
+    *,
+    kind: Kind,
+    tolerance: float,
+    default_ratio: float,
+    needs: Iterable[Need] = (),
+) -> Callable[[PruneFn], PruneFn]:
+    """Decorator that adds a pruning function to the registry under ``name``."""
+    needs = tuple(needs)
+    if kind not in _KINDS:
+        raise ValueError(f"method {name!r}: kind must be one of {_KINDS}, got {kind!r}")
+    unknown = [n for n in needs if n not in _NEEDS]
+    if unknown:
+        raise ValueError(f"method {name!r}: unknown needs {unknown}; choose from {_NEEDS}")
+    if tolerance < 0:
+        raise ValueError(f"method {name!r}: tolerance must be >= 0 points, got {tolerance}")
+    check_ratio(default_ratio)
+
+    def decorator(fn: PruneFn) -> PruneFn:
+        if name in _METHODS:
+            raise ValueError(f"pruning method {name!r} is already registered")
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _METHODS[name] = MethodSpec(
+            name=name,
+            fn=fn,
+            kind=kind,
+            needs=needs,
+            tolerance=float(tolerance),
+            default_ratio=float(default_ratio),
+            doc=doc[0] if doc else "",
+        )
+        return fn
+
+    return decorator
+
+
+def list_methods(filter: str | Iterable[str] = "*", kind: Kind | None = None) -> list[str]:
+    """Sorted names of the registered methods that match the wildcard ``filter`` (fnmatch), like timm."""
+    patterns = [filter] if isinstance(filter, str) else list(filter)
+    return sorted(
+        name
+        for name, spec in _METHODS.items()
+        if any(fnmatch.fnmatchcase(name, p) for p in patterns) and (kind is None or spec.kind == kind)
+    )
+
+
+def get_method(name: str) -> MethodSpec:
+    """The :class:`MethodSpec` registered as ``name``; a ``KeyError`` lists the known names otherwise."""
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise KeyError(f"unknown pruning method {name!r}; available: {', '.join(list_methods())}") from None
+
+
+def check_ratio(ratio: float) -> float:
+    """Return ``ratio`` as a float if it lies strictly between 0 and 1, else raise ``ValueError``."""
+    try:
+        value = float(ratio)
+    except (TypeError, ValueError):
+        raise ValueError(f"pruning ratio must be a number in (0, 1), got {ratio!r}") from None
+    if not 0.0 < value < 1.0:
+        raise ValueError(f"pruning ratio must be in (0, 1), got {ratio!r}")
+    return value

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pruners
+
+
+def test_digits_split_is_fixed_stratified_and_held_out(workload: pruners.Workload) -> None:
+    assert (len(workload.train), len(workload.test)) == (1437, 360)
+    test_labels = torch.tensor([workload.test[i][1] for i in range(len(workload.test))])
+    assert torch.bincount(test_labels, minlength=10).min() >= 35, "every class is in the held-out split"
+    again = pruners.digits()
+    assert torch.equal(workload.test_batch(360), again.test_batch(360))
+    other = pruners.digits(seed=1)
+    assert not torch.equal(workload.test_batch(360), other.test_batch(360))
+    train = {tuple(workload.train.images[i].flatten()[::7].tolist()) for i in range(len(workload.train))}
+    test = [tuple(workload.test.images[i].flatten()[::7].tolist()) for i in range(len(workload.test))]
+    assert sum(t in train for t in test) <= 2, "test images must not be copies of training images"
+
+
+def test_images_are_standardised_rgb(workload: pruners.Workload) -> None:
+    image, label = workload.test[0]
+    assert image.shape == (3, 32, 32) and 0 <= label < 10
+    batch = next(iter(workload.loader("train", batch_size=256)))[0]
+    assert abs(batch.mean().item()) < 0.2 and 0.8 < batch.std().item() < 1.2
+
+
+def test_only_training_images_are_shifted(workload: pruners.Workload) -> None:
+    torch.manual_seed(0)
+    train_views = [workload.train[0][0] for _ in range(8)]
+    assert any(not torch.equal(train_views[0], v) for v in train_views[1:])
+    assert torch.equal(workload.test[0][0], workload.test[0][0])
+
+
+def test_train_loader_is_seeded(workload: pruners.Workload) -> None:
+    first = [labels for _, labels in workload.loader("train", 64, seed=3)]
+    second = [labels for _, labels in workload.loader("train", 64, seed=3)]
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_bad_split_and_batch_are_errors(workload: pruners.Workload) -> None:
+    with pytest.raises(ValueError, match="split"):
+        workload.loader("val", 8)
+    with pytest.raises(ValueError, match="exceeds the 360 test images"):
+        workload.test_batch(1000)

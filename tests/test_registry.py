@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import pruners
+from pruners import registry
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Methods registered inside a test vanish after it."""
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+
+
+def test_the_starting_methods_are_registered() -> None:
+    assert {"random", "l1", "global_magnitude"} <= set(pruners.list_methods())
+    assert pruners.list_methods("*l1*") == ["l1"]
+    assert pruners.list_methods(["l1", "glob*"]) == ["global_magnitude", "l1"]
+    assert "global_magnitude" not in pruners.list_methods(kind="structured")
+    assert pruners.list_methods(kind="unstructured") == sorted(
+        n for n in pruners.list_methods() if pruners.get_method(n).kind == "unstructured"
+    )
+
+
+def test_specs_describe_themselves() -> None:
+    for name in pruners.list_methods():
+        spec = pruners.get_method(name)
+        assert spec.name == name
+        assert spec.kind in ("structured", "unstructured")
+        assert spec.tolerance >= 0
+        assert 0 < spec.default_ratio < 1
+        assert spec.doc, f"{name} needs a docstring giving the idea and its paper"
+
+
+def test_unknown_method_lists_the_available_ones() -> None:
+    with pytest.raises(KeyError, match=r"available: .*l1"):
+        pruners.get_method("l2_typo")
+
+
+@pytest.mark.parametrize("bad", [0, 1, -0.1, 1.5, math.nan, "abc", None])
+def test_invalid_ratio_is_rejected(bad: object) -> None:
+    with pytest.raises(ValueError, match="ratio"):
+        pruners.check_ratio(bad)
+
+
+def test_prune_rejects_invalid_ratio_before_touching_the_model(inputs: torch.Tensor) -> None:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.LazyLinear(10))
+    with pytest.raises(ValueError, match="ratio must be in"):
+        pruners.prune(model, "l1", 1.2, inputs)
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_register_validates_its_arguments() -> None:
+    def noop(model, ratio, example_inputs, calib):
+        """Does nothing."""
+
+    with pytest.raises(ValueError, match="kind"):
+        pruners.register_method("x", kind="sideways", tolerance=1, default_ratio=0.5)(noop)
+    with pytest.raises(ValueError, match="needs"):
+        pruners.register_method("x", kind="structured", tolerance=1, default_ratio=0.5, needs=("oracle",))
+    with pytest.raises(ValueError, match="tolerance"):
+        pruners.register_method("x", kind="structured", tolerance=-1, default_ratio=0.5)
+    with pytest.raises(ValueError, match="already registered"):
+        pruners.register_method("l1", kind="structured", tolerance=1, default_ratio=0.5)(noop)
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_a_method_that_prunes_nothing_is_an_error(inputs: torch.Tensor) -> None:
+    @pruners.register_method("noop", kind="structured", tolerance=1, default_ratio=0.5)
+    def noop(model, ratio, example_inputs, calib):
+        """Prunes nothing."""
+
+    model = timm_model("test_resnet")
+    with pytest.raises(pruners.NothingPrunedError, match=r"noop.*pruned nothing"):
+        pruners.prune(model, "noop", 0.5, inputs)
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_a_method_that_needs_calibration_gets_it(inputs: torch.Tensor) -> None:
+    @pruners.register_method("needy", kind="unstructured", tolerance=1, default_ratio=0.5, needs=("calib",))
+    def needy(model, ratio, example_inputs, calib):
+        """Needs calibration batches."""
+
+    with pytest.raises(ValueError, match=r"needy.*calib"):
+        pruners.prune(timm_model("test_resnet"), "needy", 0.5, inputs)
+
+
+def timm_model(name: str) -> nn.Module:
+    return pruners.zoo.create_model(name, pruners.digits())
