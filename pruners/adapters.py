@@ -41,6 +41,17 @@ def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
     return {m.qkv: m.num_heads for m in _attentions(model)}
 
 
+# Token parameters of timm ViTs, pruned along their last (embedding) dimension.
+_TOKEN_PARAMS = ("cls_token", "reg_token", "dist_token", "pos_embed")
+
+
+def token_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
+    """``[(param, dim)]`` for torch-pruning's ``unwrapped_parameters``: ViT tokens lose embedding channels."""
+    return [
+        (p, p.dim() - 1) for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] in _TOKEN_PARAMS
+    ]
+
+
 def sync_attention(model: nn.Module, num_heads: dict[nn.Module, int]) -> None:
     """After pruning, make each timm ``Attention``'s head count and sizes agree with its new ``qkv``."""
     for attn in _attentions(model):

@@ -9,7 +9,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from .adapters import attention_heads, classifier_layers, sync_attention
+from .adapters import attention_heads, classifier_layers, sync_attention, token_parameters
 from .registry import CalibBatches, register_method
 
 # Remaining channel counts are rounded to a multiple of this, as CPU and GPU kernels favour.
@@ -31,6 +31,7 @@ def prune_channels(
         pruning_ratio=ratio,
         ignored_layers=classifier_layers(model),
         num_heads=attention_heads(model),
+        unwrapped_parameters=token_parameters(model),
         round_to=ROUND_TO,
     )
     pruner.step()

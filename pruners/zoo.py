@@ -32,7 +32,7 @@ _FORMAT = 1
 BASELINE_RECIPES: tuple[tuple[str, Recipe], ...] = (
     ("vit_*", Recipe(epochs=30, lr=1e-3, warmup_epochs=2)),
     ("deit_*", Recipe(epochs=30, lr=1e-3, warmup_epochs=2)),
-    ("mobilenet*", Recipe(epochs=15, lr=5e-3, warmup_epochs=1)),
+    ("mobilenet*", Recipe(epochs=30, lr=5e-3, warmup_epochs=2)),
     ("*", Recipe(epochs=6, lr=2e-3, warmup_epochs=1)),
 )
 
