@@ -5,6 +5,7 @@ The pytest matrix, the asv suite and the command line all call :func:`run`, so t
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from itertools import islice
@@ -20,9 +21,12 @@ from .train import Recipe, train
 from .unstructured import make_permanent
 from .zoo import load_baseline
 
-# The fine-tune budget every method gets after pruning, whatever the model.
-RECOVERY = Recipe(epochs=2, lr=1e-3)
 CALIB_BATCHES = 4
+
+
+def recovery_recipe(baseline: Recipe) -> Recipe:
+    """The fine-tune every method gets after pruning: a third of the baseline's epochs, at its peak lr."""
+    return dataclasses.replace(baseline, epochs=max(1, baseline.epochs // 3), warmup_epochs=0)
 
 
 class AccuracyDropError(AssertionError):
@@ -105,7 +109,7 @@ def run(
     seed: int = 0,
     batch_size: int = 32,
     latency_rounds: int | None = 20,
-    recovery: Recipe = RECOVERY,
+    recovery: Recipe | None = None,
     baseline_recipe: Recipe | None = None,
 ) -> CaseResult:
     """Prune the dense ``model_name`` baseline with ``method`` at ``ratio`` (default: the method's own),
@@ -113,7 +117,7 @@ def run(
 
     ``batch_size`` is the batch of held-out images used for MACs and latency; ``latency_rounds=None``
     skips latency (for parallel runs, where timings would be meaningless). ``baseline_recipe`` overrides
-    :func:`pruners.zoo.baseline_recipe` for the dense model.
+    :func:`pruners.zoo.baseline_recipe` for the dense model, ``recovery`` overrides :func:`recovery_recipe`.
     """
     spec = get_method(method)
     ratio = spec.default_ratio if ratio is None else ratio
@@ -125,6 +129,7 @@ def run(
     torch.manual_seed(seed)
     pruned, record = prune(baseline.model, method, ratio, inputs, calib=calib)
     before_recovery = top1(pruned, test)
+    recovery = recovery or recovery_recipe(baseline.recipe)
     start = time.perf_counter()
     train(pruned, workload, recovery, seed=seed, desc=f"recover {model_name}/{method}")
     recovery_seconds = time.perf_counter() - start

@@ -70,6 +70,13 @@ def test_tolerance_check_passes_within_tolerance(result: pruners.CaseResult) -> 
         )
 
 
+def test_recovery_is_a_third_of_the_baseline_budget() -> None:
+    recipe = pruners.zoo.baseline_recipe("resnet18")
+    recovery = pruners.case.recovery_recipe(recipe)
+    assert recovery.epochs == recipe.epochs // 3 and recovery.lr == recipe.lr and recovery.warmup_epochs == 0
+    assert pruners.case.recovery_recipe(Recipe(epochs=2, lr=1e-3)).epochs == 1
+
+
 def test_latency_compares_a_slower_model() -> None:
     fast = torch.nn.Conv2d(3, 8, 3)
     slow = torch.nn.Sequential(
