@@ -23,8 +23,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if not hasattr(config.option, "models"):
-        return
     try:
         config.prunebench_cases = build_cases(
             split_csv(config.option.models),
