@@ -116,6 +116,8 @@ def _load(path: Path, model: nn.Module, meta: dict) -> dict:
         raise CorruptCacheError(f"{path}: {type(err).__name__}: {err}") from err
     if not isinstance(payload, dict) or {k: payload.get(k) for k in meta} != meta:
         raise CorruptCacheError(f"{path}: metadata does not match {meta}")
+    if not all(isinstance(payload.get(k), float) for k in ("top1", "train_seconds")):
+        raise CorruptCacheError(f"{path}: top-1 or training time missing")
     try:
         model.load_state_dict(payload["state_dict"])
     except (KeyError, RuntimeError) as err:

@@ -56,6 +56,10 @@ def test_cache_holding_another_model_is_rebuilt(workload, tmp_path: Path) -> Non
     with pytest.warns(UserWarning, match="metadata does not match"):
         _load(workload, tmp_path)
     assert torch.load(path, weights_only=True)["model"] == "test_resnet"
+    del payload["top1"]
+    torch.save(payload, path)
+    with pytest.warns(UserWarning, match="top-1 or training time missing"):
+        _load(workload, tmp_path)
 
 
 def test_failed_write_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
