@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -39,9 +39,6 @@ class PruneRecord:
     def macs_speedup(self) -> float:
         """Dense MACs / pruned MACs (1.0 for unstructured masks, which a dense kernel still computes)."""
         return self.macs_before / self.macs_after
-
-    def as_dict(self) -> dict[str, float | int | str]:
-        return {**asdict(self), "macs_speedup": self.macs_speedup}
 
 
 def _channels(layers: list[nn.Module]) -> int:

@@ -137,13 +137,13 @@ def load_baseline(
 
     A cache file that cannot be read back is reported with a warning and rebuilt.
     """
-    recipe = recipe or baseline_recipe(model_name)
-    model = create_model(model_name, workload)
+    recipe = recipe or baseline_recipe(check_model_name(model_name))
     meta = _meta(model_name, workload, recipe, seed)
     path = (root or cache_dir()) / f"{model_name}__{workload.name}__{recipe.key}__seed{seed}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
         if path.exists():
+            model = create_model(model_name, workload)
             try:
                 payload = _load(path, model, meta)
                 return Baseline(
