@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import pruners
-from pruners.matrix import DEFAULT_MODELS, QUICK_MODELS, build_cases, split_csv
+from pruners.matrix import DEFAULT_MODELS, QUICK_MODELS, build_cases, parse_seeds, split_csv
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -20,6 +20,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--batch-size", type=int, default=64, help="images per forward for MACs and latency")
     group.addoption("--threads", type=int, help="torch threads (default: all cores; 1 per xdist worker)")
     group.addoption("--latency-rounds", type=int, default=20, help="timed rounds per model and case")
+    group.addoption(
+        "--seeds",
+        default="0",
+        help="comma-separated training seeds; each case runs once per seed and is judged on the mean drop",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -30,6 +35,7 @@ def pytest_configure(config: pytest.Config) -> None:
             split_csv(config.option.ratios),
             quick=config.option.quick,
         )
+        config.prunebench_seeds = parse_seeds(config.option.seeds)
     except ValueError as err:
         raise pytest.UsageError(str(err)) from None
     if config.option.batch_size < 1 or config.option.latency_rounds < 2:
@@ -52,3 +58,8 @@ def workload() -> pruners.Workload:
 @pytest.fixture
 def opts(request: pytest.FixtureRequest) -> pytest.Config:
     return request.config.option
+
+
+@pytest.fixture
+def seeds(request: pytest.FixtureRequest) -> list[int]:
+    return request.config.prunebench_seeds

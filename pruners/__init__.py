@@ -7,26 +7,32 @@
 """
 
 from . import structured, unstructured  # noqa: F401  (register the methods)
-from .case import AccuracyDropError, CaseResult, check_accuracy, run
+from .case import AccuracyDropError, CaseResult, SeedResult, check_accuracy, run
 from .data import Workload, digits
+from .gate import CONFIDENCE, PairedDrop, Verdict, judge
 from .pruning import NothingPrunedError, PruneRecord, prune
 from .registry import MethodSpec, check_ratio, get_method, list_methods, register_method
 from .unstructured import make_permanent
 from .zoo import Baseline, CorruptCacheError, load_baseline
 
 __all__ = [
+    "CONFIDENCE",
     "AccuracyDropError",
     "Baseline",
     "CaseResult",
     "CorruptCacheError",
     "MethodSpec",
     "NothingPrunedError",
+    "PairedDrop",
     "PruneRecord",
+    "SeedResult",
+    "Verdict",
     "Workload",
     "check_accuracy",
     "check_ratio",
     "digits",
     "get_method",
+    "judge",
     "list_methods",
     "load_baseline",
     "make_permanent",

@@ -1,76 +1,143 @@
 """One bench case, composed in one place: baseline -> prune -> recover -> evaluate -> measure.
 
-The pytest matrix, the asv suite and the command line all call :func:`run`, so their numbers agree.
+The pytest matrix, the calibration command and the asv suite all call :func:`run`, so their numbers agree.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
 
 import torch
 from torch import nn
 
+from . import zoo
 from .data import Workload, digits
-from .measure import LatencyStats, compare_latency, top1
+from .gate import PairedDrop, Verdict, judge
+from .measure import LatencyStats, compare_latency, correct
 from .pruning import PruneRecord, prune
 from .registry import get_method
 from .train import Recipe, train
 from .unstructured import make_permanent
-from .zoo import load_baseline
 
 CALIB_BATCHES = 4
+# Weight of the distillation term in the recovery loss (0 turns distillation off); see recovery_recipe.
+RECOVERY_DISTILL = 0.5
 
 
-def recovery_recipe(baseline: Recipe) -> Recipe:
-    """The fine-tune every method gets after pruning: a third of the baseline's epochs, at its peak lr."""
-    return dataclasses.replace(baseline, epochs=max(1, baseline.epochs // 3), warmup_epochs=0)
+def recovery_recipe(baseline: Recipe, distill: float = RECOVERY_DISTILL) -> Recipe:
+    """The fine-tune every method gets after pruning: a third of the baseline's epochs at its peak lr,
+    distilling from the dense model with weight ``distill``."""
+    return dataclasses.replace(
+        baseline, epochs=max(1, baseline.epochs // 3), warmup_epochs=0, distill=distill
+    )
 
 
 class AccuracyDropError(AssertionError):
-    """The pruned model lost more top-1 than its method's tolerance allows."""
+    """The pruned model lost more top-1 than its method's tolerance allows, beyond the test-set noise."""
+
+
+@dataclass
+class SeedResult:
+    """One training seed of a case: the paired scores of its dense baseline and its recovered pruned model."""
+
+    seed: int
+    paired: PairedDrop
+    pruned_top1_before_recovery: float
+    record: PruneRecord
+    recovery_seconds: float
+    dense: nn.Module = dataclasses.field(repr=False)
+    pruned: nn.Module = dataclasses.field(repr=False)
+
+    def summary(self) -> dict[str, float | int | list[float]]:
+        low, high = self.paired.ci(0.95)
+        return {
+            "seed": self.seed,
+            "dense_top1": round(self.paired.dense_top1, 2),
+            "pruned_top1_before_recovery": round(self.pruned_top1_before_recovery, 2),
+            "pruned_top1": round(self.paired.pruned_top1, 2),
+            "top1_drop": round(self.paired.drop, 2),
+            "top1_drop_se": round(self.paired.se, 3),
+            "top1_drop_ci95": [round(low, 2), round(high, 2)],
+            "mcnemar_p": round(self.paired.mcnemar_p, 4),
+            "recovery_seconds": round(self.recovery_seconds, 1),
+        }
 
 
 @dataclass
 class CaseResult:
-    """Everything one case measured; ``dense`` and ``pruned`` are the models themselves."""
+    """Everything one case measured over its seeds; latency is the first seed's."""
 
     model_name: str
     method: str
     ratio: float
     tolerance: float
-    dense_top1: float
-    pruned_top1_before_recovery: float
-    pruned_top1: float
-    record: PruneRecord
+    seeds: list[SeedResult]
     baseline_recipe: Recipe
     recovery_recipe: Recipe
-    recovery_seconds: float
-    seed: int
     inputs: torch.Tensor
-    dense: nn.Module
-    pruned: nn.Module
     latency: LatencyStats | None
 
     @property
-    def top1_drop(self) -> float:
-        """Dense minus pruned top-1, in points (negative when pruning helped)."""
-        return self.dense_top1 - self.pruned_top1
+    def dense(self) -> nn.Module:
+        """The first seed's dense baseline."""
+        return self.seeds[0].dense
 
-    def summary(self) -> dict[str, float | int | str]:
-        """Flat figures for pytest-benchmark's ``extra_info`` and reports."""
-        info: dict[str, float | int | str] = {
+    @property
+    def pruned(self) -> nn.Module:
+        """The first seed's pruned and recovered model."""
+        return self.seeds[0].pruned
+
+    @property
+    def record(self) -> PruneRecord:
+        """The first seed's prune record (MACs, params, sparsity)."""
+        return self.seeds[0].record
+
+    @property
+    def verdict(self) -> Verdict:
+        """The accuracy gate's decision over all seeds (see :mod:`pruners.gate`)."""
+        return judge([s.paired for s in self.seeds], self.tolerance)
+
+    @property
+    def dense_top1(self) -> float:
+        return statistics.fmean(s.paired.dense_top1 for s in self.seeds)
+
+    @property
+    def pruned_top1(self) -> float:
+        return statistics.fmean(s.paired.pruned_top1 for s in self.seeds)
+
+    @property
+    def top1_drop(self) -> float:
+        """Mean over seeds of dense minus pruned top-1, in points (negative when pruning helped)."""
+        return self.verdict.mean_drop
+
+    def summary(self) -> dict[str, object]:
+        """Flat figures for pytest-benchmark's ``extra_info`` and reports; ``per_seed`` holds each seed's."""
+        verdict = self.verdict
+        drops = [s.paired.drop for s in self.seeds]
+        info: dict[str, object] = {
             "model": self.model_name,
             "method": self.method,
             "kind": self.record.kind,
             "ratio": self.ratio,
+            "seeds": [s.seed for s in self.seeds],
             "dense_top1": round(self.dense_top1, 2),
-            "pruned_top1_before_recovery": round(self.pruned_top1_before_recovery, 2),
+            "pruned_top1_before_recovery": round(
+                statistics.fmean(s.pruned_top1_before_recovery for s in self.seeds), 2
+            ),
             "pruned_top1": round(self.pruned_top1, 2),
-            "top1_drop": round(self.top1_drop, 2),
-            "tolerance": f"pruned top-1 >= dense top-1 - {self.tolerance} points",
+            "top1_drop": round(verdict.mean_drop, 2),
+            "top1_drop_min": round(min(drops), 2),
+            "top1_drop_max": round(max(drops), 2),
+            "top1_drop_seed_std": round(verdict.seed_std, 3),
+            "top1_drop_noise": round(verdict.noise, 3),
+            "tolerance": self.tolerance,
+            "gate": verdict.rule,
+            "passed": verdict.passed,
             "macs_dense": self.record.macs_before,
             "macs_pruned": self.record.macs_after,
             "params_dense": self.record.params_before,
@@ -80,24 +147,51 @@ class CaseResult:
             "sparsity": round(self.record.sparsity, 3),
             "baseline_recipe": repr(self.baseline_recipe),
             "recovery_recipe": repr(self.recovery_recipe),
-            "recovery_seconds": round(self.recovery_seconds, 1),
-            "seed": self.seed,
             "batch_size": len(self.inputs),
             "threads": torch.get_num_threads(),
+            "per_seed": [s.summary() for s in self.seeds],
         }
+        if len(self.seeds) == 1:
+            info.update({k: v for k, v in info["per_seed"][0].items() if k.startswith(("top1_drop_", "mc"))})
         if self.latency is not None:
             info.update({f"latency_{k}": round(v, 3) for k, v in self.latency.as_dict().items()})
         return info
 
 
 def check_accuracy(result: CaseResult) -> None:
-    """Raise :class:`AccuracyDropError` unless pruned top-1 >= dense top-1 - tolerance."""
-    if result.pruned_top1 < result.dense_top1 - result.tolerance:
+    """Raise :class:`AccuracyDropError` when the drop exceeds the tolerance by more than the noise allows."""
+    verdict = result.verdict
+    if not verdict.passed:
         raise AccuracyDropError(
-            f"{result.model_name} / {result.method} @ {result.ratio}: pruned top-1 {result.pruned_top1:.2f}% "
-            f"is {result.top1_drop:.2f} points below dense {result.dense_top1:.2f}% "
-            f"(tolerance {result.tolerance} points)"
+            f"{result.model_name} / {result.method} @ {result.ratio}: top-1 {result.dense_top1:.2f}% -> "
+            f"{result.pruned_top1:.2f}%, a drop of {verdict.mean_drop:.2f} points with noise "
+            f"{verdict.noise:.2f} (SE), past the tolerance of {result.tolerance:g} points: {verdict.rule}"
         )
+
+
+def _run_seed(
+    model_name: str,
+    method: str,
+    ratio: float,
+    workload: Workload,
+    seed: int,
+    inputs: torch.Tensor,
+    dense_recipe: Recipe,
+    recovery: Recipe,
+) -> SeedResult:
+    baseline = zoo.load_baseline(model_name, workload, seed=seed, recipe=dense_recipe)
+    test = workload.loader("test", batch_size=256)
+    calib = list(islice(workload.loader("train", len(inputs), seed=seed), CALIB_BATCHES))
+    torch.manual_seed(seed)
+    pruned, record = prune(baseline.model, method, ratio, inputs, calib=calib)
+    before_recovery = 100.0 * correct(pruned, test).float().mean().item()
+    start = time.perf_counter()
+    desc = f"recover {model_name}/{method}"
+    train(pruned, workload, recovery, seed=seed, desc=desc, teacher=baseline.model)
+    recovery_seconds = time.perf_counter() - start
+    make_permanent(pruned)
+    paired = PairedDrop.from_correct(correct(baseline.model, test), correct(pruned, test))
+    return SeedResult(seed, paired, before_recovery, record, recovery_seconds, baseline.model, pruned)
 
 
 def run(
@@ -106,52 +200,46 @@ def run(
     ratio: float | None = None,
     workload: Workload | None = None,
     *,
-    seed: int = 0,
+    seeds: Sequence[int] = (0,),
     batch_size: int = 32,
     latency_rounds: int | None = 20,
     recovery: Recipe | None = None,
     baseline_recipe: Recipe | None = None,
 ) -> CaseResult:
     """Prune the dense ``model_name`` baseline with ``method`` at ``ratio`` (default: the method's own),
-    fine-tune it with the shared ``recovery`` budget and measure both models.
+    fine-tune it with the shared ``recovery`` budget and score both models on the same held-out images,
+    once per training seed in ``seeds`` (each seed has its own cached baseline).
 
-    ``batch_size`` is the batch of held-out images used for MACs and latency; ``latency_rounds=None``
-    skips latency (for parallel runs, where timings would be meaningless). ``baseline_recipe`` overrides
-    :func:`pruners.zoo.baseline_recipe` for the dense model, ``recovery`` overrides :func:`recovery_recipe`.
+    ``batch_size`` is the batch of held-out images used for MACs and latency; latency is timed on the first
+    seed's models, and ``latency_rounds=None`` skips it (for parallel runs, where timings would be
+    meaningless). ``baseline_recipe`` overrides :func:`pruners.zoo.baseline_recipe` for the dense model,
+    ``recovery`` overrides :func:`recovery_recipe`.
     """
     spec = get_method(method)
     ratio = spec.default_ratio if ratio is None else ratio
+    seeds = list(dict.fromkeys(seeds))
+    if not seeds:
+        raise ValueError("a case needs at least one seed")
     workload = workload or digits()
-    baseline = load_baseline(model_name, workload, seed=seed, recipe=baseline_recipe)
+    dense_recipe = baseline_recipe or zoo.baseline_recipe(zoo.check_model_name(model_name))
+    recovery = recovery or recovery_recipe(dense_recipe)
     inputs = workload.test_batch(batch_size)
-    test = workload.loader("test", batch_size=256)
-    calib = list(islice(workload.loader("train", batch_size, seed=seed), CALIB_BATCHES))
-    torch.manual_seed(seed)
-    pruned, record = prune(baseline.model, method, ratio, inputs, calib=calib)
-    before_recovery = top1(pruned, test)
-    recovery = recovery or recovery_recipe(baseline.recipe)
-    start = time.perf_counter()
-    train(pruned, workload, recovery, seed=seed, desc=f"recover {model_name}/{method}")
-    recovery_seconds = time.perf_counter() - start
-    make_permanent(pruned)
+    results = [
+        _run_seed(model_name, method, ratio, workload, seed, inputs, dense_recipe, recovery) for seed in seeds
+    ]
     latency = (
-        None if latency_rounds is None else compare_latency(baseline.model, pruned, inputs, latency_rounds)
+        None
+        if latency_rounds is None
+        else compare_latency(results[0].dense, results[0].pruned, inputs, latency_rounds)
     )
     return CaseResult(
         model_name=model_name,
         method=method,
         ratio=ratio,
         tolerance=spec.tolerance,
-        dense_top1=baseline.top1,
-        pruned_top1_before_recovery=before_recovery,
-        pruned_top1=top1(pruned, test),
-        record=record,
-        baseline_recipe=baseline.recipe,
+        seeds=results,
+        baseline_recipe=dense_recipe,
         recovery_recipe=recovery,
-        recovery_seconds=recovery_seconds,
-        seed=seed,
         inputs=inputs,
-        dense=baseline.model,
-        pruned=pruned,
         latency=latency,
     )

@@ -27,6 +27,17 @@ def split_csv(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
+def parse_seeds(text: str | None) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; ``ValueError`` for anything but distinct non-negative integers."""
+    parts = split_csv(text)
+    if not parts or not all(p.isdigit() for p in parts):
+        raise ValueError(f"seeds must be comma-separated non-negative integers, got {text!r}")
+    seeds = [int(p) for p in parts]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {text!r}")
+    return seeds
+
+
 def select_methods(patterns: Iterable[str]) -> list[str]:
     """Registered method names matching any of ``patterns`` (names or wildcards), in registry order."""
     names: list[str] = []

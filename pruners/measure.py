@@ -13,14 +13,15 @@ from torch.utils.data import DataLoader
 
 
 @torch.inference_mode()
+def correct(model: nn.Module, loader: DataLoader) -> torch.Tensor:
+    """Per-image top-1 correctness of ``model`` on ``loader``, as a boolean vector in loader order."""
+    model.eval()
+    return torch.cat([model(images).argmax(dim=1) == labels for images, labels in loader])
+
+
 def top1(model: nn.Module, loader: DataLoader) -> float:
     """Top-1 accuracy of ``model`` on ``loader``, in percent."""
-    model.eval()
-    correct = total = 0
-    for images, labels in loader:
-        correct += int((model(images).argmax(dim=1) == labels).sum())
-        total += len(labels)
-    return 100.0 * correct / total
+    return 100.0 * correct(model, loader).float().mean().item()
 
 
 @torch.no_grad()

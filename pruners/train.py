@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 
 import torch
+import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch import nn
@@ -17,7 +18,12 @@ from .data import Workload
 
 @dataclass(frozen=True)
 class Recipe:
-    """AdamW with a per-step cosine schedule and label smoothing; the workload supplies augmentation."""
+    """AdamW with a per-step cosine schedule and label smoothing; the workload supplies augmentation.
+
+    ``distill`` > 0 mixes in knowledge distillation from a teacher (Hinton et al., 2015, "Distilling the
+    Knowledge in a Neural Network"): the loss is ``(1 - distill) * CE(labels) + distill * T^2 *
+    KL(teacher || student)`` on logits softened by ``temperature`` T.
+    """
 
     epochs: int
     lr: float
@@ -25,15 +31,51 @@ class Recipe:
     batch_size: int = 64
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
+    distill: float = 0.0
+    temperature: float = 4.0
+
+    def settings(self) -> dict[str, float | int]:
+        """The fields that differ from their defaults: what identifies the recipe.
+
+        A field added later with a default leaves the keys and caches of existing recipes alone.
+        """
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) != f.default}
 
     @property
     def key(self) -> str:
-        """A short hash of every field, for cache keys."""
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        """A short hash of :meth:`settings`, for cache keys."""
+        return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def train(model: nn.Module, workload: Workload, recipe: Recipe, seed: int = 0, desc: str = "train") -> None:
-    """Train ``model`` in place on ``workload.train`` with ``recipe``, showing a tqdm progress bar."""
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL divergence from the teacher's to the student's softened distribution, scaled by T^2."""
+    return (
+        F.kl_div(
+            F.log_softmax(student / temperature, dim=1),
+            F.log_softmax(teacher / temperature, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * temperature**2
+    )
+
+
+def train(
+    model: nn.Module,
+    workload: Workload,
+    recipe: Recipe,
+    seed: int = 0,
+    desc: str = "train",
+    teacher: nn.Module | None = None,
+) -> None:
+    """Train ``model`` in place on ``workload.train`` with ``recipe``, showing a tqdm progress bar.
+
+    A recipe that distils needs the ``teacher``, which is only run, never trained.
+    """
+    if recipe.distill and teacher is None:
+        raise ValueError(f"recipe distils (distill={recipe.distill}) but no teacher was given")
+    if teacher is not None:
+        teacher.eval()
     torch.manual_seed(seed)
     loader = workload.loader("train", recipe.batch_size, seed=seed)
     optimizer = create_optimizer_v2(model, "adamw", lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -53,7 +95,13 @@ def train(model: nn.Module, workload: Workload, recipe: Recipe, seed: int = 0, d
     with tqdm(total=recipe.epochs * len(loader), desc=desc, unit="batch", leave=False) as bar:
         for _ in range(recipe.epochs):
             for images, labels in loader:
-                loss = criterion(model(images), labels)
+                logits = model(images)
+                loss = criterion(logits, labels)
+                if recipe.distill:
+                    with torch.no_grad():
+                        target = teacher(images)
+                    kd = distill_loss(logits, target, recipe.temperature)
+                    loss = (1 - recipe.distill) * loss + recipe.distill * kd
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -12,8 +12,10 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import timm
 import torch
@@ -88,25 +90,33 @@ def _meta(model_name: str, workload: Workload, recipe: Recipe, seed: int) -> dic
         "format": _FORMAT,
         "model": model_name,
         "workload": workload.name,
-        "recipe": asdict(recipe),
+        "recipe": recipe.settings(),
         "seed": seed,
     }
 
 
-def save_atomic(payload: dict, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, fsync, then rename it over ``path``.
+
+    A crash or interrupt leaves ``path`` as it was, never half-written.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(tmp, 0o644)
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_atomic(payload: dict, path: Path) -> None:
+    """``torch.save`` ``payload`` to ``path`` through :func:`write_atomic`."""
+    write_atomic(path, lambda f: torch.save(payload, f))
 
 
 def _load(path: Path, model: nn.Module, meta: dict) -> dict:

@@ -1,35 +1,41 @@
-"""A whole case on a tiny model, and the tolerance check that must be able to fail."""
+"""A whole case on a tiny model, the audits the accuracy gate must fail, and determinism."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
 import torch
 
 import pruners
-from pruners.measure import compare_latency, top1
+from pruners.measure import compare_latency, correct
 from pruners.train import Recipe
 
 from .conftest import TINY_RECIPE
 
-FAST_RECOVERY = Recipe(epochs=1, lr=1e-3)
+FAST_RECOVERY = Recipe(epochs=1, lr=1e-3, distill=0.5)
+
+
+def run_tiny(method: str = "l1", seeds: tuple[int, ...] = (0,), rounds: int | None = 3) -> pruners.CaseResult:
+    return pruners.run(
+        "test_resnet",
+        method,
+        0.3,
+        pruners.digits(),
+        seeds=seeds,
+        batch_size=16,
+        latency_rounds=rounds,
+        recovery=FAST_RECOVERY,
+        baseline_recipe=TINY_RECIPE,
+    )
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> pruners.CaseResult:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(pruners.zoo.CACHE_ENV, str(tmp_path_factory.mktemp("case-cache")))
-        return pruners.run(
-            "test_resnet",
-            "l1",
-            0.3,
-            pruners.digits(),
-            batch_size=16,
-            latency_rounds=3,
-            recovery=FAST_RECOVERY,
-            baseline_recipe=TINY_RECIPE,
-        )
+        return run_tiny(seeds=(0, 1))
 
 
 def test_case_measures_everything(result: pruners.CaseResult) -> None:
@@ -43,38 +49,106 @@ def test_case_measures_everything(result: pruners.CaseResult) -> None:
         result.latency.dense_ms / result.latency.pruned_ms, rel=1e-2
     )
     assert info["batch_size"] == 16 and info["threads"] == torch.get_num_threads()
-    assert "points" in info["tolerance"]
+    assert info["tolerance"] == pruners.get_method("l1").tolerance
+    assert info["passed"] == result.verdict.passed and "one-sided 99%" in info["gate"]
 
 
-def test_recovery_fine_tune_changes_the_pruned_model(result: pruners.CaseResult) -> None:
-    assert result.pruned_top1 != result.pruned_top1_before_recovery
-    assert top1(result.pruned, pruners.digits().loader("test", 256)) == result.pruned_top1
+def test_each_seed_is_kept_with_its_paired_statistics(result: pruners.CaseResult) -> None:
+    info = result.summary()
+    assert info["seeds"] == [0, 1] and [s["seed"] for s in info["per_seed"]] == [0, 1]
+    drops = [s["top1_drop"] for s in info["per_seed"]]
+    assert info["top1_drop"] == pytest.approx(sum(drops) / 2, abs=0.01)
+    assert info["top1_drop_min"] == min(drops) and info["top1_drop_max"] == max(drops)
+    assert info["top1_drop_seed_std"] == pytest.approx(result.verdict.seed_std, abs=1e-3)
+    for seed in info["per_seed"]:
+        low, high = seed["top1_drop_ci95"]
+        assert low <= seed["top1_drop"] <= high and seed["top1_drop_se"] >= 0
+    assert result.seeds[0].dense is not result.seeds[1].dense, "each seed has its own baseline"
 
 
-def test_tolerance_check_fails_on_a_destroyed_model(result: pruners.CaseResult) -> None:
-    destroyed = result.pruned
+def test_paired_scores_are_the_models_own(result: pruners.CaseResult) -> None:
+    test = pruners.digits().loader("test", 256)
+    first = result.seeds[0]
+    assert torch.equal(correct(first.pruned, test), correct(result.pruned, test))
+    assert first.paired.pruned_correct == int(correct(result.pruned, test).sum())
+    assert first.paired.dense_correct == int(correct(result.dense, test).sum())
+    assert first.paired.pruned_top1 != first.pruned_top1_before_recovery, "recovery changed nothing"
+
+
+def audit(result: pruners.CaseResult, pruned_ok: torch.Tensor) -> pruners.CaseResult:
+    """``result`` with its first seed's pruned model replaced by one scoring ``pruned_ok``."""
+    dense_ok = correct(result.dense, pruners.digits().loader("test", 256))
+    seed = dataclasses.replace(result.seeds[0], paired=pruners.PairedDrop.from_correct(dense_ok, pruned_ok))
+    return dataclasses.replace(result, seeds=[seed])
+
+
+def test_audit_destroyed_model_fails(result: pruners.CaseResult) -> None:
+    destroyed = copy.deepcopy(result.pruned)
     with torch.no_grad():
         for p in destroyed.parameters():
             p.zero_()
-    wrecked = dataclasses.replace(result, pruned_top1=top1(destroyed, pruners.digits().loader("test", 256)))
+    wrecked = audit(result, correct(destroyed, pruners.digits().loader("test", 256)))
     assert wrecked.pruned_top1 < 15
-    with pytest.raises(pruners.AccuracyDropError, match=r"pruned top-1 \d+\.\d\d% is .* below dense"):
+    with pytest.raises(pruners.AccuracyDropError, match=r"a drop of \d+\.\d\d points with noise \d\.\d\d"):
         pruners.check_accuracy(wrecked)
 
 
-def test_tolerance_check_passes_within_tolerance(result: pruners.CaseResult) -> None:
-    pruners.check_accuracy(dataclasses.replace(result, pruned_top1=result.dense_top1 - result.tolerance))
-    with pytest.raises(pruners.AccuracyDropError):
-        pruners.check_accuracy(
-            dataclasses.replace(result, pruned_top1=result.dense_top1 - result.tolerance - 0.01)
-        )
+@pytest.mark.parametrize("method", pruners.list_methods())
+def test_audit_drop_five_points_past_tolerance_fails(result: pruners.CaseResult, method: str) -> None:
+    tolerance = pruners.get_method(method).tolerance
+    dense_ok = correct(result.dense, pruners.digits().loader("test", 256))
+    lost = round((tolerance + 5) / 100 * len(dense_ok))
+    pruned_ok = dense_ok.clone()
+    pruned_ok[dense_ok.nonzero().flatten()[:lost]] = False
+    past = dataclasses.replace(audit(result, pruned_ok), tolerance=tolerance)
+    assert past.top1_drop == pytest.approx(tolerance + 5, abs=0.2)
+    with pytest.raises(pruners.AccuracyDropError) as err:
+        pruners.check_accuracy(past)
+    message = str(err.value)
+    assert f"a drop of {past.top1_drop:.2f} points" in message
+    assert f"tolerance of {tolerance:g} points" in message and "noise" in message
 
 
-def test_recovery_is_a_third_of_the_baseline_budget() -> None:
+def test_drop_within_tolerance_passes(result: pruners.CaseResult) -> None:
+    dense_ok = correct(result.dense, pruners.digits().loader("test", 256))
+    pruners.check_accuracy(audit(result, dense_ok))
+
+
+def test_same_seed_gives_identical_figures_and_architecture(result: pruners.CaseResult) -> None:
+    again = run_tiny(seeds=(0,), rounds=None)
+    first = result.seeds[0]
+    assert again.seeds[0].paired == first.paired
+    assert again.seeds[0].pruned_top1_before_recovery == first.pruned_top1_before_recovery
+    shapes = {k: v.shape for k, v in result.pruned.state_dict().items()}
+    assert {k: v.shape for k, v in again.pruned.state_dict().items()} == shapes
+    for k, v in again.pruned.state_dict().items():
+        assert torch.equal(v, result.pruned.state_dict()[k]), k
+
+
+def test_random_method_is_seeded(result: pruners.CaseResult) -> None:
+    one, other = run_tiny("random", rounds=None), run_tiny("random", rounds=None)
+    assert one.seeds[0].paired == other.seeds[0].paired
+
+
+def test_recovery_is_a_third_of_the_baseline_budget_and_distils() -> None:
     recipe = pruners.zoo.baseline_recipe("resnet18")
     recovery = pruners.case.recovery_recipe(recipe)
     assert recovery.epochs == recipe.epochs // 3 and recovery.lr == recipe.lr and recovery.warmup_epochs == 0
+    assert recovery.distill == pruners.case.RECOVERY_DISTILL
     assert pruners.case.recovery_recipe(Recipe(epochs=2, lr=1e-3)).epochs == 1
+
+
+def test_distilling_recipe_needs_a_teacher(workload: pruners.Workload) -> None:
+    model = pruners.zoo.create_model("test_resnet", workload)
+    with pytest.raises(ValueError, match="no teacher"):
+        pruners.train.train(model, workload, FAST_RECOVERY)
+
+
+def test_distillation_pulls_the_student_towards_the_teacher() -> None:
+    teacher = torch.randn(8, 10) * 3
+    same = pruners.train.distill_loss(teacher.clone(), teacher, temperature=4.0)
+    other = pruners.train.distill_loss(torch.randn(8, 10), teacher, temperature=4.0)
+    assert same.item() == pytest.approx(0.0, abs=1e-6) and other.item() > 0.1
 
 
 def test_latency_compares_a_slower_model() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import pruners
-from pruners.matrix import DEFAULT_MODELS, QUICK_MODELS, build_cases, split_csv
+from pruners.matrix import DEFAULT_MODELS, QUICK_MODELS, build_cases, parse_seeds, split_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,15 +47,29 @@ def test_bad_selection_is_a_clear_error(kwargs: dict, message: str) -> None:
         build_cases(**kwargs)
 
 
-def test_bench_reports_usage_errors() -> None:
+def test_seeds_are_parsed_strictly() -> None:
+    assert parse_seeds("0, 1,2") == [0, 1, 2] and parse_seeds("7") == [7]
+    for bad in ("", "1,a", "-1", "1.5", "2,2"):
+        with pytest.raises(ValueError, match="seeds must be"):
+            parse_seeds(bad)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--methods", "nope"], "no pruning method matches 'nope'; available:"),
+        (["--seeds", "0,zero"], "seeds must be comma-separated non-negative integers"),
+    ],
+)
+def test_bench_reports_usage_errors(option: list[str], message: str) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench", "--collect-only", "-q", "--methods", "nope"],
+        [sys.executable, "-m", "pytest", "bench", "--collect-only", "-q", *option],
         cwd=ROOT,
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 4, proc.stdout + proc.stderr
-    assert "no pruning method matches 'nope'; available:" in proc.stderr
+    assert message in proc.stderr
 
 
 def test_bench_collects_the_quick_matrix() -> None:

@@ -1,0 +1,165 @@
+"""The accuracy gate: a paired, noise-aware verdict on the top-1 a pruned model lost.
+
+Dense and pruned models are scored on the same held-out images, so the drop is a paired difference:
+with ``d_i = dense_ok_i - pruned_ok_i`` the drop is ``mean(d)`` and its standard error ``std(d) / sqrt(n)``.
+A case fails only when the drop exceeds the method's tolerance by more than that noise allows at a
+one-sided confidence of :data:`CONFIDENCE` (one-sided z-test on the paired difference). With several
+training seeds the mean drop is judged and the spread between seeds joins the noise. The larger the held-out
+set, the smaller the noise, so the same rule tightens by itself on ImageNet-sized data.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from scipy.stats import binomtest, norm
+
+CONFIDENCE = 0.99
+
+
+def one_sided_z(confidence: float = CONFIDENCE) -> float:
+    """The standard normal quantile of ``confidence``: 2.33 for 99 %."""
+    return float(norm.ppf(confidence))
+
+
+@dataclass(frozen=True)
+class PairedDrop:
+    """Top-1 lost by a pruned model against its dense parent on the same ``n`` images, in points.
+
+    ``dense_only`` images are right before pruning and wrong after; ``pruned_only`` the reverse. Only these
+    discordant images carry information about the drop (McNemar).
+    """
+
+    n: int
+    dense_correct: int
+    pruned_correct: int
+    dense_only: int
+    pruned_only: int
+
+    @classmethod
+    def from_correct(cls, dense_ok: torch.Tensor, pruned_ok: torch.Tensor) -> PairedDrop:
+        """Build from per-image correctness (boolean vectors over the same images, in the same order)."""
+        if dense_ok.shape != pruned_ok.shape or dense_ok.dim() != 1 or len(dense_ok) < 2:
+            raise ValueError(
+                f"paired scores need two equal 1-D vectors of >= 2 images, got {tuple(dense_ok.shape)} "
+                f"and {tuple(pruned_ok.shape)}"
+            )
+        dense_ok, pruned_ok = dense_ok.bool(), pruned_ok.bool()
+        return cls(
+            n=len(dense_ok),
+            dense_correct=int(dense_ok.sum()),
+            pruned_correct=int(pruned_ok.sum()),
+            dense_only=int((dense_ok & ~pruned_ok).sum()),
+            pruned_only=int((pruned_ok & ~dense_ok).sum()),
+        )
+
+    @property
+    def dense_top1(self) -> float:
+        return 100.0 * self.dense_correct / self.n
+
+    @property
+    def pruned_top1(self) -> float:
+        return 100.0 * self.pruned_correct / self.n
+
+    @property
+    def drop(self) -> float:
+        """Dense minus pruned top-1 in points (negative when the pruned model does better)."""
+        return 100.0 * (self.dense_only - self.pruned_only) / self.n
+
+    @property
+    def se(self) -> float:
+        """Standard error of :attr:`drop` in points: the sample std of ``d_i`` over ``sqrt(n)``."""
+        discordant = (self.dense_only + self.pruned_only) / self.n
+        mean = (self.dense_only - self.pruned_only) / self.n
+        variance = (discordant - mean**2) * self.n / (self.n - 1)
+        return 100.0 * math.sqrt(max(variance, 0.0) / self.n)
+
+    def ci(self, confidence: float = 0.95) -> tuple[float, float]:
+        """Exact two-sided interval for the drop, in points, given the discordant count (McNemar-style).
+
+        Of the ``m`` discordant images, ``dense_only`` is Binomial(m, p); the Clopper-Pearson interval
+        for ``p`` maps to the drop as ``m / n * (2p - 1)``.
+        """
+        m = self.dense_only + self.pruned_only
+        if m == 0:
+            return (0.0, 0.0)
+        p = binomtest(self.dense_only, m).proportion_ci(confidence_level=confidence, method="exact")
+        return tuple(100.0 * m / self.n * (2 * q - 1) for q in (p.low, p.high))
+
+    @property
+    def mcnemar_p(self) -> float:
+        """One-sided exact McNemar p-value that pruning lost accuracy at all (1.0 without discordance)."""
+        m = self.dense_only + self.pruned_only
+        return float(binomtest(self.dense_only, m, alternative="greater").pvalue) if m else 1.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's decision over one or more training seeds of one case.
+
+    ``noise`` is the standard error of the mean drop: ``sqrt((mean(se^2) + seed_var) / k)`` over ``k``
+    seeds, which is the paired standard error itself for one seed. The case passes when
+    ``mean_drop - z * noise <= tolerance``, with ``z`` the one-sided normal quantile of ``confidence``.
+    """
+
+    drops: tuple[float, ...]
+    ses: tuple[float, ...]
+    tolerance: float
+    confidence: float = CONFIDENCE
+
+    def __post_init__(self) -> None:
+        if not self.drops or len(self.drops) != len(self.ses):
+            raise ValueError("a verdict needs one drop and one standard error per seed")
+        if not 0.5 < self.confidence < 1:
+            raise ValueError(f"confidence must be in (0.5, 1), got {self.confidence}")
+
+    @property
+    def mean_drop(self) -> float:
+        return statistics.fmean(self.drops)
+
+    @property
+    def seed_std(self) -> float:
+        """Sample std of the per-seed drops (0 for one seed)."""
+        return statistics.stdev(self.drops) if len(self.drops) > 1 else 0.0
+
+    @property
+    def noise(self) -> float:
+        k = len(self.drops)
+        return math.sqrt((statistics.fmean(s * s for s in self.ses) + self.seed_std**2) / k)
+
+    @property
+    def z(self) -> float:
+        return one_sided_z(self.confidence)
+
+    @property
+    def bound(self) -> float:
+        """The one-sided lower confidence bound of the drop: what is compared with the tolerance."""
+        return self.mean_drop - self.z * self.noise
+
+    @property
+    def passed(self) -> bool:
+        return self.bound <= self.tolerance
+
+    @property
+    def rule(self) -> str:
+        """The rule in one sentence, with this case's numbers, so a reader can check it by hand."""
+        seeds = f"mean over {len(self.drops)} seeds, " if len(self.drops) > 1 else ""
+        return (
+            f"fail if top-1 drop - {self.z:.2f} x noise > tolerance (one-sided {self.confidence:.0%}): "
+            f"{seeds}{self.mean_drop:.2f} - {self.z:.2f} x {self.noise:.2f} = {self.bound:.2f} "
+            f"{'<=' if self.passed else '>'} {self.tolerance:g} points"
+        )
+
+
+def required_tolerance(drop: PairedDrop, confidence: float = CONFIDENCE) -> float:
+    """The smallest tolerance under which ``drop`` passes the single-seed gate."""
+    return Verdict((drop.drop,), (drop.se,), 0.0, confidence).bound
+
+
+def judge(drops: Sequence[PairedDrop], tolerance: float, confidence: float = CONFIDENCE) -> Verdict:
+    """The gate's :class:`Verdict` on the paired drops of one case, one per training seed."""
+    return Verdict(tuple(d.drop for d in drops), tuple(d.se for d in drops), tolerance, confidence)
