@@ -114,7 +114,7 @@ def suggested_tolerance(cals: Iterable[CaseCalibration]) -> float:
 def render(entries: list[dict], cases: Sequence[Case]) -> str:
     """The calibration table as Markdown: per case, then per method against its registered tolerance."""
     cals = calibrations(entries, cases)
-    machines = sorted({f"{e['machine']} ({e['threads']} threads)" for e in entries})
+    machines = sorted({f"{e['machine']}, torch threads={e['threads']}" for e in entries})
     lines = [
         "# Tolerance calibration",
         "",
@@ -127,24 +127,29 @@ def render(entries: list[dict], cases: Sequence[Case]) -> str:
         f"{one_sided_z():.2f}, one-sided {CONFIDENCE:.0%}), the tolerance "
         "a single run needs to pass.",
         "",
-        "| model | method | ratio | runs | seeds | mean drop | min | max | std | mean SE | worst required |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | method | ratio | runs | seeds | mean top-1 dense → pruned | mean drop | min | max | std "
+        "| mean SE | worst required | needs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case, cal in cals.items():
         if not cal.runs:
-            lines.append(f"| {case.model} | {case.method} | {case.ratio:g} | 0 |  |  |  |  |  |  |  |")
+            lines.append(f"| {case.model} | {case.method} | {case.ratio:g} | 0 |{'  |' * 9}")
             continue
         drops, ses = cal.drops, [p.se for _, _, p in cal.runs]
         std = statistics.stdev(drops) if len(drops) > 1 else 0.0
+        dense = statistics.fmean(p.dense_top1 for _, _, p in cal.runs)
+        pruned = statistics.fmean(p.pruned_top1 for _, _, p in cal.runs)
         lines.append(
             f"| {case.model} | {case.method} | {case.ratio:g} | {len(cal.runs)} | "
-            f"{','.join(map(str, sorted(cal.seeds)))} | {statistics.fmean(drops):.2f} | {min(drops):.2f} | "
-            f"{max(drops):.2f} | {std:.2f} | {statistics.fmean(ses):.2f} | {max(cal.required):.2f} |"
+            f"{','.join(map(str, sorted(cal.seeds)))} | {dense:.2f} → {pruned:.2f} | "
+            f"{statistics.fmean(drops):.2f} | {min(drops):.2f} | {max(drops):.2f} | {std:.2f} | "
+            f"{statistics.fmean(ses):.2f} | {max(cal.required):.2f} | {cal.covering_tolerance:.2f} |"
         )
     lines += [
         "",
-        f"Suggested tolerance: the worst run's required tolerance + {MARGIN_POINTS} points, and at least the",
-        f"mean + {MARGIN_STDS:g} std of the required tolerance over the runs, rounded up to 0.5 points.",
+        f"*Needs*: the worst run's required tolerance + {MARGIN_POINTS} points, and at least the mean +",
+        f"{MARGIN_STDS:g} std of the required tolerance over the runs. A method's suggested tolerance is the",
+        "largest *needs* of its cases, rounded up to 0.5 points.",
         "",
         "| method | suggested tolerance | registered tolerance | covered |",
         "|---|---|---|---|",
@@ -196,6 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"distillation weight of the recovery, to compare recipes (default {RECOVERY_DISTILL})",
     )
     parser.add_argument(
+        "--render",
+        action="store_true",
+        help="only re-render CALIBRATION.md from the JSON (after a tolerance edit)",
+    )
+    parser.add_argument(
         "--out", type=Path, default=DEFAULT_PATH, help=f"calibration JSON (default {DEFAULT_PATH})"
     )
     args = parser.parse_args(argv)
@@ -212,6 +222,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        markdown = render(load(args.out), build_cases())
+        write_atomic(args.out.with_name("CALIBRATION.md"), lambda f: f.write(markdown.encode()))
+        print(markdown)
+        return 0
     workload = digits()
     for case in todo:
         for seed in seeds:

@@ -38,7 +38,7 @@ def prune_channels(
     sync_attention(model, pruner.num_heads)
 
 
-@register_method("random", kind="structured", tolerance=2.0, default_ratio=0.3)
+@register_method("random", kind="structured", tolerance=2.5, default_ratio=0.3)
 def random_channels(
     model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
 ) -> None:
@@ -49,7 +49,7 @@ def random_channels(
     prune_channels(model, tp.importance.RandomImportance(), ratio, example_inputs)
 
 
-@register_method("l1", kind="structured", tolerance=1.0, default_ratio=0.3)
+@register_method("l1", kind="structured", tolerance=3.0, default_ratio=0.3)
 def l1_channels(
     model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
 ) -> None:
