@@ -21,7 +21,7 @@ import platform
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -95,9 +95,7 @@ def calibrations(entries: Iterable[dict], cases: Sequence[Case]) -> dict[Case, C
     for e in entries:
         case = Case(e["model"], e["method"], e["ratio"])
         if case in grouped and all(e[k] == v for k, v in recipe_keys(case.model).items()):
-            paired = PairedDrop(
-                e["n"], e["dense_correct"], e["pruned_correct"], e["dense_only"], e["pruned_only"]
-            )
+            paired = PairedDrop(**{f.name: e[f.name] for f in fields(PairedDrop)})
             grouped[case].append((e["seed"], e["threads"], paired))
     return {case: CaseCalibration(case, tuple(runs)) for case, runs in grouped.items()}
 
@@ -250,11 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "machine": machine(),
                 "torch": torch.__version__,
                 **recipe_keys(case.model, args.distill),
-                "n": paired.n,
-                "dense_correct": paired.dense_correct,
-                "pruned_correct": paired.pruned_correct,
-                "dense_only": paired.dense_only,
-                "pruned_only": paired.pruned_only,
+                **asdict(paired),
                 "drop": round(paired.drop, 3),
                 "se": round(paired.se, 3),
             }
