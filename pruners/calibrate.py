@@ -69,10 +69,10 @@ class CaseCalibration:
         return max(max(required) + MARGIN_POINTS, statistics.fmean(required) + MARGIN_STDS * spread)
 
 
-def recipe_keys(model: str, distill: float = RECOVERY_DISTILL) -> dict[str, str]:
-    """The keys of the recipes a case of ``model`` runs with; a run under other recipes is stale."""
+def recipe_keys(model: str) -> dict[str, str]:
+    """The keys of the recipes a case of ``model`` runs with today; a run under other recipes is stale."""
     dense = baseline_recipe(model)
-    return {"baseline_recipe": dense.key, "recovery_recipe": recovery_recipe(dense, distill).key}
+    return {"baseline_recipe": dense.key, "recovery_recipe": recovery_recipe(dense).key}
 
 
 def _entry_key(entry: dict) -> tuple:
@@ -92,9 +92,10 @@ def load(path: Path = DEFAULT_PATH) -> list[dict]:
 def calibrations(entries: Iterable[dict], cases: Sequence[Case]) -> dict[Case, CaseCalibration]:
     """Group the current (non-stale) runs in ``entries`` by case, for each of ``cases``."""
     grouped: dict[Case, list[tuple[int, int, PairedDrop]]] = {case: [] for case in cases}
+    current = {case.model: recipe_keys(case.model) for case in cases}
     for e in entries:
         case = Case(e["model"], e["method"], e["ratio"])
-        if case in grouped and all(e[k] == v for k, v in recipe_keys(case.model).items()):
+        if case in grouped and all(e[k] == v for k, v in current[case.model].items()):
             paired = PairedDrop(**{f.name: e[f.name] for f in fields(PairedDrop)})
             grouped[case].append((e["seed"], e["threads"], paired))
     return {case: CaseCalibration(case, tuple(runs)) for case, runs in grouped.items()}
@@ -171,8 +172,14 @@ def record(entry: dict, path: Path, cases: Sequence[Case]) -> None:
         entries = sorted([*entries, entry], key=_entry_key)
         text = json.dumps({"confidence": CONFIDENCE, "runs": entries}, indent=1) + "\n"
         write_atomic(path, lambda f: f.write(text.encode()))
-        markdown = render(entries, cases)
-        write_atomic(path.with_name("CALIBRATION.md"), lambda f: f.write(markdown.encode()))
+        write_markdown(entries, path, cases)
+
+
+def write_markdown(entries: list[dict], path: Path, cases: Sequence[Case]) -> str:
+    """Render ``entries`` into ``CALIBRATION.md`` beside the JSON at ``path``; return the Markdown."""
+    markdown = render(entries, cases)
+    write_atomic(path.with_name("CALIBRATION.md"), lambda f: f.write(markdown.encode()))
+    return markdown
 
 
 def machine() -> str:
@@ -220,12 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    default_cases = build_cases()
     if args.render:
-        markdown = render(load(args.out), build_cases())
-        write_atomic(args.out.with_name("CALIBRATION.md"), lambda f: f.write(markdown.encode()))
-        print(markdown)
+        print(write_markdown(load(args.out), args.out, default_cases))
         return 0
-    workload = digits()
+    workload, cpu = digits(), machine()
     for case in todo:
         for seed in seeds:
             recovery = recovery_recipe(baseline_recipe(case.model), args.distill)
@@ -245,14 +251,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "ratio": case.ratio,
                 "seed": seed,
                 "threads": torch.get_num_threads(),
-                "machine": machine(),
+                "machine": cpu,
                 "torch": torch.__version__,
-                **recipe_keys(case.model, args.distill),
+                "baseline_recipe": result.baseline_recipe.key,
+                "recovery_recipe": result.recovery_recipe.key,
                 **asdict(paired),
                 "drop": round(paired.drop, 3),
                 "se": round(paired.se, 3),
             }
-            record(entry, args.out, build_cases())
+            record(entry, args.out, default_cases)
             print(
                 f"{case.id} seed {seed}: drop {paired.drop:.2f} +- {paired.se:.2f} points",
                 file=sys.stderr,

@@ -18,7 +18,7 @@ from torch import nn
 from . import zoo
 from .data import Workload, digits
 from .gate import PairedDrop, Verdict, judge
-from .measure import LatencyStats, compare_latency, correct
+from .measure import LatencyStats, compare_latency, correct, top1
 from .pruning import PruneRecord, prune
 from .registry import get_method
 from .train import Recipe, train
@@ -152,7 +152,8 @@ class CaseResult:
             "per_seed": [s.summary() for s in self.seeds],
         }
         if len(self.seeds) == 1:
-            info.update({k: v for k, v in info["per_seed"][0].items() if k.startswith(("top1_drop_", "mc"))})
+            only = info["per_seed"][0]
+            info.update({k: only[k] for k in ("top1_drop_se", "top1_drop_ci95", "mcnemar_p")})
         if self.latency is not None:
             info.update({f"latency_{k}": round(v, 3) for k, v in self.latency.as_dict().items()})
         return info
@@ -184,7 +185,7 @@ def _run_seed(
     calib = list(islice(workload.loader("train", len(inputs), seed=seed), CALIB_BATCHES))
     torch.manual_seed(seed)
     pruned, record = prune(baseline.model, method, ratio, inputs, calib=calib)
-    before_recovery = 100.0 * correct(pruned, test).float().mean().item()
+    before_recovery = top1(pruned, test)
     start = time.perf_counter()
     desc = f"recover {model_name}/{method}"
     train(pruned, workload, recovery, seed=seed, desc=desc, teacher=baseline.model)
