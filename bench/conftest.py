@@ -8,7 +8,16 @@ import pytest
 import torch
 
 import pruners
-from pruners.matrix import DEFAULT_MODELS, QUICK_MODELS, build_cases, parse_seeds, split_csv
+from pruners.history import first_run_without_baseline
+from pruners.matrix import (
+    DEFAULT_MODELS,
+    QUICK_MODELS,
+    build_cases,
+    parse_seeds,
+    parse_shard,
+    shard,
+    split_csv,
+)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -25,16 +34,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="0",
         help="comma-separated training seeds; each case runs once per seed and is judged on the mean drop",
     )
+    group.addoption(
+        "--shard",
+        help="I/N: run only shard I of N (round-robin over the selected cases), for splitting across machines",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
     try:
-        config.prunebench_cases = build_cases(
+        cases = build_cases(
             split_csv(config.option.models),
             split_csv(config.option.methods),
             split_csv(config.option.ratios),
             quick=config.option.quick,
         )
+        config.prunebench_shard = parse_shard(config.option.shard)
+        config.prunebench_cases = shard(cases, *config.prunebench_shard)
+        config.prunebench_matrix_size = len(cases)
         config.prunebench_seeds = parse_seeds(config.option.seeds)
     except ValueError as err:
         raise pytest.UsageError(str(err)) from None
@@ -42,6 +58,22 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError("--batch-size must be >= 1 and --latency-rounds >= 2")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     torch.set_num_threads(config.option.threads or (1 if worker else os.cpu_count() or 1))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    index, count = config.prunebench_shard
+    part = f", shard {index}/{count} of {config.prunebench_matrix_size}" if count > 1 else ""
+    return f"prunebench: {len(config.prunebench_cases)} cases{part}, seeds {config.prunebench_seeds}"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.prunebench_first_run = first_run_without_baseline(session.config)
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    if config.prunebench_first_run:
+        terminalreporter.write_line(config.prunebench_first_run, yellow=True)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

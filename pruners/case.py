@@ -170,6 +170,11 @@ def check_accuracy(result: CaseResult) -> None:
         )
 
 
+def calibration_batches(workload: Workload, batch_size: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The labelled training batches a data-driven method sees while pruning (the same for every method)."""
+    return list(islice(workload.loader("train", batch_size, seed=seed), CALIB_BATCHES))
+
+
 def _run_seed(
     model_name: str,
     method: str,
@@ -182,7 +187,7 @@ def _run_seed(
 ) -> SeedResult:
     baseline = zoo.load_baseline(model_name, workload, seed=seed, recipe=dense_recipe)
     test = workload.loader("test", batch_size=256)
-    calib = list(islice(workload.loader("train", len(inputs), seed=seed), CALIB_BATCHES))
+    calib = calibration_batches(workload, len(inputs), seed)
     torch.manual_seed(seed)
     pruned, record = prune(baseline.model, method, ratio, inputs, calib=calib)
     before_recovery = top1(pruned, test)

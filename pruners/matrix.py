@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from .registry import check_ratio, get_method, list_methods
@@ -69,3 +70,36 @@ def build_cases(
         for method in methods
         for ratio in (ratios or [get_method(method).default_ratio])
     ]
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """``"2/3"`` -> ``(2, 3)``: shard 2 of 3, counted from 1; ``None`` or ``""`` -> ``(1, 1)``."""
+    if not text:
+        return 1, 1
+    index, _, count = text.partition("/")
+    if not (index.strip().isdigit() and count.strip().isdigit()) or not 1 <= int(index) <= int(count):
+        raise ValueError(f"shard must be I/N with 1 <= I <= N, got {text!r}")
+    return int(index), int(count)
+
+
+def shard(cases: Sequence[Case], index: int, count: int) -> list[Case]:
+    """Shard ``index`` of ``count`` (from 1): every ``count``-th case, starting at ``index - 1``.
+
+    Deterministic and round-robin, so each shard gets a share of every model's cases; the shards are
+    disjoint and together hold every case.
+    """
+    return list(cases[index - 1 :: count])
+
+
+MODELS_ENV, METHODS_ENV, SHARD_ENV = "PRUNEBENCH_MODELS", "PRUNEBENCH_METHODS", "PRUNEBENCH_SHARD"
+
+
+def cases_from_env(environ: Mapping[str, str] = os.environ) -> tuple[list[Case], list[Case]]:
+    """The matrix and this shard's part of it, chosen like the bench options but from the environment.
+
+    ``PRUNEBENCH_MODELS`` and ``PRUNEBENCH_METHODS`` (comma-separated, wildcards allowed) and
+    ``PRUNEBENCH_SHARD`` (``I/N``) play the parts of ``--models``, ``--methods`` and ``--shard`` for
+    the asv suite, which takes no command-line options of its own.
+    """
+    cases = build_cases(split_csv(environ.get(MODELS_ENV)), split_csv(environ.get(METHODS_ENV)))
+    return cases, shard(cases, *parse_shard(environ.get(SHARD_ENV)))

@@ -1,0 +1,111 @@
+"""asv benchmarks for every model x method case of the bench matrix, one parameter pair per case.
+
+The cases come from :func:`pruners.matrix.cases_from_env` (``PRUNEBENCH_MODELS``, ``PRUNEBENCH_METHODS``,
+``PRUNEBENCH_SHARD``), so methods and models added to the library join the suite without an edit here.
+``setup_cache`` runs each case of this shard once through :func:`pruners.run`, with dense baselines from the
+same cache as ``pytest bench/``; every benchmark below reads what it saved. Parameter pairs that are not a
+case of this run (another shard's, or no case at all) are skipped.
+"""
+
+import copy
+
+import torch
+
+import pruners
+from pruners.case import calibration_batches
+from pruners.matrix import cases_from_env
+
+THREADS = 1
+BATCH_SIZE = 64
+
+torch.set_num_threads(THREADS)
+CASES, SHARD_CASES = cases_from_env()
+MODELS = list(dict.fromkeys(c.model for c in CASES))
+METHODS = list(dict.fromkeys(c.method for c in CASES))
+
+
+class _Case:
+    params = (MODELS, METHODS)
+    param_names = ("model", "method")
+
+    def setup_cache(self) -> dict[tuple[str, str], dict]:
+        workload = pruners.digits()
+        saved = {}
+        for case in SHARD_CASES:
+            result = pruners.run(
+                case.model, case.method, case.ratio, workload, batch_size=BATCH_SIZE, latency_rounds=None
+            )
+            torch.save(result.dense, f"{case.id}-dense.pt")
+            torch.save(result.pruned, f"{case.id}-pruned.pt")
+            saved[case.model, case.method] = {"case": case, "summary": result.summary()}
+        return saved
+
+    setup_cache.timeout = 4 * 3600
+
+    def setup(self, saved: dict, model: str, method: str) -> None:
+        if (model, method) not in saved:
+            raise NotImplementedError(f"{model} / {method} is not a case of this run or shard")
+        self.case = saved[model, method]["case"]
+        self.summary = saved[model, method]["summary"]
+        self.inputs = pruners.digits().test_batch(BATCH_SIZE)
+
+
+class Latency(_Case):
+    """Forward time of one batch of held-out images, dense and pruned (the same batch for both)."""
+
+    number = 1
+    repeat = (5, 20, 10.0)
+    warmup_time = 0.5
+
+    def setup(self, saved: dict, model: str, method: str) -> None:
+        super().setup(saved, model, method)
+        self.dense = torch.load(f"{self.case.id}-dense.pt", weights_only=False)
+        self.pruned = torch.load(f"{self.case.id}-pruned.pt", weights_only=False)
+
+    @torch.inference_mode()
+    def time_dense(self, saved: dict, model: str, method: str) -> None:
+        self.dense(self.inputs)
+
+    @torch.inference_mode()
+    def time_pruned(self, saved: dict, model: str, method: str) -> None:
+        self.pruned(self.inputs)
+
+
+class Accuracy(_Case):
+    """Top-1 on the held-out images after pruning and recovery, as error so that larger is worse."""
+
+    def track_top1_error(self, saved: dict, model: str, method: str) -> float:
+        return 100.0 - self.summary["pruned_top1"]
+
+    track_top1_error.unit = "%"
+
+    def track_top1_drop(self, saved: dict, model: str, method: str) -> float:
+        return self.summary["top1_drop"]
+
+    track_top1_drop.unit = "points"
+
+
+class Size(_Case):
+    """MACs and parameters of the pruned model (unstructured masks leave both unchanged)."""
+
+    def track_macs(self, saved: dict, model: str, method: str) -> float:
+        return self.summary["macs_pruned"] / 1e6
+
+    track_macs.unit = "MMACs"
+
+    def track_params(self, saved: dict, model: str, method: str) -> float:
+        return self.summary["params_pruned"] / 1e6
+
+    track_params.unit = "Mparams"
+
+
+class Memory(_Case):
+    """Peak resident memory of a process that prunes the dense baseline (the pruning step alone)."""
+
+    def setup(self, saved: dict, model: str, method: str) -> None:
+        super().setup(saved, model, method)
+        self.dense = torch.load(f"{self.case.id}-dense.pt", weights_only=False)
+        self.calib = calibration_batches(pruners.digits(), BATCH_SIZE)
+
+    def peakmem_prune(self, saved: dict, model: str, method: str) -> None:
+        pruners.prune(copy.deepcopy(self.dense), method, self.case.ratio, self.inputs, calib=self.calib)
