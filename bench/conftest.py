@@ -36,7 +36,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--shard",
-        help="I/N: run only shard I of N (round-robin over the selected cases), for splitting across machines",
+        help="I/N: run only shard I of N (round-robin over the selected cases), to split across machines",
     )
 
 

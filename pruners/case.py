@@ -170,7 +170,9 @@ def check_accuracy(result: CaseResult) -> None:
         )
 
 
-def calibration_batches(workload: Workload, batch_size: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def calibration_batches(
+    workload: Workload, batch_size: int, seed: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The labelled training batches a data-driven method sees while pruning (the same for every method)."""
     return list(islice(workload.loader("train", batch_size, seed=seed), CALIB_BATCHES))
 

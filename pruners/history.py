@@ -61,7 +61,9 @@ def merge_benchmark_runs(runs: Sequence[dict]) -> dict:
     return {**runs[0], "benchmarks": sorted(benchmarks, key=lambda b: b["fullname"])}
 
 
-def merge_benchmark_files(paths: Sequence[Path], out: Path | None = None, save_to: Path | None = None) -> dict:
+def merge_benchmark_files(
+    paths: Sequence[Path], out: Path | None = None, save_to: Path | None = None
+) -> dict:
     """Merge pytest-benchmark ``--benchmark-json`` files; write the run to ``out`` and/or save it into the
     pytest-benchmark storage ``save_to`` (as ``NNNN_merged.json``, where ``--benchmark-compare`` finds it)."""
     runs = []
@@ -85,7 +87,7 @@ def _missing(value: object) -> bool:
 def merge_asv_result(name: str, columns: Sequence[str], first: list, second: list) -> list:
     """Merge one benchmark's entry of two asv result files: each parameter combination from the shard
     that measured it (the other shard skipped it)."""
-    a, b = dict(zip(columns, first)), dict(zip(columns, second))
+    a, b = dict(zip(columns, first, strict=False)), dict(zip(columns, second, strict=False))
     if (a.get("params"), a.get("version")) != (b.get("params"), b.get("version")):
         raise MergeError(f"{name}: the shards ran different parameters or benchmark code")
     merged = dict(a)
@@ -122,7 +124,12 @@ def merge_asv_result_files(first: dict, second: dict) -> dict:
         results[name] = merge_asv_result(name, columns, results[name], entry) if name in results else entry
     durations = Counter(first.get("durations", {}))
     durations.update(second.get("durations", {}))
-    return {**first, "results": results, "durations": dict(durations), "date": max(first["date"], second["date"])}
+    return {
+        **first,
+        "results": results,
+        "durations": dict(durations),
+        "date": max(first["date"], second["date"]),
+    }
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -8,6 +8,8 @@ import torch
 import pruners
 from pruners.train import Recipe
 
+pytest_plugins = ["pytester"]
+
 TINY_MODELS = ("test_resnet", "test_efficientnet", "test_vit")
 TINY_RECIPE = Recipe(epochs=1, lr=2e-3)
 

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 import pruners
-from pruners.matrix import DEFAULT_MODELS, QUICK_MODELS, build_cases, parse_seeds, split_csv
+from pruners.matrix import (
+    DEFAULT_MODELS,
+    QUICK_MODELS,
+    build_cases,
+    cases_from_env,
+    parse_seeds,
+    parse_shard,
+    shard,
+    split_csv,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,9 +63,36 @@ def test_seeds_are_parsed_strictly() -> None:
             parse_seeds(bad)
 
 
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 20])
+def test_shards_partition_the_matrix(count: int) -> None:
+    cases = build_cases()
+    shards = [shard(cases, i, count) for i in range(1, count + 1)]
+    assert sorted(c for part in shards for c in part) == sorted(cases)
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert shards == [shard(build_cases(), i, count) for i in range(1, count + 1)]
+
+
+def test_shard_is_parsed_strictly() -> None:
+    assert parse_shard(None) == (1, 1) and parse_shard("2/3") == (2, 3)
+    for bad in ("0/2", "3/2", "1", "a/b", "1/0", "-1/2"):
+        with pytest.raises(ValueError, match="shard must be I/N"):
+            parse_shard(bad)
+
+
+def test_asv_selection_from_the_environment_matches_the_options() -> None:
+    env = {"PRUNEBENCH_MODELS": "resnet18", "PRUNEBENCH_METHODS": "l1,random", "PRUNEBENCH_SHARD": "2/2"}
+    cases, mine = cases_from_env(env)
+    assert cases == build_cases(["resnet18"], ["l1", "random"])
+    assert mine == shard(cases, 2, 2) == [cases[1]]
+    assert cases_from_env({}) == (build_cases(), build_cases())
+    with pytest.raises(ValueError, match="unknown timm model"):
+        cases_from_env({"PRUNEBENCH_MODELS": "resnet1800"})
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [
+        (["--shard", "3/2"], "shard must be I/N with 1 <= I <= N"),
         (["--methods", "nope"], "no pruning method matches 'nope'; available:"),
         (["--seeds", "0,zero"], "seeds must be comma-separated non-negative integers"),
     ],

@@ -1,1 +1,1 @@
-"""The asv suite: the bench matrix tracked over commits (see asv.conf.json and README "Tracking regressions")."""
+"""The asv suite: the bench matrix tracked over commits (asv.conf.json; README, "Tracking regressions")."""
