@@ -85,7 +85,7 @@ def test_compare_gate_first_run_then_a_deliberate_slowdown(
     slowed = bench.runpytest_subprocess(*gate)
     assert slowed.ret == 1
     slowed.stderr.fnmatch_lines(
-        ["Performance has regressed:", "*test_prune*Field 'median' has failed PercentageRegressionCheck*> 25*"]
+        ["Performance has regressed:", "*test_prune*'median' has failed PercentageRegressionCheck*> 25*"]
     )
 
 
