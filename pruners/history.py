@@ -14,12 +14,12 @@ import shutil
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-
-import pytest
-from pytest_benchmark.storage.file import FileStorage
-from pytest_benchmark.utils import get_machine_id
+from typing import TYPE_CHECKING
 
 from .zoo import write_atomic
+
+if TYPE_CHECKING:
+    import pytest
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,9 @@ def merge_benchmark_files(
     if out is not None:
         write_atomic(Path(out), lambda f: f.write(json.dumps(merged, indent=4).encode()))
     if save_to is not None:
+        from pytest_benchmark.storage.file import FileStorage
+        from pytest_benchmark.utils import get_machine_id
+
         FileStorage(save_to, log, default_machine_id=get_machine_id()).save(merged, "merged")
     return merged
 

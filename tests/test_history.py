@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pruners.cli import main
 from pruners.history import (
@@ -203,3 +205,64 @@ def test_merged_run_is_saved_where_benchmark_compare_finds_it(tmp_path: Path) ->
     saved = sorted((tmp_path / "storage").glob("*/*.json"))
     assert [p.name for p in saved] == ["0001_merged.json", "0002_merged.json"]
     assert _names(json.loads(saved[-1].read_text())) == ["t[a]", "t[b]"]
+
+
+def test_asv_suite_params_are_the_bench_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    monkeypatch.setenv("PRUNEBENCH_METHODS", "l1,random")
+    monkeypatch.setenv("PRUNEBENCH_SHARD", "2/3")
+    spec = importlib.util.spec_from_file_location("asv_pruning", ROOT / "bench" / "history" / "pruning.py")
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    cases = build_cases(methods=["l1", "random"])
+    assert suite.Latency.params == ([*dict.fromkeys(c.model for c in cases)], ["l1", "random"])
+    assert cases[1::3] == suite.SHARD_CASES
+    for name in ("track_top1_error", "track_top1_drop"):
+        assert getattr(suite.Accuracy, name).unit in {"%", "points"}
+    with pytest.raises(NotImplementedError, match="not a case of this run or shard"):
+        suite.Size().setup({}, cases[0].model, "l1")
+
+
+def test_asv_configs_differ_only_in_how_environments_are_made() -> None:
+    existing = json.loads((ROOT / "asv.conf.json").read_text())
+    virtualenv = json.loads((ROOT / "asv.virtualenv.json").read_text())
+    assert existing["environment_type"] == "existing" and virtualenv["environment_type"] == "virtualenv"
+    how = {"environment_type", "pythons", "build_command", "install_command"}
+    assert {k: v for k, v in virtualenv.items() if k not in how} == {
+        k: v for k, v in existing.items() if k not in how
+    }
+    assert (ROOT / existing["benchmark_dir"] / "__init__.py").is_file()
+
+
+def _workflow_commands() -> list[list[str]]:
+    """Shell lines of the workflows that run one of the project's tools, as words, env prefixes dropped."""
+    commands = []
+    for path in (ROOT / ".github" / "workflows").glob("*.yml"):
+        jobs = yaml.safe_load(path.read_text())["jobs"].values()
+        for step in (step for job in jobs for step in job.get("steps", [])):
+            for line in step.get("run", "").splitlines():
+                line = re.sub(r"\$\{\{.*?\}\}", "1", line)
+                words = [w for w in line.split() if not w.startswith("PRUNEBENCH_")]
+                if words and words[0] in {"pytest", "asv", "prunebench", "pip", "bash"}:
+                    commands.append(words)
+    return commands
+
+
+def test_workflows_run_the_commands_the_readme_documents() -> None:
+    readme = (ROOT / "README.md").read_text()
+    commands = _workflow_commands()
+    assert {" ".join(c[:2]) for c in commands} >= {
+        "bash .ci/run",
+        "pytest bench/",
+        "asv machine",
+        "asv run",
+        "asv publish",
+        "prunebench merge-benchmarks",
+        "prunebench merge-asv",
+    }
+    for words in commands:
+        if words[0] != "pip":
+            assert " ".join(words[:2]) in readme, words
+        for flag in (w.split("=")[0] for w in words if w.startswith("--")):
+            assert flag in readme, f"{flag} of {' '.join(words)!r} is not in the README"
