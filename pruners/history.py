@@ -7,6 +7,7 @@ one result set, refusing shards that ran different commits or code, or measured 
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -102,7 +103,8 @@ def merge_asv_result(name: str, columns: Sequence[str], first: list, second: lis
         if _missing(value):
             continue
         if not _missing(a["result"][i]):
-            raise MergeError(f"{name}: parameter combination {i} was measured in two shards")
+            combo = ", ".join(list(itertools.product(*a["params"]))[i])
+            raise MergeError(f"{name} ({combo}) was measured in two shards")
         for column in per_combo:
             merged[column][i] = (b.get(column) or [None] * size)[i]
     merged["started_at"] = min(a["started_at"], b["started_at"])

@@ -75,7 +75,7 @@ class Accuracy(_Case):
     """Top-1 on the held-out images after pruning and recovery, as error so that larger is worse."""
 
     def track_top1_error(self, saved: dict, model: str, method: str) -> float:
-        return 100.0 - self.summary["pruned_top1"]
+        return round(100.0 - self.summary["pruned_top1"], 2)
 
     track_top1_error.unit = "%"
 
@@ -89,12 +89,12 @@ class Size(_Case):
     """MACs and parameters of the pruned model (unstructured masks leave both unchanged)."""
 
     def track_macs(self, saved: dict, model: str, method: str) -> float:
-        return self.summary["macs_pruned"] / 1e6
+        return round(self.summary["macs_pruned"] / 1e6, 3)
 
     track_macs.unit = "MMACs"
 
     def track_params(self, saved: dict, model: str, method: str) -> float:
-        return self.summary["params_pruned"] / 1e6
+        return round(self.summary["params_pruned"] / 1e6, 3)
 
     track_params.unit = "Mparams"
 
