@@ -10,7 +10,7 @@ from . import structured, unstructured  # noqa: F401  (register the methods)
 from .case import AccuracyDropError, CaseResult, SeedResult, check_accuracy, run
 from .data import Workload, digits
 from .gate import CONFIDENCE, PairedDrop, Verdict, judge
-from .pruning import NothingPrunedError, PruneRecord, prune
+from .pruning import NothingPrunedError, PruneRecord, UnderPrunedError, prune
 from .registry import MethodSpec, check_ratio, get_method, list_methods, register_method
 from .unstructured import make_permanent
 from .zoo import Baseline, CorruptCacheError, load_baseline
@@ -26,6 +26,7 @@ __all__ = [
     "PairedDrop",
     "PruneRecord",
     "SeedResult",
+    "UnderPrunedError",
     "Verdict",
     "Workload",
     "check_accuracy",

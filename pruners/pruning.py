@@ -17,6 +17,15 @@ class NothingPrunedError(RuntimeError):
     """A method ran but removed nothing: the case would measure the dense model and call it pruned."""
 
 
+class UnderPrunedError(NothingPrunedError):
+    """A structured method removed far fewer channels than it was asked to: the row would misstate it."""
+
+
+# A structured method must remove at least this fraction of the channel ratio it was asked for. Global
+# rankings legitimately miss the ratio layer by layer (they count dependency groups, not layers).
+MIN_ACHIEVED_FRACTION = 0.4
+
+
 @dataclass(frozen=True)
 class PruneRecord:
     """What one call to :func:`prune` did.
@@ -65,7 +74,8 @@ def prune(
     first unless ``inplace``. Unstructured methods leave their masks attached so a fine-tune keeps the
     zeros; :func:`pruners.make_permanent` removes them.
 
-    Raises ``NothingPrunedError`` when the method removed nothing.
+    Raises ``NothingPrunedError`` when the method removed nothing, and ``UnderPrunedError`` when a
+    structured method removed less than ``MIN_ACHIEVED_FRACTION`` of the channel ratio asked for.
     """
     spec = get_method(method)
     ratio = check_ratio(ratio)
@@ -101,6 +111,11 @@ def prune(
         raise NothingPrunedError(
             f"method {method!r} at ratio {ratio} pruned nothing: MACs {macs} -> {macs_after}, "
             f"weight sparsity {record.sparsity:.3f}"
+        )
+    if spec.kind == "structured" and record.channel_ratio < MIN_ACHIEVED_FRACTION * ratio:
+        raise UnderPrunedError(
+            f"method {method!r} was asked for a channel ratio of {ratio} and removed "
+            f"{record.channel_ratio:.3f} (MACs {macs} -> {macs_after})"
         )
     model.train(was_training)
     return model, record

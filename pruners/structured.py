@@ -1,6 +1,7 @@
 """Structured (channel / head) pruning through Torch-Pruning's DepGraph.
 
-Each method only chooses an importance criterion; :func:`prune_channels` is the shared pruning step.
+Each method only chooses an importance criterion (and, for gradient criteria, fills ``.grad`` from the
+calibration batches); :func:`prune_channels` is the shared pruning step.
 """
 
 from __future__ import annotations
@@ -8,19 +9,31 @@ from __future__ import annotations
 import torch
 import torch_pruning as tp
 from torch import nn
+from torch.nn import functional as F
 
 from .adapters import attention_heads, classifier_layers, sync_attention, token_parameters
 from .registry import CalibBatches, register_method
 
 # Remaining channel counts are rounded to a multiple of this, as CPU and GPU kernels favour.
 ROUND_TO = 8
+# Global rankings may take at most this fraction of any one group's channels, so no layer is emptied.
+MAX_GROUP_RATIO = 0.9
+# Per-sample gradients for the diagonal Fisher (OBD's Hessian estimate) come from this many images.
+FISHER_SAMPLES = 64
 
 
 def prune_channels(
-    model: nn.Module, importance: tp.importance.Importance, ratio: float, example_inputs: torch.Tensor
+    model: nn.Module,
+    importance: tp.importance.Importance,
+    ratio: float,
+    example_inputs: torch.Tensor,
+    *,
+    global_ranking: bool = False,
 ) -> None:
     """Remove ``ratio`` of the channels of every dependency group, ranked by ``importance`` (DepGraph).
 
+    With ``global_ranking`` the ranking spans all groups at once, so layers lose different fractions
+    (at most ``MAX_GROUP_RATIO`` each) and ``ratio`` holds for the network as a whole.
     The classifier head is ignored; ViT attention keeps its head count and loses head dimensions;
     channel counts left are multiples of ``ROUND_TO``.
     """
@@ -29,6 +42,8 @@ def prune_channels(
         example_inputs,
         importance=importance,
         pruning_ratio=ratio,
+        global_pruning=global_ranking,
+        max_pruning_ratio=MAX_GROUP_RATIO if global_ranking else 1.0,
         ignored_layers=classifier_layers(model),
         num_heads=attention_heads(model),
         unwrapped_parameters=token_parameters(model),
@@ -36,6 +51,33 @@ def prune_channels(
     )
     pruner.step()
     sync_attention(model, pruner.num_heads)
+
+
+def loss_gradients(model: nn.Module, calib: CalibBatches) -> None:
+    """Leave the gradient of the cross-entropy, summed over the calibration batches, in every ``.grad``."""
+    model.zero_grad()
+    for images, labels in calib:
+        F.cross_entropy(model(images), labels).backward()
+
+
+def fisher_diagonal(model: nn.Module, calib: CalibBatches, samples: int = FISHER_SAMPLES) -> None:
+    """Leave the mean squared per-sample gradient (the diagonal Fisher) in every ``.grad``.
+
+    Torch-Pruning's own ``GroupHessianImportance.accumulate_grad`` keys its sums by parameter but checks
+    for names, so it keeps only the last sample; this computes the mean here instead.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    squares = [torch.zeros_like(p) for p in params]
+    images = torch.cat([x for x, _ in calib])[:samples]
+    labels = torch.cat([y for _, y in calib])[:samples]
+    for image, label in zip(images, labels, strict=True):
+        loss = F.cross_entropy(model(image[None]), label[None])
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for total, grad in zip(squares, grads, strict=True):
+            if grad is not None:
+                total += grad.square()
+    for p, total in zip(params, squares, strict=True):
+        p.grad = total / len(images)
 
 
 @register_method("random", kind="structured", tolerance=2.5, default_ratio=0.3)
@@ -58,3 +100,64 @@ def l1_channels(
     Li et al., 2017, "Pruning Filters for Efficient ConvNets"; groups from DepGraph (Fang et al., 2023).
     """
     prune_channels(model, tp.importance.GroupMagnitudeImportance(p=1), ratio, example_inputs)
+
+
+@register_method("l2", kind="structured", tolerance=3.0, default_ratio=0.3)
+def l2_channels(
+    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
+) -> None:
+    """Channels with the smallest group L2 norm go first.
+
+    He et al., 2018, "Soft Filter Pruning for Accelerating Deep Convolutional Neural Networks".
+    """
+    prune_channels(model, tp.importance.GroupMagnitudeImportance(p=2), ratio, example_inputs)
+
+
+@register_method("fpgm", kind="structured", tolerance=3.0, default_ratio=0.3)
+def fpgm_channels(
+    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
+) -> None:
+    """Channels nearest the geometric median of their layer go first: the others can stand in for them.
+
+    He et al., 2019, "Filter Pruning via Geometric Median for Deep Convolutional Neural Networks
+    Acceleration".
+    """
+    prune_channels(model, tp.importance.FPGMImportance(p=2), ratio, example_inputs)
+
+
+@register_method("lamp", kind="structured", tolerance=3.0, default_ratio=0.3)
+def lamp_channels(
+    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
+) -> None:
+    """Layer-adaptive magnitude: each channel's squared norm over the sum of the larger ones in its layer,
+    ranked globally, so layers lose different fractions.
+
+    Lee et al., 2021, "Layer-adaptive Sparsity for the Magnitude-based Pruning".
+    """
+    prune_channels(model, tp.importance.LAMPImportance(p=2), ratio, example_inputs, global_ranking=True)
+
+
+@register_method("taylor", kind="structured", needs=("grad",), tolerance=3.0, default_ratio=0.3)
+def taylor_channels(
+    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
+) -> None:
+    """First-order Taylor estimate of the loss change, |w · dL/dw|, from the calibration batches.
+
+    Molchanov et al., 2019, "Importance Estimation for Neural Network Pruning".
+    """
+    loss_gradients(model, calib)
+    prune_channels(model, tp.importance.GroupTaylorImportance(), ratio, example_inputs)
+    model.zero_grad()
+
+
+@register_method("hessian", kind="structured", needs=("grad",), tolerance=3.0, default_ratio=0.3)
+def hessian_channels(
+    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
+) -> None:
+    """Optimal Brain Damage: w² times the diagonal Hessian, estimated by the per-sample Fisher.
+
+    LeCun et al., 1989, "Optimal Brain Damage".
+    """
+    fisher_diagonal(model, calib)
+    prune_channels(model, tp.importance.GroupHessianImportance(), ratio, example_inputs)
+    model.zero_grad()

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+import torch_pruning as tp
 from torch import nn
 
 import pruners
@@ -77,6 +78,25 @@ def test_a_method_that_prunes_nothing_is_an_error(inputs: torch.Tensor) -> None:
     model = timm_model("test_resnet")
     with pytest.raises(pruners.NothingPrunedError, match=r"noop.*pruned nothing"):
         pruners.prune(model, "noop", 0.5, inputs)
+
+
+@pytest.mark.usefixtures("scratch_registry")
+def test_a_structured_method_that_prunes_far_less_than_asked_is_an_error(inputs: torch.Tensor) -> None:
+    @pruners.register_method("timid", kind="structured", tolerance=1, default_ratio=0.5)
+    def timid(model, ratio, example_inputs, calib):
+        """Asks for ``ratio`` but removes a tenth of it."""
+        pruners.structured.prune_channels(model, tp.importance.GroupMagnitudeImportance(), ratio / 10, inputs)
+
+    with pytest.raises(
+        pruners.UnderPrunedError, match=r"'timid' was asked for a channel ratio of 0.5 and removed 0.0"
+    ):
+        pruners.prune(timm_model("test_resnet"), "timid", 0.5, inputs)
+
+
+@pytest.mark.parametrize("method", [m for m in pruners.list_methods() if pruners.get_method(m).needs])
+def test_every_method_that_needs_data_says_so_without_it(method: str, inputs: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match=rf"method '{method}' needs calibration batches"):
+        pruners.prune(timm_model("test_resnet"), method, 0.5, inputs)
 
 
 @pytest.mark.usefixtures("scratch_registry")
