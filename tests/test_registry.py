@@ -84,12 +84,11 @@ def test_a_method_that_prunes_nothing_is_an_error(inputs: torch.Tensor) -> None:
 def test_a_structured_method_that_prunes_far_less_than_asked_is_an_error(inputs: torch.Tensor) -> None:
     @pruners.register_method("timid", kind="structured", tolerance=1, default_ratio=0.5)
     def timid(model, ratio, example_inputs, calib):
-        """Asks for ``ratio`` but removes a tenth of it."""
+        """Asks the pruner for a tenth of ``ratio``."""
         pruners.structured.prune_channels(model, tp.importance.GroupMagnitudeImportance(), ratio / 10, inputs)
 
-    with pytest.raises(
-        pruners.UnderPrunedError, match=r"'timid' was asked for a channel ratio of 0.5 and removed 0.0"
-    ):
+    message = r"'timid' was asked for a channel ratio of 0.5 and removed 0\.1\d\d \(MACs"
+    with pytest.raises(pruners.UnderPrunedError, match=message):
         pruners.prune(timm_model("test_resnet"), "timid", 0.5, inputs)
 
 
