@@ -11,8 +11,8 @@ import pruners
 from pruners.history import first_run_without_baseline
 from pruners.matrix import (
     DEFAULT_MODELS,
-    QUICK_MODELS,
     build_cases,
+    choose_tier,
     parse_seeds,
     parse_shard,
     shard,
@@ -25,7 +25,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--models", help=f"comma-separated timm models (default: {','.join(DEFAULT_MODELS)})")
     group.addoption("--methods", help="comma-separated method names or wildcards (default: all registered)")
     group.addoption("--ratios", help="comma-separated pruning ratios in (0, 1) (default: each method's own)")
-    group.addoption("--quick", action="store_true", help=f"smoke subset: models {','.join(QUICK_MODELS)}")
+    group.addoption("--quick", action="store_true", help="smoke tier: 6 cases on resnet18 and mobilenetv3")
+    group.addoption("--full", action="store_true", help="whole matrix: every method on every default model")
     group.addoption("--batch-size", type=int, default=64, help="images per forward for MACs and latency")
     group.addoption("--threads", type=int, help="torch threads (default: all cores; 1 per xdist worker)")
     group.addoption("--latency-rounds", type=int, default=20, help="timed rounds per model and case")
@@ -46,7 +47,9 @@ def pytest_configure(config: pytest.Config) -> None:
             split_csv(config.option.models),
             split_csv(config.option.methods),
             split_csv(config.option.ratios),
-            quick=config.option.quick,
+            tier=choose_tier(
+                config.option.quick, config.option.full, bool(config.option.models or config.option.methods)
+            ),
         )
         config.prunebench_shard = parse_shard(config.option.shard)
         config.prunebench_cases = shard(cases, *config.prunebench_shard)

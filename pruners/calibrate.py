@@ -227,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    default_cases = build_cases()
+    default_cases = build_cases(tier="full")
     if args.render:
         print(write_markdown(load(args.out), args.out, default_cases))
         return 0

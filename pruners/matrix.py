@@ -10,7 +10,22 @@ from .registry import check_ratio, get_method, list_methods
 from .zoo import check_model_name
 
 DEFAULT_MODELS = ("resnet18", "mobilenetv3_small_100", "vit_tiny_patch16_224")
-QUICK_MODELS = ("resnet18", "mobilenetv3_small_100")
+
+# Tiers without --models / --methods: model -> method patterns. "full" is every method on every default
+# model (what the nightly job runs and what calibration covers); "default" is every method on one CNN and
+# a representative subset elsewhere, to keep a plain `pytest bench/` under 10 minutes on 2 cores.
+TIERS: dict[str, dict[str, tuple[str, ...]]] = {
+    "quick": {
+        "resnet18": ("random", "l1", "global_magnitude"),
+        "mobilenetv3_small_100": ("random", "l1", "global_magnitude"),
+    },
+    "default": {
+        "resnet18": ("*",),
+        "mobilenetv3_small_100": ("l1", "global_magnitude"),
+        "vit_tiny_patch16_224": ("l1",),
+    },
+    "full": dict.fromkeys(DEFAULT_MODELS, ("*",)),
+}
 
 
 class Case(NamedTuple):
@@ -50,24 +65,39 @@ def select_methods(patterns: Iterable[str]) -> list[str]:
     return names
 
 
+def choose_tier(quick: bool, full: bool, selected: bool) -> str:
+    """The tier that ``--quick`` / ``--full`` ask for; with each other or a selection, a ``ValueError``."""
+    if quick + full + selected > 1:
+        raise ValueError("choose one of --quick, --full, or --models / --methods")
+    return "quick" if quick else "full" if full else "default"
+
+
 def build_cases(
     models: Iterable[str] = (),
     methods: Iterable[str] = (),
     ratios: Iterable[float | str] = (),
-    quick: bool = False,
+    tier: str = "default",
 ) -> list[Case]:
-    """Cases for every model x method x ratio; empty arguments mean the defaults.
+    """The bench's cases: model x method pairs, each at every ratio of ``ratios`` (default: its own).
 
-    Defaults: :data:`DEFAULT_MODELS` (:data:`QUICK_MODELS` when ``quick``), every registered method, and each
-    method's own ``default_ratio``. Raises ``ValueError`` naming any unknown model, method or bad ratio.
+    Given ``models`` and/or ``methods``, every selected model (default :data:`DEFAULT_MODELS`) meets every
+    selected method (default: all registered); given neither, the :data:`TIERS` entry ``tier`` decides.
+    Raises ``ValueError`` naming any unknown model, method, tier or bad ratio.
     """
-    models = [check_model_name(m) for m in models] or list(QUICK_MODELS if quick else DEFAULT_MODELS)
-    methods = select_methods(methods) if methods else list_methods()
+    models, methods = list(models), list(methods)
     ratios = [check_ratio(r) for r in ratios]
+    if models or methods:
+        names = select_methods(methods) if methods else list_methods()
+        pairs = [(check_model_name(m), name) for m in models or DEFAULT_MODELS for name in names]
+    elif tier in TIERS:
+        pairs = [
+            (model, name) for model, patterns in TIERS[tier].items() for name in select_methods(patterns)
+        ]
+    else:
+        raise ValueError(f"unknown tier {tier!r}; choose from {', '.join(TIERS)}")
     return [
         Case(model, method, ratio)
-        for model in models
-        for method in methods
+        for model, method in pairs
         for ratio in (ratios or [get_method(method).default_ratio])
     ]
 
@@ -91,15 +121,21 @@ def shard(cases: Sequence[Case], index: int, count: int) -> list[Case]:
     return list(cases[index - 1 :: count])
 
 
-MODELS_ENV, METHODS_ENV, SHARD_ENV = "PRUNEBENCH_MODELS", "PRUNEBENCH_METHODS", "PRUNEBENCH_SHARD"
+MODELS_ENV, METHODS_ENV, TIER_ENV = "PRUNEBENCH_MODELS", "PRUNEBENCH_METHODS", "PRUNEBENCH_TIER"
+SHARD_ENV = "PRUNEBENCH_SHARD"
 
 
 def cases_from_env(environ: Mapping[str, str] = os.environ) -> tuple[list[Case], list[Case]]:
     """The matrix and this shard's part of it, chosen like the bench options but from the environment.
 
-    ``PRUNEBENCH_MODELS`` and ``PRUNEBENCH_METHODS`` (comma-separated, wildcards allowed) and
-    ``PRUNEBENCH_SHARD`` (``I/N``) play the parts of ``--models``, ``--methods`` and ``--shard`` for
-    the asv suite, which takes no command-line options of its own.
+    ``PRUNEBENCH_MODELS`` and ``PRUNEBENCH_METHODS`` (comma-separated, wildcards allowed),
+    ``PRUNEBENCH_TIER`` (``quick``, ``default`` or ``full``) and ``PRUNEBENCH_SHARD`` (``I/N``) play the
+    parts of ``--models``, ``--methods``, ``--quick`` / ``--full`` and ``--shard`` for the asv suite,
+    which takes no command-line options of its own.
     """
-    cases = build_cases(split_csv(environ.get(MODELS_ENV)), split_csv(environ.get(METHODS_ENV)))
+    cases = build_cases(
+        split_csv(environ.get(MODELS_ENV)),
+        split_csv(environ.get(METHODS_ENV)),
+        tier=environ.get(TIER_ENV) or "default",
+    )
     return cases, shard(cases, *parse_shard(environ.get(SHARD_ENV)))

@@ -20,7 +20,7 @@ RERUN = "re-run `python -m pruners.calibrate` (see bench/CALIBRATION.md)"
 
 @pytest.fixture(scope="module")
 def calibrated() -> dict[Case, calibrate.CaseCalibration]:
-    return calibrate.calibrations(calibrate.load(), build_cases())
+    return calibrate.calibrations(calibrate.load(), build_cases(tier="full"))
 
 
 def test_table_covers_every_default_case(calibrated) -> None:
@@ -42,7 +42,7 @@ def test_registered_tolerance_is_the_calibrated_one(calibrated, method: str) -> 
 
 def test_markdown_table_is_rendered_from_the_json() -> None:
     markdown = calibrate.DEFAULT_PATH.with_name("CALIBRATION.md").read_text()
-    assert markdown == calibrate.render(calibrate.load(), build_cases())
+    assert markdown == calibrate.render(calibrate.load(), build_cases(tier="full"))
 
 
 def entry(seed: int, dense_only: int, pruned_only: int, **changes) -> dict:

@@ -11,9 +11,10 @@ import pytest
 import pruners
 from pruners.matrix import (
     DEFAULT_MODELS,
-    QUICK_MODELS,
+    TIERS,
     build_cases,
     cases_from_env,
+    choose_tier,
     parse_seeds,
     parse_shard,
     shard,
@@ -23,20 +24,32 @@ from pruners.matrix import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_defaults_cover_every_method_and_model() -> None:
-    cases = build_cases()
-    assert {c.model for c in cases} == set(DEFAULT_MODELS)
-    assert {c.method for c in cases} == set(pruners.list_methods())
-    assert all(c.ratio == pruners.get_method(c.method).default_ratio for c in cases)
-    quick = build_cases(quick=True)
-    assert {c.model for c in quick} == set(QUICK_MODELS) and len(quick) >= 6
+def test_tiers() -> None:
+    full = build_cases(tier="full")
+    assert sorted((c.model, c.method) for c in full) == sorted(
+        (m, name) for m in DEFAULT_MODELS for name in pruners.list_methods()
+    )
+    assert all(c.ratio == pruners.get_method(c.method).default_ratio for c in full)
+    default, quick = build_cases(), build_cases(tier="quick")
+    assert set(default) <= set(full) and set(quick) <= set(full) and len(quick) == 6
+    assert {c.method for c in default if c.model == DEFAULT_MODELS[0]} == set(pruners.list_methods())
+    assert {c.model for c in default} == set(DEFAULT_MODELS) == set(TIERS["full"])
+    assert build_cases(methods=["l1"]) == [c for c in full if c.method == "l1"]
+    assert choose_tier(False, False, False) == "default" and choose_tier(False, True, False) == "full"
+    for flags in [(True, True, False), (True, False, True), (False, True, True)]:
+        with pytest.raises(ValueError, match="choose one of --quick, --full, or --models / --methods"):
+            choose_tier(*flags)
+    with pytest.raises(ValueError, match="unknown tier 'huge'"):
+        build_cases(tier="huge")
 
 
 def test_explicit_selection_and_wildcards() -> None:
-    cases = build_cases(["resnet18"], ["l*", "random"], ["0.2", "0.4"])
+    cases = build_cases(["resnet18"], ["l?", "random"], ["0.2", "0.4"])
     assert [c.id for c in cases] == [
         "resnet18-l1-0.2",
         "resnet18-l1-0.4",
+        "resnet18-l2-0.2",
+        "resnet18-l2-0.4",
         "resnet18-random-0.2",
         "resnet18-random-0.4",
     ]
@@ -47,7 +60,7 @@ def test_explicit_selection_and_wildcards() -> None:
     ("kwargs", "message"),
     [
         ({"models": ["resnet1800"]}, "unknown timm model"),
-        ({"methods": ["nope"]}, "no pruning method matches 'nope'; available: global_magnitude, l1, random"),
+        ({"methods": ["nope"]}, "no pruning method matches 'nope'; available: fpgm, global_magnitude, hessian, l1, l2, lamp,"),
         ({"ratios": ["1.5"]}, "ratio must be in"),
     ],
 )
@@ -85,6 +98,7 @@ def test_asv_selection_from_the_environment_matches_the_options() -> None:
     assert cases == build_cases(["resnet18"], ["l1", "random"])
     assert mine == shard(cases, 2, 2) == [cases[1]]
     assert cases_from_env({}) == (build_cases(), build_cases())
+    assert cases_from_env({"PRUNEBENCH_TIER": "full"})[0] == build_cases(tier="full")
     with pytest.raises(ValueError, match="unknown timm model"):
         cases_from_env({"PRUNEBENCH_MODELS": "resnet1800"})
 
@@ -93,6 +107,7 @@ def test_asv_selection_from_the_environment_matches_the_options() -> None:
     ("option", "message"),
     [
         (["--shard", "3/2"], "shard must be I/N with 1 <= I <= N"),
+        (["--full", "--methods", "l1"], "choose one of --quick, --full, or --models / --methods"),
         (["--methods", "nope"], "no pruning method matches 'nope'; available:"),
         (["--seeds", "0,zero"], "seeds must be comma-separated non-negative integers"),
     ],
@@ -116,5 +131,5 @@ def test_bench_collects_the_quick_matrix() -> None:
         text=True,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    ids = {c.id for c in build_cases(quick=True)}
+    ids = {c.id for c in build_cases(tier="quick")}
     assert {line.split("[")[-1].rstrip("]") for line in proc.stdout.splitlines() if "::" in line} == ids
