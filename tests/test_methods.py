@@ -70,3 +70,24 @@ def test_structured_channel_counts_are_rounded(workload, inputs) -> None:
     pruned, _ = pruners.prune(model, "l1", 0.3, inputs)
     channels = [m.out_channels for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(c % pruners.structured.ROUND_TO == 0 for c in channels), channels
+
+
+def test_fisher_is_the_mean_of_per_sample_squared_gradients() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    images, labels = torch.randn(4, 3), torch.tensor([0, 1, 1, 0])
+    expected = torch.zeros_like(model.weight)
+    for x, y in zip(images, labels, strict=True):
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(x[None]), y[None]).backward()
+        expected += model.weight.grad.square() / 4
+    pruners.structured.fisher_diagonal(model, [(images[:2], labels[:2]), (images[2:], labels[2:])])
+    assert torch.allclose(model.weight.grad, expected)
+    pruners.structured.fisher_diagonal(model, [(images, labels)], samples=1)
+    assert not torch.allclose(model.weight.grad, expected)
+
+
+@pytest.mark.parametrize("method", pruners.list_methods(kind="structured"))
+def test_structured_methods_remove_about_what_they_are_asked(method: str, model, inputs, calib) -> None:
+    _, record = pruners.prune(model, method, 0.3, inputs, calib=calib)
+    assert record.channel_ratio >= pruners.pruning.MIN_ACHIEVED_FRACTION * 0.3
