@@ -60,7 +60,10 @@ def test_explicit_selection_and_wildcards() -> None:
     ("kwargs", "message"),
     [
         ({"models": ["resnet1800"]}, "unknown timm model"),
-        ({"methods": ["nope"]}, "no pruning method matches 'nope'; available: fpgm, global_magnitude, hessian, l1, l2, lamp,"),
+        (
+            {"methods": ["nope"]},
+            "no pruning method matches 'nope'; available: fpgm, global_magnitude, hessian, l1, l2, lamp,",
+        ),
         ({"ratios": ["1.5"]}, "ratio must be in"),
     ],
 )
