@@ -1,15 +1,16 @@
-"""Calibrate method tolerances by measurement: run the default cases over several training seeds.
+"""Calibrate method tolerances by measurement: run the full matrix over several training seeds.
 
-``python -m pruners.calibrate --seeds 0,1,2,3,4`` runs every default case once per seed (no latency), adds
-each run to ``bench/calibration.json`` (under a file lock, written atomically, so several processes may
-calibrate disjoint seeds at once) and renders ``bench/CALIBRATION.md`` from it. A run is one seed at one
-torch thread count: thread counts take different floating-point paths, so they count as separate draws.
+``python -m pruners.calibrate --seeds 0,1,2,3,4`` runs every case of the full tier once per seed (no
+latency), adds each run to ``bench/calibration.json`` (under a file lock, written atomically, so several
+processes may calibrate disjoint seeds at once) and renders ``bench/CALIBRATION.md`` from it. A run is one
+seed at one torch thread count: thread counts take different floating-point paths, so they count as
+separate draws.
 
-A method's tolerance must cover every calibrated run of its default cases: the single-seed gate passes when
-``tolerance >= drop - z * se`` (the run's *required* tolerance). :func:`suggested_tolerance` asks for the
-worst run plus :data:`MARGIN_POINTS`, and for the mean plus :data:`MARGIN_STDS` standard deviations of the
-required tolerance across runs, rounded up to half a point, so that an unseen machine or seed is covered
-too. ``tests/test_calibration.py`` checks the registered tolerances against this table.
+A method's tolerance must cover every calibrated run of its cases in the full tier: the single-seed gate
+passes when ``tolerance >= drop - z * se`` (the run's *required* tolerance). :func:`suggested_tolerance`
+asks for the worst run plus :data:`MARGIN_POINTS`, and for the mean plus :data:`MARGIN_STDS` standard
+deviations of the required tolerance across runs, rounded up to half a point, so that an unseen machine or
+seed is covered too. ``tests/test_calibration.py`` checks the registered tolerances against this table.
 """
 
 from __future__ import annotations
@@ -118,8 +119,8 @@ def render(entries: list[dict], cases: Sequence[Case]) -> str:
         "# Tolerance calibration",
         "",
         "Written by `python -m pruners.calibrate`; do not edit by hand. Re-run it when a method, a recipe or",
-        "the default matrix changes (`tests/test_calibration.py` fails until the table covers every default",
-        "case under today's recipes).",
+        "the full matrix changes (`tests/test_calibration.py` fails until the table covers every case of",
+        "`pytest bench/ --full` under today's recipes).",
         "",
         f"Runs: {', '.join(machines)}. Drops are in top-1 points on the 360 held-out digits; *SE* is",
         "the paired standard error; *required* is `drop - z x SE` (z = "
@@ -196,7 +197,7 @@ def machine() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pruners.calibrate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated training seeds (default 0-4)")
-    parser.add_argument("--models", help="comma-separated timm models (default: the bench's default models)")
+    parser.add_argument("--models", help="comma-separated timm models (default: the bench's models)")
     parser.add_argument("--methods", help="comma-separated method names or wildcards (default: all)")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     parser.add_argument(
@@ -216,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         seeds = parse_seeds(args.seeds)
-        todo = build_cases(split_csv(args.models), split_csv(args.methods))
+        todo = build_cases(split_csv(args.models), split_csv(args.methods), tier="full")
         load(args.out)
     except ValueError as err:
         parser.error(str(err))
@@ -227,9 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    default_cases = build_cases(tier="full")
+    full_cases = build_cases(tier="full")
     if args.render:
-        print(write_markdown(load(args.out), args.out, default_cases))
+        print(write_markdown(load(args.out), args.out, full_cases))
         return 0
     workload, cpu = digits(), machine()
     for case in todo:
@@ -259,7 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "drop": round(paired.drop, 3),
                 "se": round(paired.se, 3),
             }
-            record(entry, args.out, default_cases)
+            record(entry, args.out, full_cases)
             print(
                 f"{case.id} seed {seed}: drop {paired.drop:.2f} +- {paired.se:.2f} points",
                 file=sys.stderr,

@@ -1,4 +1,4 @@
-"""The committed calibration table covers the default matrix, and the registered tolerances follow it."""
+"""The committed calibration table covers the full matrix, and the registered tolerances follow it."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def calibrated() -> dict[Case, calibrate.CaseCalibration]:
     return calibrate.calibrations(calibrate.load(), build_cases(tier="full"))
 
 
-def test_table_covers_every_default_case(calibrated) -> None:
+def test_table_covers_every_case_of_the_full_tier(calibrated) -> None:
     for case, cal in calibrated.items():
         assert len(cal.seeds) >= calibrate.MIN_SEEDS, f"{case.id}: {len(cal.seeds)} seeds calibrated; {RERUN}"
 
@@ -31,7 +31,7 @@ def test_table_covers_every_default_case(calibrated) -> None:
 @pytest.mark.parametrize("method", pruners.list_methods())
 def test_registered_tolerance_is_the_calibrated_one(calibrated, method: str) -> None:
     cals = [cal for case, cal in calibrated.items() if case.method == method]
-    assert all(cal.runs for cal in cals), f"{method}: a default case has no calibrated run; {RERUN}"
+    assert all(cal.runs for cal in cals), f"{method}: a case of the full tier has no calibrated run; {RERUN}"
     suggested = calibrate.suggested_tolerance(cals)
     tolerance = pruners.get_method(method).tolerance
     assert tolerance >= suggested, f"{method}: tolerance {tolerance} does not cover its worst seed; {RERUN}"
