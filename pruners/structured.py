@@ -102,7 +102,7 @@ def l1_channels(
     prune_channels(model, tp.importance.GroupMagnitudeImportance(p=1), ratio, example_inputs)
 
 
-@register_method("l2", kind="structured", tolerance=3.0, default_ratio=0.3)
+@register_method("l2", kind="structured", tolerance=2.5, default_ratio=0.3)
 def l2_channels(
     model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
 ) -> None:
@@ -113,7 +113,7 @@ def l2_channels(
     prune_channels(model, tp.importance.GroupMagnitudeImportance(p=2), ratio, example_inputs)
 
 
-@register_method("fpgm", kind="structured", tolerance=3.0, default_ratio=0.3)
+@register_method("fpgm", kind="structured", tolerance=5.5, default_ratio=0.3)
 def fpgm_channels(
     model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
 ) -> None:
@@ -125,7 +125,7 @@ def fpgm_channels(
     prune_channels(model, tp.importance.FPGMImportance(p=2), ratio, example_inputs)
 
 
-@register_method("lamp", kind="structured", tolerance=3.0, default_ratio=0.3)
+@register_method("lamp", kind="structured", tolerance=1.0, default_ratio=0.3)
 def lamp_channels(
     model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
 ) -> None:
@@ -137,7 +137,7 @@ def lamp_channels(
     prune_channels(model, tp.importance.LAMPImportance(p=2), ratio, example_inputs, global_ranking=True)
 
 
-@register_method("taylor", kind="structured", needs=("grad",), tolerance=3.0, default_ratio=0.3)
+@register_method("taylor", kind="structured", needs=("grad",), tolerance=2.0, default_ratio=0.3)
 def taylor_channels(
     model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
 ) -> None:
@@ -150,7 +150,7 @@ def taylor_channels(
     model.zero_grad()
 
 
-@register_method("hessian", kind="structured", needs=("grad",), tolerance=3.0, default_ratio=0.3)
+@register_method("hessian", kind="structured", needs=("grad",), tolerance=1.5, default_ratio=0.3)
 def hessian_channels(
     model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
 ) -> None:
