@@ -29,11 +29,13 @@ def prune_channels(
     example_inputs: torch.Tensor,
     *,
     global_ranking: bool = False,
+    isomorphic: bool = False,
 ) -> None:
     """Remove ``ratio`` of the channels of every dependency group, ranked by ``importance`` (DepGraph).
 
     With ``global_ranking`` the ranking spans all groups at once, so layers lose different fractions
-    (at most ``MAX_GROUP_RATIO`` each) and ``ratio`` holds for the network as a whole.
+    (at most ``MAX_GROUP_RATIO`` each) and ``ratio`` holds for the network as a whole; ``isomorphic``
+    ranks only among groups of the same structure.
     The classifier head is ignored; ViT attention keeps its head count and loses head dimensions;
     channel counts left are multiples of ``ROUND_TO``.
     """
@@ -43,6 +45,7 @@ def prune_channels(
         importance=importance,
         pruning_ratio=ratio,
         global_pruning=global_ranking,
+        isomorphic=isomorphic,
         max_pruning_ratio=MAX_GROUP_RATIO if global_ranking else 1.0,
         ignored_layers=classifier_layers(model),
         num_heads=attention_heads(model),
@@ -135,6 +138,37 @@ def lamp_channels(
     Lee et al., 2021, "Layer-adaptive Sparsity for the Magnitude-based Pruning".
     """
     prune_channels(model, tp.importance.LAMPImportance(p=2), ratio, example_inputs, global_ranking=True)
+
+
+@register_method("l1_global", kind="structured", tolerance=3.5, default_ratio=0.3)
+def l1_global_channels(
+    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
+) -> None:
+    """Group L1 norms ranked across all layers at once (at most 90 % of any group), not layer by layer.
+
+    Global magnitude ranking as in Torch-Pruning's ``global_pruning`` (Fang et al., 2023, "DepGraph").
+    """
+    prune_channels(
+        model, tp.importance.GroupMagnitudeImportance(p=1), ratio, example_inputs, global_ranking=True
+    )
+
+
+@register_method("isomorphic", kind="structured", tolerance=7.5, default_ratio=0.3)
+def isomorphic_channels(
+    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
+) -> None:
+    """Group L2 norms ranked globally, but only among groups of the same structure (isomorphic groups).
+
+    Fang et al., 2024, "Isomorphic Pruning for Vision Models" (ECCV).
+    """
+    prune_channels(
+        model,
+        tp.importance.GroupMagnitudeImportance(p=2),
+        ratio,
+        example_inputs,
+        global_ranking=True,
+        isomorphic=True,
+    )
 
 
 @register_method("taylor", kind="structured", needs=("grad",), tolerance=2.0, default_ratio=0.3)
