@@ -2,7 +2,7 @@
 
 >>> import pruners
 >>> pruners.list_methods("*l1*")
-['l1']
+['l1', 'l1_global']
 >>> pruned, record = pruners.prune(model, "l1", 0.3, example_inputs)
 """
 

@@ -62,7 +62,7 @@ def test_explicit_selection_and_wildcards() -> None:
         ({"models": ["resnet1800"]}, "unknown timm model"),
         (
             {"methods": ["nope"]},
-            "no pruning method matches 'nope'; available: fpgm, global_magnitude, hessian, l1, l2, lamp,",
+            "no pruning method matches 'nope'; available: fpgm, global_magnitude, hessian, isomorphic, l1,",
         ),
         ({"ratios": ["1.5"]}, "ratio must be in"),
     ],

@@ -19,7 +19,7 @@ def scratch_registry(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_starting_methods_are_registered() -> None:
     assert {"random", "l1", "global_magnitude"} <= set(pruners.list_methods())
-    assert pruners.list_methods("*l1*") == ["l1"]
+    assert pruners.list_methods("*l1*") == ["l1", "l1_global"]
     assert pruners.list_methods(["l1", "glob*"]) == ["global_magnitude", "l1"]
     assert "global_magnitude" not in pruners.list_methods(kind="structured")
     assert pruners.list_methods(kind="unstructured") == sorted(
