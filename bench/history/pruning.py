@@ -47,7 +47,8 @@ class _Case:
             raise NotImplementedError(f"{model} / {method} is not a case of this run or shard")
         self.case = saved[model, method]["case"]
         self.summary = saved[model, method]["summary"]
-        self.inputs = pruners.digits().test_batch(BATCH_SIZE)
+        self.workload = pruners.digits()
+        self.inputs = self.workload.test_batch(BATCH_SIZE)
 
 
 class Latency(_Case):
@@ -105,7 +106,7 @@ class Memory(_Case):
     def setup(self, saved: dict, model: str, method: str) -> None:
         super().setup(saved, model, method)
         self.dense = torch.load(f"{self.case.id}-dense.pt", weights_only=False)
-        self.calib = calibration_batches(pruners.digits(), BATCH_SIZE)
+        self.calib = calibration_batches(self.workload, BATCH_SIZE)
 
     def peakmem_prune(self, saved: dict, model: str, method: str) -> None:
         pruners.prune(copy.deepcopy(self.dense), method, self.case.ratio, self.inputs, calib=self.calib)
