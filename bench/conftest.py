@@ -1,4 +1,4 @@
-"""Options and fixtures of the PruneBench matrix; cases come from :func:`pruners.matrix.build_cases`."""
+"""Options and fixtures of the PruneBench matrix; cases come from :func:`pruners.matrix.select_cases`."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import pruners
 from pruners.history import first_run_without_baseline
 from pruners.matrix import (
     DEFAULT_MODELS,
-    build_cases,
     choose_tier,
     parse_seeds,
     parse_shard,
-    shard,
+    select_cases,
     split_csv,
 )
 
@@ -43,17 +42,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     try:
-        cases = build_cases(
+        matrix, config.prunebench_cases = select_cases(
             split_csv(config.option.models),
             split_csv(config.option.methods),
             split_csv(config.option.ratios),
             tier=choose_tier(
                 config.option.quick, config.option.full, bool(config.option.models or config.option.methods)
             ),
+            shard_spec=config.option.shard,
         )
-        config.prunebench_shard = parse_shard(config.option.shard)
-        config.prunebench_cases = shard(cases, *config.prunebench_shard)
-        config.prunebench_matrix_size = len(cases)
+        config.prunebench_matrix_size = len(matrix)
         config.prunebench_seeds = parse_seeds(config.option.seeds)
     except ValueError as err:
         raise pytest.UsageError(str(err)) from None
@@ -64,7 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    index, count = config.prunebench_shard
+    index, count = parse_shard(config.option.shard)
     part = f", shard {index}/{count} of {config.prunebench_matrix_size}" if count > 1 else ""
     return f"prunebench: {len(config.prunebench_cases)} cases{part}, seeds {config.prunebench_seeds}"
 

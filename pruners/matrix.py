@@ -121,6 +121,18 @@ def shard(cases: Sequence[Case], index: int, count: int) -> list[Case]:
     return list(cases[index - 1 :: count])
 
 
+def select_cases(
+    models: Iterable[str] = (),
+    methods: Iterable[str] = (),
+    ratios: Iterable[float | str] = (),
+    tier: str = "default",
+    shard_spec: str | None = None,
+) -> tuple[list[Case], list[Case]]:
+    """The selected matrix (:func:`build_cases`) and the part of it shard ``shard_spec`` (``I/N``) runs."""
+    cases = build_cases(models, methods, ratios, tier)
+    return cases, shard(cases, *parse_shard(shard_spec))
+
+
 MODELS_ENV, METHODS_ENV, TIER_ENV = "PRUNEBENCH_MODELS", "PRUNEBENCH_METHODS", "PRUNEBENCH_TIER"
 SHARD_ENV = "PRUNEBENCH_SHARD"
 
@@ -133,9 +145,9 @@ def cases_from_env(environ: Mapping[str, str] = os.environ) -> tuple[list[Case],
     parts of ``--models``, ``--methods``, ``--quick`` / ``--full`` and ``--shard`` for the asv suite,
     which takes no command-line options of its own.
     """
-    cases = build_cases(
+    return select_cases(
         split_csv(environ.get(MODELS_ENV)),
         split_csv(environ.get(METHODS_ENV)),
         tier=environ.get(TIER_ENV) or "default",
+        shard_spec=environ.get(SHARD_ENV),
     )
-    return cases, shard(cases, *parse_shard(environ.get(SHARD_ENV)))
