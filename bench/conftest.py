@@ -12,6 +12,7 @@ from pruners.history import first_run_without_baseline
 from pruners.matrix import (
     DEFAULT_MODELS,
     choose_tier,
+    left_out,
     parse_seeds,
     parse_shard,
     select_cases,
@@ -41,16 +42,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    models, methods = split_csv(config.option.models), split_csv(config.option.methods)
     try:
+        tier = choose_tier(config.option.quick, config.option.full, bool(models or methods))
         matrix, config.prunebench_cases = select_cases(
-            split_csv(config.option.models),
-            split_csv(config.option.methods),
-            split_csv(config.option.ratios),
-            tier=choose_tier(
-                config.option.quick, config.option.full, bool(config.option.models or config.option.methods)
-            ),
-            shard_spec=config.option.shard,
+            models, methods, split_csv(config.option.ratios), tier=tier, shard_spec=config.option.shard
         )
+        config.prunebench_left_out = left_out(models, methods, tier)
         config.prunebench_matrix_size = len(matrix)
         config.prunebench_seeds = parse_seeds(config.option.seeds)
     except ValueError as err:
@@ -64,12 +62,22 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> str:
     index, count = parse_shard(config.option.shard)
     part = f", shard {index}/{count} of {config.prunebench_matrix_size}" if count > 1 else ""
-    return f"prunebench: {len(config.prunebench_cases)} cases{part}, seeds {config.prunebench_seeds}"
+    skipped = (
+        f", {len(config.prunebench_left_out)} pairs not applicable" if config.prunebench_left_out else ""
+    )
+    return f"prunebench: {len(config.prunebench_cases)} cases{part}{skipped}, seeds {config.prunebench_seeds}"
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionstart(session: pytest.Session) -> None:
     session.config.prunebench_first_run = first_run_without_baseline(session.config)
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    return [
+        f"prunebench: left out {model}-{method} (not applicable: {reason})"
+        for model, method, reason in config.prunebench_left_out
+    ]
 
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:

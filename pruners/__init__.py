@@ -6,12 +6,12 @@
 >>> pruned, record = pruners.prune(model, "l1", 0.3, example_inputs)
 """
 
-from . import structured, unstructured  # noqa: F401  (register the methods)
+from . import sparse_training, structured, unstructured  # noqa: F401  (register the methods)
 from .case import AccuracyDropError, CaseResult, SeedResult, check_accuracy, run
 from .data import Workload, digits
 from .gate import CONFIDENCE, PairedDrop, Verdict, judge
-from .pruning import NothingPrunedError, PruneRecord, UnderPrunedError, prune
-from .registry import MethodSpec, check_ratio, get_method, list_methods, register_method
+from .pruning import NotApplicableError, NothingPrunedError, PruneRecord, UnderPrunedError, prune
+from .registry import MethodData, MethodSpec, check_ratio, get_method, list_methods, register_method
 from .unstructured import make_permanent
 from .zoo import Baseline, CorruptCacheError, load_baseline
 
@@ -21,7 +21,9 @@ __all__ = [
     "Baseline",
     "CaseResult",
     "CorruptCacheError",
+    "MethodData",
     "MethodSpec",
+    "NotApplicableError",
     "NothingPrunedError",
     "PairedDrop",
     "PruneRecord",

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 import timm
+import torch
 from torch import nn
 
 # timm model modules whose constructors take ``img_size`` / ``patch_size`` (plain ViT and DeiT).
@@ -34,6 +37,34 @@ def prunable_layers(model: nn.Module) -> list[nn.Module]:
 
 def _attentions(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads")]
+
+
+def features(model: nn.Module) -> frozenset[str]:
+    """What a method may ``require`` of ``model``: ``"attention"`` heads, ``"batchnorm"`` layers."""
+    found = set()
+    if _attentions(model):
+        found.add("attention")
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        found.add("batchnorm")
+    return frozenset(found)
+
+
+@cache
+def model_features(model_name: str) -> frozenset[str]:
+    """:func:`features` of the timm model ``model_name``, built on the meta device (no memory, no weights)."""
+    with torch.device("meta"):
+        return features(timm.create_model(model_name, pretrained=False))
+
+
+def missing_features(required: tuple[str, ...], present: frozenset[str]) -> str | None:
+    """Why a method that ``required`` these features does not apply, or ``None`` when it does."""
+    missing = [f for f in required if f not in present]
+    return f"no {' or '.join(missing)} layers to prune" if missing else None
+
+
+def attention_head_count(model: nn.Module) -> int:
+    """Total attention heads over all timm ``Attention`` modules (0 for a model without attention)."""
+    return sum(m.num_heads for m in _attentions(model))
 
 
 def attention_heads(model: nn.Module) -> dict[nn.Module, int]:

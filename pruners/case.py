@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
@@ -20,7 +20,7 @@ from .data import Workload, digits
 from .gate import PairedDrop, Verdict, judge
 from .measure import LatencyStats, compare_latency, correct, top1
 from .pruning import PruneRecord, prune
-from .registry import get_method
+from .registry import Regularizer, get_method
 from .train import Recipe, train
 from .unstructured import make_permanent
 
@@ -37,6 +37,13 @@ def recovery_recipe(baseline: Recipe, distill: float = RECOVERY_DISTILL) -> Reci
     )
 
 
+def split_budget(recovery: Recipe, needs: Sequence[str]) -> tuple[int, int]:
+    """``(sparse-training epochs, recovery epochs)`` out of the ``recovery`` budget: half (at least one)
+    goes to sparse training for methods that need ``"train"``, none for the others."""
+    sparse = max(1, recovery.epochs // 2) if "train" in needs else 0
+    return sparse, recovery.epochs - sparse
+
+
 class AccuracyDropError(AssertionError):
     """The pruned model lost more top-1 than its method's tolerance allows, beyond the test-set noise."""
 
@@ -50,6 +57,8 @@ class SeedResult:
     pruned_top1_before_recovery: float
     record: PruneRecord
     recovery_seconds: float
+    prune_seconds: float
+    budget: tuple[int, int]
     dense: nn.Module = dataclasses.field(repr=False)
     pruned: nn.Module = dataclasses.field(repr=False)
 
@@ -64,6 +73,7 @@ class SeedResult:
             "top1_drop_se": round(self.paired.se, 3),
             "top1_drop_ci95": [round(low, 2), round(high, 2)],
             "mcnemar_p": round(self.paired.mcnemar_p, 4),
+            "prune_seconds": round(self.prune_seconds, 1),
             "recovery_seconds": round(self.recovery_seconds, 1),
         }
 
@@ -145,6 +155,9 @@ class CaseResult:
             "macs_speedup": round(self.record.macs_speedup, 3),
             "channel_ratio": round(self.record.channel_ratio, 3),
             "sparsity": round(self.record.sparsity, 3),
+            "head_ratio": round(self.record.head_ratio, 3),
+            "sparse_train_epochs": self.seeds[0].budget[0],
+            "recovery_epochs": self.seeds[0].budget[1],
             "baseline_recipe": repr(self.baseline_recipe),
             "recovery_recipe": repr(self.recovery_recipe),
             "batch_size": len(self.inputs),
@@ -190,16 +203,29 @@ def _run_seed(
     baseline = zoo.load_baseline(model_name, workload, seed=seed, recipe=dense_recipe)
     test = workload.loader("test", batch_size=256)
     calib = calibration_batches(workload, len(inputs), seed)
+    budget = split_budget(recovery, get_method(method).needs)
+
+    def sparse_train(model: nn.Module, regularize: Regularizer, on_epoch: Callable[[], None]) -> None:
+        sparse = dataclasses.replace(recovery, epochs=budget[0])
+        desc = f"sparse-train {model_name}/{method}"
+        train(model, workload, sparse, seed, desc, baseline.model, regularize=regularize, on_epoch=on_epoch)
+
     torch.manual_seed(seed)
-    pruned, record = prune(baseline.model, method, ratio, inputs, calib=calib)
+    start = time.perf_counter()
+    pruned, record = prune(baseline.model, method, ratio, inputs, calib=calib, sparse_train=sparse_train)
+    prune_seconds = time.perf_counter() - start
     before_recovery = top1(pruned, test)
     start = time.perf_counter()
-    desc = f"recover {model_name}/{method}"
-    train(pruned, workload, recovery, seed=seed, desc=desc, teacher=baseline.model)
+    if budget[1]:
+        desc = f"recover {model_name}/{method}"
+        rest = dataclasses.replace(recovery, epochs=budget[1])
+        train(pruned, workload, rest, seed=seed, desc=desc, teacher=baseline.model)
     recovery_seconds = time.perf_counter() - start
     make_permanent(pruned)
     paired = PairedDrop.from_correct(correct(baseline.model, test), correct(pruned, test))
-    return SeedResult(seed, paired, before_recovery, record, recovery_seconds, baseline.model, pruned)
+    return SeedResult(
+        seed, paired, before_recovery, record, recovery_seconds, prune_seconds, budget, baseline.model, pruned
+    )
 
 
 def run(

@@ -6,14 +6,16 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
+from .adapters import missing_features, model_features
 from .registry import check_ratio, get_method, list_methods
 from .zoo import check_model_name
 
 DEFAULT_MODELS = ("resnet18", "mobilenetv3_small_100", "vit_tiny_patch16_224")
 
 # Tiers without --models / --methods: model -> method patterns. "full" is every method on every default
-# model (what the nightly job runs and what calibration covers); "default" is every method on one CNN and
-# a representative subset elsewhere, to keep a plain `pytest bench/` under 10 minutes on 2 cores.
+# model it applies to (what the nightly job runs and what calibration covers); "default" is every method
+# on one CNN, the canonical noisy case (l1 on mobilenetv3) and what only a ViT can run, to keep a plain
+# `pytest bench/` under 10 minutes on 2 cores.
 TIERS: dict[str, dict[str, tuple[str, ...]]] = {
     "quick": {
         "resnet18": ("random", "l1", "global_magnitude"),
@@ -21,8 +23,8 @@ TIERS: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "default": {
         "resnet18": ("*",),
-        "mobilenetv3_small_100": ("l1", "global_magnitude"),
-        "vit_tiny_patch16_224": ("l1",),
+        "mobilenetv3_small_100": ("l1",),
+        "vit_tiny_patch16_224": ("vit_heads",),
     },
     "full": dict.fromkeys(DEFAULT_MODELS, ("*",)),
 }
@@ -72,6 +74,32 @@ def choose_tier(quick: bool, full: bool, selected: bool) -> str:
     return "quick" if quick else "full" if full else "default"
 
 
+def not_applicable(model: str, method: str) -> str | None:
+    """Why ``method`` cannot prune ``model`` (e.g. no attention heads for ``vit_heads``), else ``None``."""
+    return missing_features(get_method(method).requires, model_features(model))
+
+
+def _pairs(models: list[str], methods: list[str], tier: str) -> list[tuple[str, str]]:
+    if models or methods:
+        names = select_methods(methods) if methods else list_methods()
+        return [(check_model_name(m), name) for m in models or DEFAULT_MODELS for name in names]
+    if tier in TIERS:
+        return [(model, name) for model, patterns in TIERS[tier].items() for name in select_methods(patterns)]
+    raise ValueError(f"unknown tier {tier!r}; choose from {', '.join(TIERS)}")
+
+
+def left_out(
+    models: Iterable[str] = (), methods: Iterable[str] = (), tier: str = "default"
+) -> list[tuple[str, str, str]]:
+    """``(model, method, reason)`` for each selected pair that :func:`build_cases` leaves out because the
+    method does not apply to the model."""
+    return [
+        (model, method, reason)
+        for model, method in _pairs(list(models), list(methods), tier)
+        if (reason := not_applicable(model, method))
+    ]
+
+
 def build_cases(
     models: Iterable[str] = (),
     methods: Iterable[str] = (),
@@ -82,19 +110,18 @@ def build_cases(
 
     Given ``models`` and/or ``methods``, every selected model (default :data:`DEFAULT_MODELS`) meets every
     selected method (default: all registered); given neither, the :data:`TIERS` entry ``tier`` decides.
-    Raises ``ValueError`` naming any unknown model, method, tier or bad ratio.
+    Pairs where the method does not apply to the model are left out (:func:`left_out` says why).
+    Raises ``ValueError`` naming any unknown model, method, tier or bad ratio, or when nothing is left.
     """
     models, methods = list(models), list(methods)
     ratios = [check_ratio(r) for r in ratios]
-    if models or methods:
-        names = select_methods(methods) if methods else list_methods()
-        pairs = [(check_model_name(m), name) for m in models or DEFAULT_MODELS for name in names]
-    elif tier in TIERS:
-        pairs = [
-            (model, name) for model, patterns in TIERS[tier].items() for name in select_methods(patterns)
-        ]
-    else:
-        raise ValueError(f"unknown tier {tier!r}; choose from {', '.join(TIERS)}")
+    every = _pairs(models, methods, tier)
+    pairs = [(model, method) for model, method in every if not not_applicable(model, method)]
+    if every and not pairs:
+        reasons = "; ".join(
+            f"{method} on {model}: {why}" for model, method, why in left_out(models, methods, tier)
+        )
+        raise ValueError(f"no case applies: {reasons}")
     return [
         Case(model, method, ratio)
         for model, method in pairs

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .adapters import prunable_layers
+from .adapters import attention_head_count, features, missing_features, prunable_layers
 from .measure import count_macs_params
-from .registry import CalibBatches, check_ratio, get_method
+from .registry import CalibBatches, MethodData, SparseTrain, check_ratio, get_method
 
 
 class NothingPrunedError(RuntimeError):
@@ -19,6 +19,10 @@ class NothingPrunedError(RuntimeError):
 
 class UnderPrunedError(NothingPrunedError):
     """A structured method removed far fewer channels than it was asked to: the row would misstate it."""
+
+
+class NotApplicableError(ValueError):
+    """The method needs something the model does not have (attention heads, BatchNorm layers)."""
 
 
 # A structured method must remove at least this fraction of the channel ratio it was asked for. Global
@@ -31,7 +35,8 @@ class PruneRecord:
     """What one call to :func:`prune` did.
 
     ``channel_ratio`` is the fraction of output channels removed from prunable layers (0 for mask methods);
-    ``sparsity`` is the fraction of the dense prunable weights that are gone or zero.
+    ``sparsity`` is the fraction of the dense prunable weights that are gone or zero; ``head_ratio`` the
+    fraction of attention heads removed. ``unit`` says which of them ``ratio`` asked for.
     """
 
     method: str
@@ -43,6 +48,13 @@ class PruneRecord:
     params_after: int
     channel_ratio: float
     sparsity: float
+    head_ratio: float = 0.0
+    unit: str = "channels"
+
+    @property
+    def achieved_ratio(self) -> float:
+        """What the method removed, in the unit its ``ratio`` asks for."""
+        return {"channels": self.channel_ratio, "heads": self.head_ratio, "weights": self.sparsity}[self.unit]
 
     @property
     def macs_speedup(self) -> float:
@@ -65,33 +77,42 @@ def prune(
     example_inputs: torch.Tensor,
     calib: CalibBatches | None = None,
     *,
+    sparse_train: SparseTrain | None = None,
     inplace: bool = False,
 ) -> tuple[nn.Module, PruneRecord]:
     """Prune ``model`` with the registered ``method`` at ``ratio``; return the pruned model and its record.
 
     ``example_inputs`` is a batch used to trace the graph and count MACs. ``calib`` is a sequence of
-    ``(images, labels)`` batches for methods that need calibration data or gradients. The model is copied
+    ``(images, labels)`` batches for methods that need calibration data or gradients; ``sparse_train``
+    runs the regularised epochs of sparse-training methods (``needs=("train",)``). The model is copied
     first unless ``inplace``. Unstructured methods leave their masks attached so a fine-tune keeps the
     zeros; :func:`pruners.make_permanent` removes them.
 
-    Raises ``NothingPrunedError`` when the method removed nothing, and ``UnderPrunedError`` when a
-    structured method removed less than ``MIN_ACHIEVED_FRACTION`` of the channel ratio asked for.
+    Raises ``NotApplicableError`` when the model lacks what the method requires, ``NothingPrunedError``
+    when the method removed nothing, and ``UnderPrunedError`` when a structured method removed less than
+    ``MIN_ACHIEVED_FRACTION`` of the channel (or head) ratio asked for.
     """
     spec = get_method(method)
     ratio = check_ratio(ratio)
-    if spec.needs and calib is None:
+    if ("calib" in spec.needs or "grad" in spec.needs) and calib is None:
         raise ValueError(
             f"method {method!r} needs calibration batches ({', '.join(spec.needs)}): pass calib="
         )
+    if "train" in spec.needs and sparse_train is None:
+        raise ValueError(f"method {method!r} needs sparse-training epochs: pass sparse_train=")
+    reason = missing_features(spec.requires, features(model))
+    if reason:
+        raise NotApplicableError(f"method {method!r} does not apply to this model: {reason}")
     if not inplace:
         model = copy.deepcopy(model)
     was_training = model.training
     model.eval()
     layers = prunable_layers(model)
     channels, weights = _channels(layers), sum(m.weight.numel() for m in layers)
+    heads = attention_head_count(model)
     macs, params = count_macs_params(model, example_inputs)
 
-    spec.fn(model, ratio, example_inputs, calib)
+    spec.fn(model, ratio, example_inputs, MethodData(calib, sparse_train))
 
     model.eval()
     macs_after, params_after = count_macs_params(model, example_inputs)
@@ -106,16 +127,18 @@ def prune(
         params_after=params_after,
         channel_ratio=1.0 - _channels(layers) / channels,
         sparsity=1.0 - _nonzero(layers) / weights,
+        head_ratio=1.0 - attention_head_count(model) / heads if heads else 0.0,
+        unit=spec.unit,
     )
     if record.sparsity <= 0.0 or (spec.kind == "structured" and macs_after >= macs):
         raise NothingPrunedError(
             f"method {method!r} at ratio {ratio} pruned nothing: MACs {macs} -> {macs_after}, "
             f"weight sparsity {record.sparsity:.3f}"
         )
-    if spec.kind == "structured" and record.channel_ratio < MIN_ACHIEVED_FRACTION * ratio:
+    if spec.kind == "structured" and record.achieved_ratio < MIN_ACHIEVED_FRACTION * ratio:
         raise UnderPrunedError(
-            f"method {method!r} was asked for a channel ratio of {ratio} and removed "
-            f"{record.channel_ratio:.3f} (MACs {macs} -> {macs_after})"
+            f"method {method!r} was asked to remove {ratio} of the {spec.unit} and removed "
+            f"{record.achieved_ratio:.3f} (MACs {macs} -> {macs_after})"
         )
     model.train(was_training)
     return model, record

@@ -1,7 +1,8 @@
 """Registry of pruning methods, modelled on timm's ``register_model`` / ``list_models``.
 
-A method is one function ``fn(model, ratio, example_inputs, calib)`` that prunes ``model`` in place.
-Registering it with :func:`register_method` is all it takes to join the bench matrix and the unit tests.
+A method is one function ``fn(model, ratio, example_inputs, data)`` that prunes ``model`` in place;
+``data`` (:class:`MethodData`) holds what the method declared in ``needs`` and nothing else. Registering it
+with :func:`register_method` is all it takes to join the bench matrix and the unit tests.
 """
 
 from __future__ import annotations
@@ -9,18 +10,41 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from torch import nn
 
 Kind = Literal["structured", "unstructured"]
-Need = Literal["calib", "grad"]
+Need = Literal["calib", "grad", "train"]
+Unit = Literal["channels", "heads", "weights"]
+Feature = Literal["attention", "batchnorm"]
 CalibBatches = Sequence[tuple[torch.Tensor, torch.Tensor]]
-PruneFn = Callable[[nn.Module, float, torch.Tensor, "CalibBatches | None"], None]
+Regularizer = Callable[[nn.Module], None]
+
+
+class SparseTrain(Protocol):
+    """Runs the harness's sparse-training epochs on ``model``: ``regularize(model)`` after every
+    ``backward()`` and before the optimizer step, ``on_epoch()`` after every epoch."""
+
+    def __call__(self, model: nn.Module, regularize: Regularizer, on_epoch: Callable[[], None]) -> None: ...
+
+
+@dataclass(frozen=True)
+class MethodData:
+    """What the harness hands a method: ``calib`` batches of ``(images, labels)`` for ``"calib"`` and
+    ``"grad"``, and ``sparse_train`` for ``"train"`` (its epochs come out of the recovery budget)."""
+
+    calib: CalibBatches | None = None
+    sparse_train: SparseTrain | None = None
+
+
+PruneFn = Callable[[nn.Module, float, torch.Tensor, MethodData], None]
 
 _KINDS = ("structured", "unstructured")
-_NEEDS = ("calib", "grad")
+_NEEDS = ("calib", "grad", "train")
+_UNITS = ("channels", "heads", "weights")
+_FEATURES = ("attention", "batchnorm")
 
 
 @dataclass(frozen=True)
@@ -28,9 +52,11 @@ class MethodSpec:
     """A registered pruning method and what the bench needs to know about it.
 
     ``ratio`` is the method's own knob: the fraction of channels removed for structured methods, the
-    fraction of weights zeroed for unstructured ones. ``tolerance`` is the largest allowed drop in top-1,
-    in absolute percentage points, after the shared recovery fine-tune. ``default_ratio`` is the ratio the
-    bench uses when none is given.
+    fraction of weights zeroed for unstructured ones, or of attention heads when ``unit`` is ``"heads"``.
+    ``requires`` names model features the method cannot work without (``"attention"`` heads,
+    ``"batchnorm"`` layers); models without them are left out of its cases. ``tolerance`` is the largest
+    allowed drop in top-1, in absolute percentage points, after the shared recovery fine-tune.
+    ``default_ratio`` is the ratio the bench uses when none is given.
     """
 
     name: str
@@ -40,6 +66,8 @@ class MethodSpec:
     tolerance: float
     default_ratio: float
     doc: str
+    unit: Unit = "channels"
+    requires: tuple[Feature, ...] = ()
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -52,14 +80,23 @@ def register_method(
     tolerance: float,
     default_ratio: float,
     needs: Iterable[Need] = (),
+    unit: Unit | None = None,
+    requires: Iterable[Feature] = (),
 ) -> Callable[[PruneFn], PruneFn]:
-    """Decorator that adds a pruning function to the registry under ``name``."""
-    needs = tuple(needs)
+    """Decorator that adds a pruning function to the registry under ``name``.
+
+    ``unit`` defaults to ``"channels"`` for structured methods and ``"weights"`` for unstructured ones.
+    """
+    needs, requires = tuple(needs), tuple(requires)
+    unit = unit or ("channels" if kind == "structured" else "weights")
     if kind not in _KINDS:
         raise ValueError(f"method {name!r}: kind must be one of {_KINDS}, got {kind!r}")
-    unknown = [n for n in needs if n not in _NEEDS]
-    if unknown:
-        raise ValueError(f"method {name!r}: unknown needs {unknown}; choose from {_NEEDS}")
+    for label, values, allowed in (("needs", needs, _NEEDS), ("requires", requires, _FEATURES)):
+        unknown = [v for v in values if v not in allowed]
+        if unknown:
+            raise ValueError(f"method {name!r}: unknown {label} {unknown}; choose from {allowed}")
+    if unit not in _UNITS:
+        raise ValueError(f"method {name!r}: unit must be one of {_UNITS}, got {unit!r}")
     if tolerance < 0:
         raise ValueError(f"method {name!r}: tolerance must be >= 0 points, got {tolerance}")
     check_ratio(default_ratio)
@@ -76,6 +113,8 @@ def register_method(
             tolerance=float(tolerance),
             default_ratio=float(default_ratio),
             doc=doc[0] if doc else "",
+            unit=unit,
+            requires=requires,
         )
         return fn
 

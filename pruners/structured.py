@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .adapters import attention_heads, classifier_layers, sync_attention, token_parameters
-from .registry import CalibBatches, register_method
+from .registry import CalibBatches, MethodData, register_method
 
 # Remaining channel counts are rounded to a multiple of this, as CPU and GPU kernels favour.
 ROUND_TO = 8
@@ -22,24 +22,28 @@ MAX_GROUP_RATIO = 0.9
 FISHER_SAMPLES = 64
 
 
-def prune_channels(
+def channel_pruner(
     model: nn.Module,
     importance: tp.importance.Importance,
     ratio: float,
     example_inputs: torch.Tensor,
     *,
+    pruner_type: type[tp.pruner.BasePruner] = tp.pruner.BasePruner,
     global_ranking: bool = False,
     isomorphic: bool = False,
-) -> None:
-    """Remove ``ratio`` of the channels of every dependency group, ranked by ``importance`` (DepGraph).
+    **options: object,
+) -> tp.pruner.BasePruner:
+    """A DepGraph pruner that removes ``ratio`` of the channels of every dependency group, ranked by
+    ``importance``; :func:`apply` runs it.
 
     With ``global_ranking`` the ranking spans all groups at once, so layers lose different fractions
     (at most ``MAX_GROUP_RATIO`` each) and ``ratio`` holds for the network as a whole; ``isomorphic``
-    ranks only among groups of the same structure.
+    ranks only among groups of the same structure. ``pruner_type`` and ``options`` choose another
+    Torch-Pruning pruner (the sparse-training ones) and its settings.
     The classifier head is ignored; ViT attention keeps its head count and loses head dimensions;
     channel counts left are multiples of ``ROUND_TO``.
     """
-    pruner = tp.pruner.BasePruner(
+    return pruner_type(
         model,
         example_inputs,
         importance=importance,
@@ -51,9 +55,25 @@ def prune_channels(
         num_heads=attention_heads(model),
         unwrapped_parameters=token_parameters(model),
         round_to=ROUND_TO,
+        **options,
     )
+
+
+def apply(pruner: tp.pruner.BasePruner, model: nn.Module) -> None:
+    """Run ``pruner`` on ``model`` and bring ViT attention bookkeeping in line with the new widths."""
     pruner.step()
     sync_attention(model, pruner.num_heads)
+
+
+def prune_channels(
+    model: nn.Module,
+    importance: tp.importance.Importance,
+    ratio: float,
+    example_inputs: torch.Tensor,
+    **options: object,
+) -> None:
+    """Build a :func:`channel_pruner` and :func:`apply` it: the pruning step most methods share."""
+    apply(channel_pruner(model, importance, ratio, example_inputs, **options), model)
 
 
 def loss_gradients(model: nn.Module, calib: CalibBatches) -> None:
@@ -84,9 +104,7 @@ def fisher_diagonal(model: nn.Module, calib: CalibBatches, samples: int = FISHER
 
 
 @register_method("random", kind="structured", tolerance=2.5, default_ratio=0.3)
-def random_channels(
-    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
-) -> None:
+def random_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Random channels: the control every criterion must beat.
 
     Li et al., 2022, "Revisiting Random Channel Pruning for Neural Network Compression".
@@ -95,9 +113,7 @@ def random_channels(
 
 
 @register_method("l1", kind="structured", tolerance=3.0, default_ratio=0.3)
-def l1_channels(
-    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
-) -> None:
+def l1_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Channels with the smallest group L1 norm go first.
 
     Li et al., 2017, "Pruning Filters for Efficient ConvNets"; groups from DepGraph (Fang et al., 2023).
@@ -106,9 +122,7 @@ def l1_channels(
 
 
 @register_method("l2", kind="structured", tolerance=2.5, default_ratio=0.3)
-def l2_channels(
-    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
-) -> None:
+def l2_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Channels with the smallest group L2 norm go first.
 
     He et al., 2018, "Soft Filter Pruning for Accelerating Deep Convolutional Neural Networks".
@@ -117,9 +131,7 @@ def l2_channels(
 
 
 @register_method("fpgm", kind="structured", tolerance=5.5, default_ratio=0.3)
-def fpgm_channels(
-    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
-) -> None:
+def fpgm_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Channels nearest the geometric median of their layer go first: the others can stand in for them.
 
     He et al., 2019, "Filter Pruning via Geometric Median for Deep Convolutional Neural Networks
@@ -129,9 +141,7 @@ def fpgm_channels(
 
 
 @register_method("lamp", kind="structured", tolerance=1.0, default_ratio=0.3)
-def lamp_channels(
-    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
-) -> None:
+def lamp_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Layer-adaptive magnitude: each channel's squared norm over the sum of the larger ones in its layer,
     ranked globally, so layers lose different fractions.
 
@@ -142,7 +152,7 @@ def lamp_channels(
 
 @register_method("l1_global", kind="structured", tolerance=3.5, default_ratio=0.3)
 def l1_global_channels(
-    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
+    model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData
 ) -> None:
     """Group L1 norms ranked across all layers at once (at most 90 % of any group), not layer by layer.
 
@@ -155,7 +165,7 @@ def l1_global_channels(
 
 @register_method("isomorphic", kind="structured", tolerance=7.5, default_ratio=0.3)
 def isomorphic_channels(
-    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
+    model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData
 ) -> None:
     """Group L2 norms ranked globally, but only among groups of the same structure (isomorphic groups).
 
@@ -172,26 +182,43 @@ def isomorphic_channels(
 
 
 @register_method("taylor", kind="structured", needs=("grad",), tolerance=2.0, default_ratio=0.3)
-def taylor_channels(
-    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
-) -> None:
+def taylor_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """First-order Taylor estimate of the loss change, |w · dL/dw|, from the calibration batches.
 
     Molchanov et al., 2019, "Importance Estimation for Neural Network Pruning".
     """
-    loss_gradients(model, calib)
+    loss_gradients(model, data.calib)
     prune_channels(model, tp.importance.GroupTaylorImportance(), ratio, example_inputs)
     model.zero_grad()
 
 
 @register_method("hessian", kind="structured", needs=("grad",), tolerance=1.5, default_ratio=0.3)
-def hessian_channels(
-    model: nn.Module, ratio: float, example_inputs: torch.Tensor, calib: CalibBatches | None
-) -> None:
+def hessian_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Optimal Brain Damage: w² times the diagonal Hessian, estimated by the per-sample Fisher.
 
     LeCun et al., 1989, "Optimal Brain Damage".
     """
-    fisher_diagonal(model, calib)
+    fisher_diagonal(model, data.calib)
     prune_channels(model, tp.importance.GroupHessianImportance(), ratio, example_inputs)
     model.zero_grad()
+
+
+@register_method(
+    "vit_heads", kind="structured", unit="heads", requires=("attention",), tolerance=2.0, default_ratio=0.3
+)
+def vit_heads(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
+    """Whole attention heads with the smallest group L2 norm go, ``ratio`` of each layer's heads
+    (rounded up); head sizes and MLP widths stay.
+
+    Michel et al., 2019, "Are Sixteen Heads Really Better than One?"; head groups from DepGraph.
+    """
+    prune_channels(
+        model,
+        tp.importance.GroupMagnitudeImportance(p=2),
+        0.0,
+        example_inputs,
+        pruning_ratio_dict=dict.fromkeys(attention_heads(model), ratio),
+        prune_num_heads=True,
+        prune_head_dims=False,
+        head_pruning_ratio=ratio,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import torch
@@ -67,10 +68,14 @@ def train(
     seed: int = 0,
     desc: str = "train",
     teacher: nn.Module | None = None,
+    regularize: Callable[[nn.Module], None] | None = None,
+    on_epoch: Callable[[], None] | None = None,
 ) -> None:
     """Train ``model`` in place on ``workload.train`` with ``recipe``, showing a tqdm progress bar.
 
-    A recipe that distils needs the ``teacher``, which is only run, never trained.
+    A recipe that distils needs the ``teacher``, which is only run, never trained. Sparse training passes
+    ``regularize(model)``, called between ``backward()`` and the optimizer step, and ``on_epoch()``,
+    called after every epoch.
     """
     if recipe.distill and teacher is None:
         raise ValueError(f"recipe distils (distill={recipe.distill}) but no teacher was given")
@@ -104,9 +109,13 @@ def train(
                     loss = (1 - recipe.distill) * loss + recipe.distill * kd
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if regularize is not None:
+                    regularize(model)
                 optimizer.step()
                 step += 1
                 scheduler.step_update(step)
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item():.3f}")
+            if on_epoch is not None:
+                on_epoch()
     model.eval()

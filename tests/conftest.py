@@ -30,6 +30,32 @@ def inputs(workload: pruners.Workload) -> torch.Tensor:
     return workload.test_batch(4)
 
 
+@pytest.fixture
+def sparse_train(calib: list[tuple[torch.Tensor, torch.Tensor]]) -> SparseTrainSpy:
+    return SparseTrainSpy(calib)
+
+
+class SparseTrainSpy:
+    """A two-epoch sparse training on the calibration batches that counts what the method asked of it."""
+
+    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        self.batches, self.regularized, self.epochs = batches, 0, 0
+
+    def __call__(self, model: torch.nn.Module, regularize, on_epoch) -> None:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        model.train()
+        for _ in range(2):
+            for images, labels in self.batches:
+                optimizer.zero_grad()
+                torch.nn.functional.cross_entropy(model(images), labels).backward()
+                regularize(model)
+                self.regularized += 1
+                optimizer.step()
+            on_epoch()
+            self.epochs += 1
+        model.eval()
+
+
 @pytest.fixture(scope="session")
 def calib(workload: pruners.Workload) -> list[tuple[torch.Tensor, torch.Tensor]]:
     images, labels = next(iter(workload.loader("train", batch_size=8)))

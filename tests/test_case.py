@@ -161,3 +161,29 @@ def test_latency_compares_a_slower_model() -> None:
     assert stats.dense_p90_ms >= stats.dense_ms
     with pytest.raises(ValueError, match="rounds"):
         compare_latency(slow, fast, torch.randn(1, 3, 8, 8), rounds=1)
+
+
+def test_sparse_training_takes_its_epochs_out_of_the_recovery_budget() -> None:
+    split = pruners.case.split_budget
+    assert split(Recipe(epochs=2, lr=1e-3), ("train",)) == (1, 1)
+    assert split(Recipe(epochs=10, lr=1e-3), ("train",)) == (5, 5)
+    assert split(Recipe(epochs=10, lr=1e-3), ("grad",)) == (0, 10)
+
+
+def test_a_sparse_training_case_records_how_its_budget_was_split() -> None:
+    budget = Recipe(epochs=2, lr=1e-3, distill=0.5)
+    result = pruners.run(
+        "test_resnet",
+        "bn_scale",
+        0.3,
+        pruners.digits(),
+        batch_size=16,
+        latency_rounds=None,
+        recovery=budget,
+        baseline_recipe=TINY_RECIPE,
+    )
+    info = result.summary()
+    assert (info["sparse_train_epochs"], info["recovery_epochs"]) == (1, 1)
+    assert info["recovery_recipe"] == repr(budget), "the row names the whole budget, not its remainder"
+    assert result.record.macs_after < result.record.macs_before
+    assert info["per_seed"][0]["prune_seconds"] > 0

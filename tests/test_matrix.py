@@ -15,6 +15,8 @@ from pruners.matrix import (
     build_cases,
     cases_from_env,
     choose_tier,
+    left_out,
+    not_applicable,
     parse_seeds,
     parse_shard,
     shard,
@@ -27,12 +29,15 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_tiers() -> None:
     full = build_cases(tier="full")
     assert sorted((c.model, c.method) for c in full) == sorted(
-        (m, name) for m in DEFAULT_MODELS for name in pruners.list_methods()
+        (m, name) for m in DEFAULT_MODELS for name in pruners.list_methods() if not not_applicable(m, name)
     )
     assert all(c.ratio == pruners.get_method(c.method).default_ratio for c in full)
     default, quick = build_cases(), build_cases(tier="quick")
     assert set(default) <= set(full) and set(quick) <= set(full) and len(quick) == 6
-    assert {c.method for c in default if c.model == DEFAULT_MODELS[0]} == set(pruners.list_methods())
+    assert {c.method for c in default} == set(pruners.list_methods()), "every method runs by default"
+    assert {c.method for c in default if c.model == DEFAULT_MODELS[0]} == {
+        name for name in pruners.list_methods() if not not_applicable(DEFAULT_MODELS[0], name)
+    }
     assert {c.model for c in default} == set(DEFAULT_MODELS) == set(TIERS["full"])
     assert build_cases(methods=["l1"]) == [c for c in full if c.method == "l1"]
     assert choose_tier(False, False, False) == "default" and choose_tier(False, True, False) == "full"
@@ -41,6 +46,25 @@ def test_tiers() -> None:
             choose_tier(*flags)
     with pytest.raises(ValueError, match="unknown tier 'huge'"):
         build_cases(tier="huge")
+
+
+def test_pairs_a_method_cannot_prune_are_left_out_with_a_reason() -> None:
+    assert not_applicable("resnet18", "vit_heads") == "no attention layers to prune"
+    assert not_applicable("vit_tiny_patch16_224", "bn_scale") == "no batchnorm layers to prune"
+    assert not_applicable("vit_tiny_patch16_224", "vit_heads") is None
+    cases = build_cases(methods=["vit_heads", "bn_scale"])
+    assert {(c.model, c.method) for c in cases} == {
+        ("vit_tiny_patch16_224", "vit_heads"),
+        ("resnet18", "bn_scale"),
+        ("mobilenetv3_small_100", "bn_scale"),
+    }
+    assert set(left_out(methods=["vit_heads", "bn_scale"])) == {
+        ("resnet18", "vit_heads", "no attention layers to prune"),
+        ("mobilenetv3_small_100", "vit_heads", "no attention layers to prune"),
+        ("vit_tiny_patch16_224", "bn_scale", "no batchnorm layers to prune"),
+    }
+    with pytest.raises(ValueError, match="no case applies: vit_heads on resnet18: no attention layers"):
+        build_cases(["resnet18"], ["vit_heads"])
 
 
 def test_explicit_selection_and_wildcards() -> None:
@@ -62,7 +86,7 @@ def test_explicit_selection_and_wildcards() -> None:
         ({"models": ["resnet1800"]}, "unknown timm model"),
         (
             {"methods": ["nope"]},
-            "no pruning method matches 'nope'; available: fpgm, global_magnitude, hessian, isomorphic, l1,",
+            "no pruning method matches 'nope'; available: bn_scale, fpgm, global_magnitude, group_norm,",
         ),
         ({"ratios": ["1.5"]}, "ratio must be in"),
     ],
@@ -113,6 +137,7 @@ def test_asv_selection_from_the_environment_matches_the_options() -> None:
         (["--full", "--methods", "l1"], "choose one of --quick, --full, or --models / --methods"),
         (["--methods", "nope"], "no pruning method matches 'nope'; available:"),
         (["--seeds", "0,zero"], "seeds must be comma-separated non-negative integers"),
+        (["--models", "resnet18", "--methods", "vit_heads"], "no case applies: vit_heads on resnet18"),
     ],
 )
 def test_bench_reports_usage_errors(option: list[str], message: str) -> None:
@@ -136,3 +161,16 @@ def test_bench_collects_the_quick_matrix() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ids = {c.id for c in build_cases(tier="quick")}
     assert {line.split("[")[-1].rstrip("]") for line in proc.stdout.splitlines() if "::" in line} == ids
+
+
+def test_bench_names_the_pairs_it_leaves_out() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "bench", "--collect-only", "--methods", "vit_heads"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "prunebench: 1 cases, 2 pairs not applicable, seeds [0]" in proc.stdout
+    assert "left out resnet18-vit_heads (not applicable: no attention layers to prune)" in proc.stdout
+    assert "test_prune[vit_tiny_patch16_224-vit_heads-0.3]" in proc.stdout

@@ -65,6 +65,10 @@ def test_register_validates_its_arguments() -> None:
         pruners.register_method("x", kind="structured", tolerance=1, default_ratio=0.5, needs=("oracle",))
     with pytest.raises(ValueError, match="tolerance"):
         pruners.register_method("x", kind="structured", tolerance=-1, default_ratio=0.5)
+    with pytest.raises(ValueError, match="unknown requires"):
+        pruners.register_method("x", kind="structured", tolerance=1, default_ratio=0.5, requires=("wings",))
+    with pytest.raises(ValueError, match="unit must be one of"):
+        pruners.register_method("x", kind="structured", tolerance=1, default_ratio=0.5, unit="bits")
     with pytest.raises(ValueError, match="already registered"):
         pruners.register_method("l1", kind="structured", tolerance=1, default_ratio=0.5)(noop)
 
@@ -87,14 +91,15 @@ def test_a_structured_method_that_prunes_far_less_than_asked_is_an_error(inputs:
         """Asks the pruner for a tenth of ``ratio``."""
         pruners.structured.prune_channels(model, tp.importance.GroupMagnitudeImportance(), ratio / 10, inputs)
 
-    message = r"'timid' was asked for a channel ratio of 0.5 and removed 0\.1\d\d \(MACs"
+    message = r"'timid' was asked to remove 0.5 of the channels and removed 0\.1\d\d \(MACs"
     with pytest.raises(pruners.UnderPrunedError, match=message):
         pruners.prune(timm_model("test_resnet"), "timid", 0.5, inputs)
 
 
 @pytest.mark.parametrize("method", [m for m in pruners.list_methods() if pruners.get_method(m).needs])
 def test_every_method_that_needs_data_says_so_without_it(method: str, inputs: torch.Tensor) -> None:
-    with pytest.raises(ValueError, match=rf"method '{method}' needs calibration batches"):
+    what = "sparse-training epochs" if "train" in pruners.get_method(method).needs else "calibration batches"
+    with pytest.raises(ValueError, match=rf"method '{method}' needs {what}"):
         pruners.prune(timm_model("test_resnet"), method, 0.5, inputs)
 
 
