@@ -8,6 +8,8 @@ so a sparse-training row costs what the others cost.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch_pruning as tp
 from torch import nn
@@ -22,8 +24,21 @@ GROWING_REG = 1e-4
 GROWING_REG_STEP = 1e-4
 
 
-def _no_epoch_hook() -> None:
-    """Regularisers whose strength does not change over the epochs."""
+def regularise_then_prune(
+    model: nn.Module,
+    ratio: float,
+    example_inputs: torch.Tensor,
+    data: MethodData,
+    importance: tp.importance.Importance,
+    pruner_type: type[tp.pruner.BasePruner],
+    on_epoch: Callable[[tp.pruner.BasePruner], None] | None = None,
+    **options: object,
+) -> None:
+    """The step every sparse-training method shares: build the Torch-Pruning ``pruner_type``, let the
+    harness train with its regulariser (``on_epoch(pruner)`` after each epoch), then prune."""
+    pruner = channel_pruner(model, importance, ratio, example_inputs, pruner_type=pruner_type, **options)
+    data.sparse_train(model, pruner.regularize, lambda: on_epoch(pruner) if on_epoch else None)
+    apply(pruner, model)
 
 
 @register_method(
@@ -41,11 +56,9 @@ def bn_scale(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data:
     Liu et al., 2017, "Learning Efficient Convolutional Networks through Network Slimming".
     """
     importance = tp.importance.BNScaleImportance()
-    pruner = channel_pruner(
-        model, importance, ratio, example_inputs, pruner_type=tp.pruner.BNScalePruner, reg=BN_SCALE_REG
+    regularise_then_prune(
+        model, ratio, example_inputs, data, importance, tp.pruner.BNScalePruner, reg=BN_SCALE_REG
     )
-    data.sparse_train(model, pruner.regularize, _no_epoch_hook)
-    apply(pruner, model)
 
 
 @register_method("group_norm", kind="structured", needs=("train",), tolerance=2.5, default_ratio=0.3)
@@ -56,11 +69,9 @@ def group_norm(model: nn.Module, ratio: float, example_inputs: torch.Tensor, dat
     Fang et al., 2023, "DepGraph: Towards Any Structural Pruning" (CVPR).
     """
     importance = tp.importance.GroupMagnitudeImportance(p=2)
-    pruner = channel_pruner(
-        model, importance, ratio, example_inputs, pruner_type=tp.pruner.GroupNormPruner, reg=GROUP_NORM_REG
+    regularise_then_prune(
+        model, ratio, example_inputs, data, importance, tp.pruner.GroupNormPruner, reg=GROUP_NORM_REG
     )
-    data.sparse_train(model, pruner.regularize, _no_epoch_hook)
-    apply(pruner, model)
 
 
 @register_method("growing_reg", kind="structured", needs=("train",), tolerance=2.5, default_ratio=0.3)
@@ -71,14 +82,14 @@ def growing_reg(model: nn.Module, ratio: float, example_inputs: torch.Tensor, da
     Wang et al., 2021, "Neural Pruning via Growing Regularization" (ICLR).
     """
     importance = tp.importance.GroupMagnitudeImportance(p=2)
-    pruner = channel_pruner(
+    regularise_then_prune(
         model,
-        importance,
         ratio,
         example_inputs,
-        pruner_type=tp.pruner.GrowingRegPruner,
+        data,
+        importance,
+        tp.pruner.GrowingRegPruner,
+        on_epoch=tp.pruner.GrowingRegPruner.update_reg,
         reg=GROWING_REG,
         delta_reg=GROWING_REG_STEP,
     )
-    data.sparse_train(model, pruner.regularize, pruner.update_reg)
-    apply(pruner, model)

@@ -141,36 +141,31 @@ def test_asv_selection_from_the_environment_matches_the_options() -> None:
     ],
 )
 def test_bench_reports_usage_errors(option: list[str], message: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench", "--collect-only", "-q", *option],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    proc = collect_bench("-q", *option)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert message in proc.stderr
 
 
 def test_bench_collects_the_quick_matrix() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench", "--collect-only", "-q", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    proc = collect_bench("-q", "--quick")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     ids = {c.id for c in build_cases(tier="quick")}
     assert {line.split("[")[-1].rstrip("]") for line in proc.stdout.splitlines() if "::" in line} == ids
 
 
 def test_bench_names_the_pairs_it_leaves_out() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench", "--collect-only", "--methods", "vit_heads"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
+    proc = collect_bench("--methods", "vit_heads")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "prunebench: 1 cases, 2 pairs not applicable, seeds [0]" in proc.stdout
     assert "left out resnet18-vit_heads (not applicable: no attention layers to prune)" in proc.stdout
     assert "test_prune[vit_tiny_patch16_224-vit_heads-0.3]" in proc.stdout
+
+
+def collect_bench(*options: str) -> subprocess.CompletedProcess:
+    """``pytest bench --collect-only`` with ``options``, in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "bench", "--collect-only", *options],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
