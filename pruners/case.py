@@ -20,7 +20,7 @@ from .data import Workload, digits
 from .gate import PairedDrop, Verdict, judge
 from .measure import LatencyStats, compare_latency, correct, top1
 from .pruning import PruneRecord, prune
-from .registry import Regularizer, get_method
+from .registry import MethodData, Regularizer, get_method
 from .train import Recipe, train
 from .unstructured import make_permanent
 
@@ -190,6 +190,28 @@ def calibration_batches(
     return list(islice(workload.loader("train", batch_size, seed=seed), CALIB_BATCHES))
 
 
+def method_data(
+    method: str,
+    workload: Workload,
+    batch_size: int,
+    recovery: Recipe,
+    teacher: nn.Module,
+    seed: int = 0,
+    desc: str = "",
+) -> MethodData:
+    """What the harness hands ``method``: :func:`calibration_batches` of ``batch_size`` images, and for
+    sparse-training methods a ``sparse_train`` that runs their share of the ``recovery`` budget
+    (:func:`split_budget`), distilling from ``teacher`` like the recovery does."""
+    epochs, _ = split_budget(recovery, get_method(method).needs)
+    sparse = dataclasses.replace(recovery, epochs=epochs)
+
+    def sparse_train(model: nn.Module, regularize: Regularizer, on_epoch: Callable[[], None]) -> None:
+        label = f"sparse-train {desc}/{method}"
+        train(model, workload, sparse, seed, label, teacher, regularize=regularize, on_epoch=on_epoch)
+
+    return MethodData(calibration_batches(workload, batch_size, seed), sparse_train if epochs else None)
+
+
 def _run_seed(
     model_name: str,
     method: str,
@@ -202,17 +224,13 @@ def _run_seed(
 ) -> SeedResult:
     baseline = zoo.load_baseline(model_name, workload, seed=seed, recipe=dense_recipe)
     test = workload.loader("test", batch_size=256)
-    calib = calibration_batches(workload, len(inputs), seed)
     budget = split_budget(recovery, get_method(method).needs)
-
-    def sparse_train(model: nn.Module, regularize: Regularizer, on_epoch: Callable[[], None]) -> None:
-        sparse = dataclasses.replace(recovery, epochs=budget[0])
-        desc = f"sparse-train {model_name}/{method}"
-        train(model, workload, sparse, seed, desc, baseline.model, regularize=regularize, on_epoch=on_epoch)
-
+    data = method_data(method, workload, len(inputs), recovery, baseline.model, seed, desc=model_name)
     torch.manual_seed(seed)
     start = time.perf_counter()
-    pruned, record = prune(baseline.model, method, ratio, inputs, calib=calib, sparse_train=sparse_train)
+    pruned, record = prune(
+        baseline.model, method, ratio, inputs, calib=data.calib, sparse_train=data.sparse_train
+    )
     prune_seconds = time.perf_counter() - start
     before_recovery = top1(pruned, test)
     start = time.perf_counter()

@@ -12,8 +12,9 @@ import copy
 import torch
 
 import pruners
-from pruners.case import calibration_batches
+from pruners.case import method_data, recovery_recipe
 from pruners.matrix import cases_from_env
+from pruners.zoo import baseline_recipe
 
 THREADS = 1
 BATCH_SIZE = 64
@@ -101,12 +102,21 @@ class Size(_Case):
 
 
 class Memory(_Case):
-    """Peak resident memory of a process that prunes the dense baseline (the pruning step alone)."""
+    """Peak resident memory of a process that prunes the dense baseline (the pruning step alone, with the
+    sparse-training epochs of the methods that have them)."""
 
     def setup(self, saved: dict, model: str, method: str) -> None:
         super().setup(saved, model, method)
         self.dense = torch.load(f"{self.case.id}-dense.pt", weights_only=False)
-        self.calib = calibration_batches(self.workload, BATCH_SIZE)
+        recovery = recovery_recipe(baseline_recipe(model))
+        self.data = method_data(method, self.workload, BATCH_SIZE, recovery, self.dense)
 
     def peakmem_prune(self, saved: dict, model: str, method: str) -> None:
-        pruners.prune(copy.deepcopy(self.dense), method, self.case.ratio, self.inputs, calib=self.calib)
+        pruners.prune(
+            copy.deepcopy(self.dense),
+            method,
+            self.case.ratio,
+            self.inputs,
+            calib=self.data.calib,
+            sparse_train=self.data.sparse_train,
+        )
