@@ -1,0 +1,313 @@
+"""Prunability sweep: which timm architectures a method can prune, checked stage by stage.
+
+``prunebench sweep 'resnet*' 'vit_*' --method l1 --ratio 0.3 --jobs 2`` creates each architecture untrained
+at its own input size (timm's ``resolve_data_config``), prunes it and checks, in order, the
+:data:`STAGES`: it is created, runs forward, prunes, lost MACs (structured methods), runs forward after
+pruning, survives ``torch.save`` of the whole model and Torch-Pruning's state-dict route, and exports to
+ONNX. Every architecture runs in its own process under a time limit, so one crash or hang costs that row
+only. The result is a CSV and a Markdown table (architecture, last stage reached, failure reason, MACs and
+params before / after, seconds) with a tally by family.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import importlib
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+STAGES = ("create", "forward", "prune", "macs_dropped", "forward_pruned", "save_load", "state_dict", "onnx")
+NUM_CLASSES = 10
+# A row's stdout carries one ``STAGE_MARK``-prefixed line per stage passed and a last ``RESULT_MARK`` line,
+# so the parent knows how far a child that crashed or hung got.
+STAGE_MARK, RESULT_MARK = "prunebench-sweep-stage ", "prunebench-sweep-result "
+
+
+@dataclass
+class SweepRow:
+    """One architecture's outcome: ``reached`` is the last stage passed ("" when creation failed)."""
+
+    arch: str
+    family: str
+    reached: str = ""
+    failed_stage: str = ""
+    reason: str = ""
+    macs_before: int | None = None
+    macs_after: int | None = None
+    params_before: int | None = None
+    params_after: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.reached == STAGES[-1]
+
+
+class StageFailed(Exception):
+    """A stage ran but its check did not hold."""
+
+
+def family(arch: str) -> str:
+    """The timm module that defines ``arch`` (``resnet``, ``vision_transformer``, ...): its family."""
+    import timm
+
+    return timm.models.model_entrypoint(arch).__module__.rsplit(".", 1)[-1]
+
+
+def select_architectures(patterns: Sequence[str], per_family: int | None = None) -> list[str]:
+    """timm architectures matching any of ``patterns``; with ``per_family``, at most that many of each family
+    (the first ones in timm's sorted order)."""
+    import timm
+
+    names = sorted({name for pattern in patterns for name in timm.list_models(pattern)})
+    if not names:
+        raise ValueError(f"no timm architecture matches {', '.join(map(repr, patterns))}")
+    if per_family is None:
+        return names
+    taken: Counter[str] = Counter()
+    chosen = []
+    for name in names:
+        fam = family(name)
+        if taken[fam] < per_family:
+            taken[fam] += 1
+            chosen.append(name)
+    return chosen
+
+
+def _stages(arch: str, method: str, ratio: float, row: SweepRow) -> Iterator[str]:
+    """Run the :data:`STAGES` on ``arch`` one by one, yielding each stage's name once it passed."""
+    import timm
+    import torch
+    import torch_pruning as tp
+
+    import pruners
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, num_classes=NUM_CLASSES).eval()
+    inputs = torch.randn(2, *timm.data.resolve_data_config({}, model=model)["input_size"])
+    yield "create"
+    with torch.no_grad():
+        _expect(model(inputs).shape == (2, NUM_CLASSES), "forward does not give one logit per class")
+    yield "forward"
+    calib = [(inputs, torch.randint(0, NUM_CLASSES, (2,)))]
+    try:
+        pruned, record = pruners.prune(model, method, ratio, inputs, calib=calib)
+    except pruners.NothingPrunedError as err:
+        yield "prune"
+        raise StageFailed(str(err)) from err
+    row.macs_before, row.macs_after = record.macs_before, record.macs_after
+    row.params_before, row.params_after = record.params_before, record.params_after
+    yield "prune"
+    yield "macs_dropped"
+    pruned = pruners.make_permanent(pruned).eval()
+    with torch.no_grad():
+        out = pruned(inputs)
+    _expect(out.shape == (2, NUM_CLASSES), "the pruned forward does not give one logit per class")
+    yield "forward_pruned"
+    buffer = io.BytesIO()
+    torch.save(pruned, buffer)
+    buffer.seek(0)
+    _expect_same(torch.load(buffer, weights_only=False), inputs, out, "torch.save / torch.load")
+    yield "save_load"
+    fresh = timm.create_model(arch, pretrained=False, num_classes=NUM_CLASSES).eval()
+    tp.load_state_dict(fresh, tp.state_dict(pruned))
+    _expect_same(fresh, inputs, out, "tp.state_dict / tp.load_state_dict")
+    yield "state_dict"
+    torch.onnx.export(pruned, (inputs,), dynamo=True, verbose=False)
+    yield "onnx"
+
+
+def check_architecture(arch: str, method: str, ratio: float) -> SweepRow:
+    """Run every stage on ``arch`` in this process; the first failing stage ends the row. Each passed
+    stage is also printed, so a parent process sees how far a crashed or hung child got."""
+    row = SweepRow(arch, family(arch))
+    start = time.perf_counter()
+    try:
+        for stage in _stages(arch, method, ratio, row):
+            row.reached = stage
+            print(f"{STAGE_MARK}{stage}", flush=True)
+    except Exception as err:
+        row.failed_stage = next_stage(row.reached)
+        row.reason = _reason(err)
+    row.seconds = round(time.perf_counter() - start, 2)
+    return row
+
+
+def next_stage(reached: str) -> str:
+    """The stage after ``reached`` ("" for none passed): where a row that stopped there failed."""
+    return STAGES[STAGES.index(reached) + 1] if reached else STAGES[0]
+
+
+def _expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise StageFailed(message)
+
+
+def _expect_same(model: object, inputs: object, expected: object, route: str) -> None:
+    import torch
+
+    with torch.no_grad():
+        got = model(inputs)
+    _expect(torch.allclose(got, expected, atol=1e-4), f"{route} gives other outputs")
+
+
+def _reason(err: BaseException) -> str:
+    """One line: the exception type and the first line of its message, at most 160 characters."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    line = f"{type(err).__name__}: {text}" if text else type(err).__name__
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+def run_isolated(
+    arch: str, method: str, ratio: float, timeout: float, imports: Sequence[str] = ()
+) -> SweepRow:
+    """:func:`check_architecture` in a child process under ``timeout`` seconds; a crash or a hang becomes a
+    row that names the stage it was in."""
+    command = [sys.executable, "-m", "pruners.sweep", arch, "--method", method, "--ratio", str(ratio)]
+    command += [arg for module in imports for arg in ("--import", module)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
+        output, problem = proc.stdout, f"process exited with code {proc.returncode}"
+        tail = proc.stderr.strip().splitlines()
+        if tail:
+            problem += f": {tail[-1][:120]}"
+    except subprocess.TimeoutExpired as err:
+        output = err.stdout.decode() if isinstance(err.stdout, bytes) else err.stdout or ""
+        problem = f"timed out after {timeout:g} s"
+    for line in output.splitlines():
+        if line.startswith(RESULT_MARK):
+            return SweepRow(**json.loads(line[len(RESULT_MARK) :]))
+    passed = [line[len(STAGE_MARK) :] for line in output.splitlines() if line.startswith(STAGE_MARK)]
+    reached = passed[-1] if passed else ""
+    return SweepRow(
+        arch,
+        family(arch),
+        reached=reached,
+        failed_stage=next_stage(reached),
+        reason=problem,
+        seconds=round(time.perf_counter() - start, 2),
+    )
+
+
+def sweep(
+    archs: Iterable[str],
+    method: str = "l1",
+    ratio: float = 0.3,
+    *,
+    jobs: int = 1,
+    timeout: float = 300.0,
+    imports: Sequence[str] = (),
+    progress: Callable[[SweepRow], None] | None = None,
+) -> list[SweepRow]:
+    """Check every architecture in its own process, ``jobs`` at a time; rows come back in ``archs`` order."""
+    archs = list(archs)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run_isolated, arch, method, ratio, timeout, imports) for arch in archs]
+        rows = []
+        for future in futures:
+            rows.append(future.result())
+            if progress:
+                progress(rows[-1])
+    return rows
+
+
+def write_csv(rows: Sequence[SweepRow], path: Path) -> None:
+    """One line per architecture with every field of :class:`SweepRow` and ``ok``."""
+    names = [f.name for f in dataclasses.fields(SweepRow)]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, [*names, "ok"])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**dataclasses.asdict(row), "ok": row.ok})
+
+
+def _ratio(before: int | None, after: int | None) -> str:
+    return f"{before / after:.2f}" if before and after else ""
+
+
+def markdown(rows: Sequence[SweepRow], method: str, ratio: float) -> str:
+    """The sweep as Markdown: a summary, failures by stage and reason, a tally by family, every row."""
+    ok = sum(row.ok for row in rows)
+    seconds = [row.seconds for row in rows]
+    lines = [
+        f"# Prunability sweep: `{method}` at {ratio:g}",
+        "",
+        f"Written by `prunebench sweep`. {ok} of {len(rows)} architectures "
+        f"({100 * ok / len(rows):.0f} %) pass every stage ({' → '.join(STAGES)}); "
+        f"median {statistics.median(seconds):.1f} s per architecture.",
+        "",
+        "## Failures by stage",
+        "",
+        "| stage | architectures | most common reasons |",
+        "|---|---|---|",
+    ]
+    for stage in STAGES:
+        failed = [row for row in rows if row.failed_stage == stage]
+        if failed:
+            common = Counter(row.reason for row in failed).most_common(3)
+            reasons = "; ".join(f"{_cell(reason)} ({count})" for reason, count in common)
+            lines.append(f"| {stage} | {len(failed)} | {reasons} |")
+    if ok == len(rows):
+        lines.append("| none | 0 | |")
+    lines += ["", "## By family", "", "| family | architectures | ok |", "|---|---|---|"]
+    for fam in sorted({row.family for row in rows}):
+        members = [row for row in rows if row.family == fam]
+        lines.append(f"| {fam} | {len(members)} | {sum(row.ok for row in members)} |")
+    lines += [
+        "",
+        "## Architectures",
+        "",
+        "| architecture | family | reached | failed at | reason | MACs before → after | MACs x "
+        "| params before → after | seconds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        macs = f"{row.macs_before:,} → {row.macs_after:,}" if row.macs_before else ""
+        params = f"{row.params_before:,} → {row.params_after:,}" if row.params_before else ""
+        lines.append(
+            f"| {row.arch} | {row.family} | {row.reached or '-'} | {row.failed_stage or ''} | "
+            f"{_cell(row.reason)} | {macs} | {_ratio(row.macs_before, row.macs_after)} | {params} | "
+            f"{row.seconds:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _child(argv: Sequence[str]) -> int:
+    """``python -m pruners.sweep ARCH --method M --ratio R [--import MODULE ...]``: one row, as JSON."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m pruners.sweep")
+    parser.add_argument("arch")
+    parser.add_argument("--method", required=True)
+    parser.add_argument("--ratio", type=float, required=True)
+    parser.add_argument("--import", dest="imports", action="append", default=[])
+    args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    for module in args.imports:
+        importlib.import_module(module)
+    row = check_architecture(args.arch, args.method, args.ratio)
+    print(RESULT_MARK + json.dumps(dataclasses.asdict(row)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))

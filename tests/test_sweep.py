@@ -1,0 +1,141 @@
+"""The prunability sweep: stages, isolation from crashes and hangs, and what it writes."""
+
+from __future__ import annotations
+
+import csv
+import textwrap
+
+import pytest
+
+import pruners
+from pruners import registry
+from pruners.cli import main
+from pruners.sweep import (
+    STAGES,
+    SweepRow,
+    check_architecture,
+    family,
+    markdown,
+    run_isolated,
+    select_architectures,
+)
+
+METHODS_MODULE = '''
+import os
+import time
+
+from pruners import register_method
+
+
+@register_method("sleeper", kind="structured", tolerance=1, default_ratio=0.3)
+def sleeper(model, ratio, example_inputs, data):
+    """Never returns."""
+    time.sleep(600)
+
+
+@register_method("crasher", kind="structured", tolerance=1, default_ratio=0.3)
+def crasher(model, ratio, example_inputs, data):
+    """Takes the process down."""
+    os._exit(3)
+'''
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A module that registers a hanging and a crashing method, importable by the sweep's children."""
+    (tmp_path / "sweep_plugin.py").write_text(textwrap.dedent(METHODS_MODULE))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    return "sweep_plugin"
+
+
+def test_a_prunable_architecture_passes_every_stage_in_its_own_process() -> None:
+    row = run_isolated("test_resnet", "l1", 0.3, timeout=300)
+    assert row.ok and row.reached == STAGES[-1] and not row.failed_stage and not row.reason
+    assert row.family == "resnet"
+    assert row.macs_after < row.macs_before and row.params_after < row.params_before
+
+
+def test_a_method_that_does_not_apply_fails_at_the_prune_stage() -> None:
+    row = check_architecture("test_resnet", "vit_heads", 0.3)
+    assert (row.reached, row.failed_stage) == ("forward", "prune")
+    assert row.reason.startswith("NotApplicableError: method 'vit_heads' does not apply")
+
+
+def test_a_method_that_prunes_nothing_fails_where_macs_must_drop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+
+    @pruners.register_method("noop", kind="structured", tolerance=1, default_ratio=0.3)
+    def noop(model, ratio, example_inputs, data):
+        """Prunes nothing."""
+
+    row = check_architecture("test_resnet", "noop", 0.3)
+    assert (row.reached, row.failed_stage) == ("prune", "macs_dropped")
+    assert "pruned nothing" in row.reason and not row.ok
+
+
+def test_a_crash_costs_one_row_and_names_its_stage(plugin: str) -> None:
+    row = run_isolated("test_resnet", "crasher", 0.3, timeout=300, imports=[plugin])
+    assert (row.reached, row.failed_stage) == ("forward", "prune")
+    assert row.reason.startswith("process exited with code 3")
+
+
+def test_a_hang_is_cut_off_at_the_time_limit(plugin: str) -> None:
+    row = run_isolated("test_resnet", "sleeper", 0.3, timeout=45, imports=[plugin])
+    assert (row.reached, row.failed_stage, row.reason) == ("forward", "prune", "timed out after 45 s")
+    assert 45 <= row.seconds < 120
+
+
+def test_architectures_are_chosen_by_pattern_and_per_family() -> None:
+    assert select_architectures(["resnet18", "resnet34"]) == ["resnet18", "resnet34"]
+    patterns = ["resnet1*", "resnet3*", "vit_tiny_*"]
+    every, chosen = select_architectures(patterns), select_architectures(patterns, per_family=1)
+    families = [family(arch) for arch in chosen]
+    assert len(families) == len(set(families)) == len({family(arch) for arch in every}) > 1
+    assert set(chosen) < set(every) and chosen[0] == "resnet101" and "vit_tiny_patch16_224" in chosen
+    with pytest.raises(ValueError, match="no timm architecture matches 'nothing_like_this'"):
+        select_architectures(["nothing_like_this"])
+
+
+def test_the_report_tallies_stages_reasons_and_families() -> None:
+    rows = [
+        SweepRow(
+            "a1", "fam_a", reached="onnx", macs_before=100, macs_after=50, params_before=10, params_after=5
+        ),
+        SweepRow("a2", "fam_a", reached="forward", failed_stage="prune", reason="ValueError: x | y"),
+        SweepRow("b1", "fam_b", reached="forward", failed_stage="prune", reason="ValueError: x | y"),
+        SweepRow("b2", "fam_b", reached="", failed_stage="create", reason="timed out after 5 s"),
+    ]
+    text = markdown(rows, "l1", 0.3)
+    assert "1 of 4 architectures (25 %) pass every stage" in text
+    assert "| prune | 2 | ValueError: x \\| y (2) |" in text
+    assert "| create | 1 | timed out after 5 s (1) |" in text
+    assert "| fam_a | 2 | 1 |" in text and "| fam_b | 2 | 0 |" in text
+    assert "| a1 | fam_a | onnx |  |  | 100 → 50 | 2.00 | 10 → 5 |" in text
+
+
+def test_the_command_writes_csv_and_markdown(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["sweep", "test_resnet", "test_vit", "--jobs", "2", "--out-dir", str(tmp_path)]) == 0
+    with (tmp_path / "sweep.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["arch"], r["ok"], r["reached"]) for r in rows] == [
+        ("test_resnet", "True", "onnx"),
+        ("test_vit", "True", "onnx"),
+    ]
+    assert "2 of 2 architectures (100 %) pass every stage" in (tmp_path / "sweep.md").read_text()
+    assert "2 of 2 architectures pass every stage" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sweep", "--method", "nope"], "unknown pruning method 'nope'"),
+        (["sweep", "--method", "bn_scale"], "needs sparse training; the sweep runs one-shot methods"),
+        (["sweep", "--ratio", "1.5"], "ratio must be in (0, 1)"),
+        (["sweep", "no_such_arch*"], "no timm architecture matches 'no_such_arch*'"),
+    ],
+)
+def test_bad_arguments_are_one_line_and_a_non_zero_exit(argv, message, tmp_path, capsys) -> None:
+    assert main([*argv, "--out-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "sweep.csv").exists()
