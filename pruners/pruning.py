@@ -84,7 +84,8 @@ def prune(
 
     ``example_inputs`` is a batch used to trace the graph and count MACs. ``calib`` is a sequence of
     ``(images, labels)`` batches for methods that need calibration data or gradients; ``sparse_train``
-    runs the regularised epochs of sparse-training methods (``needs=("train",)``). The model is copied
+    runs the regularised epochs of sparse-training methods (``needs=("train",)``). A method is handed only
+    what its ``needs`` declare. The model is copied
     first unless ``inplace``. Unstructured methods leave their masks attached so a fine-tune keeps the
     zeros; :func:`pruners.make_permanent` removes them.
 
@@ -94,7 +95,8 @@ def prune(
     """
     spec = get_method(method)
     ratio = check_ratio(ratio)
-    if ("calib" in spec.needs or "grad" in spec.needs) and calib is None:
+    wants_calib = "calib" in spec.needs or "grad" in spec.needs
+    if wants_calib and calib is None:
         raise ValueError(
             f"method {method!r} needs calibration batches ({', '.join(spec.needs)}): pass calib="
         )
@@ -112,7 +114,8 @@ def prune(
     heads = attention_head_count(model)
     macs, params = count_macs_params(model, example_inputs)
 
-    spec.fn(model, ratio, example_inputs, MethodData(calib, sparse_train))
+    data = MethodData(calib if wants_calib else None, sparse_train if "train" in spec.needs else None)
+    spec.fn(model, ratio, example_inputs, data)
 
     model.eval()
     macs_after, params_after = count_macs_params(model, example_inputs)

@@ -113,5 +113,30 @@ def test_a_method_that_needs_calibration_gets_it(inputs: torch.Tensor) -> None:
         pruners.prune(timm_model("test_resnet"), "needy", 0.5, inputs)
 
 
+@pytest.mark.usefixtures("scratch_registry")
+def test_a_method_gets_only_what_it_declared(inputs: torch.Tensor, calib) -> None:
+    seen = {}
+
+    @pruners.register_method("modest", kind="unstructured", tolerance=1, default_ratio=0.5)
+    def modest(model, ratio, example_inputs, data):
+        """Records what it was handed, then masks by magnitude."""
+        seen["modest"] = data
+        pruners.unstructured.global_magnitude(model, ratio, example_inputs, data)
+
+    @pruners.register_method("needy", kind="unstructured", tolerance=1, default_ratio=0.5, needs=("calib",))
+    def needy(model, ratio, example_inputs, data):
+        """Records what it was handed, then masks by magnitude."""
+        seen["needy"] = data
+        pruners.unstructured.global_magnitude(model, ratio, example_inputs, data)
+
+    def sparse_train(model, regularize, on_epoch):
+        raise AssertionError("no method here asked for sparse training")
+
+    for name in ("modest", "needy"):
+        pruners.prune(timm_model("test_resnet"), name, 0.5, inputs, calib=calib, sparse_train=sparse_train)
+    assert seen["modest"] == pruners.MethodData(None, None)
+    assert seen["needy"].calib is calib and seen["needy"].sparse_train is None
+
+
 def timm_model(name: str) -> nn.Module:
     return pruners.zoo.create_model(name, pruners.digits())
