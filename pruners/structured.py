@@ -204,7 +204,7 @@ def hessian_channels(model: nn.Module, ratio: float, example_inputs: torch.Tenso
 
 
 @register_method(
-    "vit_heads", kind="structured", unit="heads", requires=("attention",), tolerance=2.0, default_ratio=0.3
+    "vit_heads", kind="structured", unit="heads", requires=("attention",), tolerance=3.0, default_ratio=0.3
 )
 def vit_heads(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Whole attention heads with the smallest group L2 norm go, ``ratio`` of each layer's heads
