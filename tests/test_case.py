@@ -93,15 +93,20 @@ def test_audit_destroyed_model_fails(result: pruners.CaseResult) -> None:
         pruners.check_accuracy(wrecked)
 
 
+# How far past its tolerance an audited drop goes. On 360 images the gate's noise allowance grows with the
+# drop (2.33 x SE is 5.4 points at a 25-point drop), so the margin must clear it for the largest tolerance.
+AUDIT_MARGIN = 8
+
+
 @pytest.mark.parametrize("method", pruners.list_methods())
-def test_audit_drop_five_points_past_tolerance_fails(result: pruners.CaseResult, method: str) -> None:
+def test_audit_drop_well_past_tolerance_fails(result: pruners.CaseResult, method: str) -> None:
     tolerance = pruners.get_method(method).tolerance
     dense_ok = correct(result.dense, pruners.digits().loader("test", 256))
-    lost = round((tolerance + 5) / 100 * len(dense_ok))
+    lost = round((tolerance + AUDIT_MARGIN) / 100 * len(dense_ok))
     pruned_ok = dense_ok.clone()
     pruned_ok[dense_ok.nonzero().flatten()[:lost]] = False
     past = dataclasses.replace(audit(result, pruned_ok), tolerance=tolerance)
-    assert past.top1_drop == pytest.approx(tolerance + 5, abs=0.2)
+    assert past.top1_drop == pytest.approx(tolerance + AUDIT_MARGIN, abs=0.2)
     with pytest.raises(pruners.AccuracyDropError) as err:
         pruners.check_accuracy(past)
     message = str(err.value)
