@@ -14,6 +14,7 @@ from pathlib import Path
 from .history import MergeError, merge_asv_results, merge_benchmark_files
 from .registry import check_ratio, get_method
 from .sweep import SweepRow, markdown, select_architectures, sweep, write_csv
+from .zoo import write_atomic
 
 
 def _merge_benchmarks(args: argparse.Namespace) -> str:
@@ -52,7 +53,8 @@ def _sweep(args: argparse.Namespace) -> str:
         progress=progress,
     )
     write_csv(rows, args.out_dir / "sweep.csv")
-    (args.out_dir / "sweep.md").write_text(markdown(rows, args.method, ratio))
+    report = markdown(rows, args.method, ratio).encode()
+    write_atomic(args.out_dir / "sweep.md", lambda f: f.write(report))
     ok = sum(row.ok for row in rows)
     return (
         f"{ok} of {len(rows)} architectures pass every stage in {time.perf_counter() - start:.0f} s; "

@@ -85,9 +85,8 @@ def prune(
     ``example_inputs`` is a batch used to trace the graph and count MACs. ``calib`` is a sequence of
     ``(images, labels)`` batches for methods that need calibration data or gradients; ``sparse_train``
     runs the regularised epochs of sparse-training methods (``needs=("train",)``). A method is handed only
-    what its ``needs`` declare. The model is copied
-    first unless ``inplace``. Unstructured methods leave their masks attached so a fine-tune keeps the
-    zeros; :func:`pruners.make_permanent` removes them.
+    what its ``needs`` declare. The model is copied first unless ``inplace``. Unstructured methods leave
+    their masks attached so a fine-tune keeps the zeros; :func:`pruners.make_permanent` removes them.
 
     Raises ``NotApplicableError`` when the model lacks what the method requires, ``NothingPrunedError``
     when the method removed nothing, and ``UnderPrunedError`` when a structured method removed less than

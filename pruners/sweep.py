@@ -11,6 +11,7 @@ params before / after, seconds) with a tally by family.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import importlib
@@ -26,6 +27,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import timm
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from . import pruning, unstructured
+from .zoo import write_atomic
 
 STAGES = ("create", "forward", "prune", "macs_dropped", "forward_pruned", "save_load", "state_dict", "onnx")
 NUM_CLASSES = 10
@@ -60,16 +69,12 @@ class StageFailed(Exception):
 
 def family(arch: str) -> str:
     """The timm module that defines ``arch`` (``resnet``, ``vision_transformer``, ...): its family."""
-    import timm
-
     return timm.models.model_entrypoint(arch).__module__.rsplit(".", 1)[-1]
 
 
 def select_architectures(patterns: Sequence[str], per_family: int | None = None) -> list[str]:
     """timm architectures matching any of ``patterns``; with ``per_family``, at most that many of each family
     (the first ones in timm's sorted order)."""
-    import timm
-
     names = sorted({name for pattern in patterns for name in timm.list_models(pattern)})
     if not names:
         raise ValueError(f"no timm architecture matches {', '.join(map(repr, patterns))}")
@@ -87,12 +92,6 @@ def select_architectures(patterns: Sequence[str], per_family: int | None = None)
 
 def _stages(arch: str, method: str, ratio: float, row: SweepRow) -> Iterator[str]:
     """Run the :data:`STAGES` on ``arch`` one by one, yielding each stage's name once it passed."""
-    import timm
-    import torch
-    import torch_pruning as tp
-
-    import pruners
-
     torch.manual_seed(0)
     model = timm.create_model(arch, pretrained=False, num_classes=NUM_CLASSES).eval()
     inputs = torch.randn(2, *timm.data.resolve_data_config({}, model=model)["input_size"])
@@ -102,15 +101,15 @@ def _stages(arch: str, method: str, ratio: float, row: SweepRow) -> Iterator[str
     yield "forward"
     calib = [(inputs, torch.randint(0, NUM_CLASSES, (2,)))]
     try:
-        pruned, record = pruners.prune(model, method, ratio, inputs, calib=calib)
-    except pruners.NothingPrunedError as err:
+        pruned, record = pruning.prune(model, method, ratio, inputs, calib=calib)
+    except pruning.NothingPrunedError as err:
         yield "prune"
         raise StageFailed(str(err)) from err
     row.macs_before, row.macs_after = record.macs_before, record.macs_after
     row.params_before, row.params_after = record.params_before, record.params_after
     yield "prune"
     yield "macs_dropped"
-    pruned = pruners.make_permanent(pruned).eval()
+    pruned = unstructured.make_permanent(pruned).eval()
     with torch.no_grad():
         out = pruned(inputs)
     _expect(out.shape == (2, NUM_CLASSES), "the pruned forward does not give one logit per class")
@@ -154,9 +153,7 @@ def _expect(condition: bool, message: str) -> None:
         raise StageFailed(message)
 
 
-def _expect_same(model: object, inputs: object, expected: object, route: str) -> None:
-    import torch
-
+def _expect_same(model: nn.Module, inputs: torch.Tensor, expected: torch.Tensor, route: str) -> None:
     with torch.no_grad():
         got = model(inputs)
     _expect(torch.allclose(got, expected, atol=1e-4), f"{route} gives other outputs")
@@ -227,11 +224,12 @@ def sweep(
 def write_csv(rows: Sequence[SweepRow], path: Path) -> None:
     """One line per architecture with every field of :class:`SweepRow` and ``ok``."""
     names = [f.name for f in dataclasses.fields(SweepRow)]
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, [*names, "ok"])
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**dataclasses.asdict(row), "ok": row.ok})
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, [*names, "ok"])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**dataclasses.asdict(row), "ok": row.ok})
+    write_atomic(path, lambda f: f.write(text.getvalue().encode()))
 
 
 def _ratio(before: int | None, after: int | None) -> str:
@@ -291,16 +289,12 @@ def _cell(text: str) -> str:
 
 def _child(argv: Sequence[str]) -> int:
     """``python -m pruners.sweep ARCH --method M --ratio R [--import MODULE ...]``: one row, as JSON."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m pruners.sweep")
     parser.add_argument("arch")
     parser.add_argument("--method", required=True)
     parser.add_argument("--ratio", type=float, required=True)
     parser.add_argument("--import", dest="imports", action="append", default=[])
     args = parser.parse_args(argv)
-    import torch
-
     torch.set_num_threads(1)
     for module in args.imports:
         importlib.import_module(module)
