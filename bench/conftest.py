@@ -22,7 +22,11 @@ from pruners.matrix import (
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("prunebench")
-    group.addoption("--models", help=f"comma-separated timm models (default: {','.join(DEFAULT_MODELS)})")
+    group.addoption(
+        "--models",
+        help="comma-separated timm models, or wildcards over pruners.models.MODELS such as '*' "
+        f"(default: {','.join(DEFAULT_MODELS)})",
+    )
     group.addoption("--methods", help="comma-separated method names or wildcards (default: all registered)")
     group.addoption("--ratios", help="comma-separated pruning ratios in (0, 1) (default: each method's own)")
     group.addoption("--quick", action="store_true", help="smoke tier: 6 cases on resnet18 and mobilenetv3")

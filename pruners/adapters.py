@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
 import timm
 import torch
+import torch_pruning as tp
+from timm.models.swin_transformer import PatchMerging
 from torch import nn
+
+from .models import get_model
 
 # timm model modules whose constructors take ``img_size`` / ``patch_size`` (plain ViT and DeiT).
 _PATCH_FAMILIES = ("timm.models.vision_transformer", "timm.models.deit")
 
 
-def model_kwargs(model_name: str, img_size: int) -> dict[str, int]:
+def model_kwargs(model_name: str, img_size: int) -> dict[str, object]:
     """Extra ``timm.create_model`` arguments so ``model_name`` fits square inputs of ``img_size`` pixels.
 
-    ViTs get a patch of ``img_size // 4``: 16 tokens keep attention cheap on small images.
+    Models in :data:`pruners.models.MODELS` take their entry's kwargs. Other ViTs and DeiTs get a patch of
+    ``img_size // 4``: 16 tokens keep attention cheap on small images.
     """
-    module = timm.models.model_entrypoint(model_name).__module__
-    if module in _PATCH_FAMILIES:
+    entry = get_model(model_name)
+    if entry.measured:
+        return {**({"img_size": img_size} if entry.sized else {}), **entry.kwargs}
+    if timm.models.model_entrypoint(model_name).__module__ in _PATCH_FAMILIES:
         return {"img_size": img_size, "patch_size": img_size // 4}
     return {}
 
@@ -36,13 +44,20 @@ def prunable_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def _attentions(model: nn.Module) -> list[nn.Module]:
+    """timm attention modules with a fused ``qkv`` and a head count (ViT, DeiT, Swin windows, ...)."""
     return [m for m in model.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads")]
+
+
+def _head_prunable(model: nn.Module) -> list[nn.Module]:
+    """Attention whose heads can go: not Swin's windowed attention, whose relative position bias table
+    holds one column per head and is indexed, not multiplied, so DepGraph cannot follow it."""
+    return [m for m in _attentions(model) if not hasattr(m, "relative_position_bias_table")]
 
 
 def features(model: nn.Module) -> frozenset[str]:
     """What a method may ``require`` of ``model``: ``"attention"`` heads, ``"batchnorm"`` layers."""
     found = set()
-    if _attentions(model):
+    if _head_prunable(model):
         found.add("attention")
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         found.add("batchnorm")
@@ -63,23 +78,33 @@ def missing_features(required: tuple[str, ...], present: frozenset[str]) -> str 
 
 
 def attention_head_count(model: nn.Module) -> int:
-    """Total attention heads over all timm ``Attention`` modules (0 for a model without attention)."""
-    return sum(m.num_heads for m in _attentions(model))
+    """Total prunable attention heads over all timm ``Attention`` modules (0 for a model without)."""
+    return sum(m.num_heads for m in _head_prunable(model))
 
 
 def attention_heads(model: nn.Module) -> dict[nn.Module, int]:
-    """``{attn.qkv: attn.num_heads}`` for torch-pruning's ``num_heads`` argument."""
+    """``{attn.qkv: attn.num_heads}`` for torch-pruning's ``num_heads`` argument (every attention, so its
+    head dimensions shrink evenly across heads)."""
     return {m.qkv: m.num_heads for m in _attentions(model)}
 
 
-# Token parameters of timm ViTs, pruned along their last (embedding) dimension.
-_TOKEN_PARAMS = ("cls_token", "reg_token", "dist_token", "pos_embed")
+def prunable_heads(model: nn.Module) -> list[nn.Module]:
+    """The ``qkv`` layers of attention whose whole heads may be removed (see :func:`features`)."""
+    return [m.qkv for m in _head_prunable(model)]
 
 
-def token_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
-    """``[(param, dim)]`` for torch-pruning's ``unwrapped_parameters``: ViT tokens lose embedding channels."""
+# Parameters outside any layer, pruned along their last (channel) dimension: the tokens of timm ViTs and
+# ConvNeXt's layer scale ``gamma``.
+_UNWRAPPED_PARAMS = ("cls_token", "reg_token", "dist_token", "pos_embed", "gamma")
+
+
+def unwrapped_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
+    """``[(param, dim)]`` for torch-pruning's ``unwrapped_parameters``: ViT tokens and ConvNeXt layer scales
+    lose the channels their block loses."""
     return [
-        (p, p.dim() - 1) for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] in _TOKEN_PARAMS
+        (p, p.dim() - 1)
+        for name, p in model.named_parameters()
+        if name.rsplit(".", 1)[-1] in _UNWRAPPED_PARAMS
     ]
 
 
@@ -90,3 +115,51 @@ def sync_attention(model: nn.Module, num_heads: dict[nn.Module, int]) -> None:
         attn.head_dim = attn.qkv.out_features // (3 * attn.num_heads)
         attn.attn_dim = attn.num_heads * attn.head_dim
         attn.scale = attn.head_dim**-0.5
+
+
+class PatchMergingPruner(tp.pruner.BasePruningFunc):
+    """Torch-Pruning rule for Swin's ``PatchMerging``: it concatenates the four pixels of each 2x2 patch,
+    so input channel ``c`` is columns ``c``, ``C + c``, ``2C + c`` and ``3C + c`` of its ``norm`` and
+    ``reduction``; its output channels are those of ``reduction``."""
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        tp.prune_linear_out_channels(layer.reduction, idxs)
+        layer.out_dim = layer.reduction.out_features
+        return layer
+
+    def prune_in_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        merged = [k * layer.dim + i for k in range(4) for i in idxs]
+        tp.prune_layernorm_out_channels(layer.norm, merged)
+        tp.prune_linear_in_channels(layer.reduction, merged)
+        layer.dim -= len(idxs)
+        return layer
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return layer.reduction.out_features
+
+    def get_in_channels(self, layer: nn.Module) -> int:
+        return layer.dim
+
+
+def customized_pruners(model: nn.Module) -> dict[type, tp.pruner.BasePruningFunc]:
+    """Torch-Pruning rules for timm layers DepGraph cannot trace channel by channel."""
+    return (
+        {PatchMerging: PatchMergingPruner()}
+        if any(isinstance(m, PatchMerging) for m in model.modules())
+        else {}
+    )
+
+
+def ignored_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters pruning must leave whole: Swin's relative position bias tables (one row per offset)."""
+    return [
+        m.relative_position_bias_table for m in model.modules() if hasattr(m, "relative_position_bias_table")
+    ]
+
+
+def channel_rounding(model: nn.Module, round_to: int) -> int | None:
+    """``round_to`` for Torch-Pruning, or ``None`` for models with grouped (not depthwise) convolutions such
+    as RegNet and ResNeXt: DepGraph removes the same channels from every group, and rounding the total
+    would round away every group's share."""
+    grouped = any(isinstance(m, nn.Conv2d) and 1 < m.groups < m.out_channels for m in model.modules())
+    return None if grouped else round_to

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from .adapters import missing_features, model_features
+from .models import select_models
 from .registry import check_ratio, get_method, list_methods
-from .zoo import check_model_name
 
 DEFAULT_MODELS = ("resnet18", "mobilenetv3_small_100", "vit_tiny_patch16_224")
 
@@ -82,7 +82,7 @@ def not_applicable(model: str, method: str) -> str | None:
 def _pairs(models: list[str], methods: list[str], tier: str) -> list[tuple[str, str]]:
     if models or methods:
         names = select_methods(methods) if methods else list_methods()
-        return [(check_model_name(m), name) for m in models or DEFAULT_MODELS for name in names]
+        return [(model, name) for model in select_models(models) or DEFAULT_MODELS for name in names]
     if tier in TIERS:
         return [(model, name) for model, patterns in TIERS[tier].items() for name in select_methods(patterns)]
     raise ValueError(f"unknown tier {tier!r}; choose from {', '.join(TIERS)}")

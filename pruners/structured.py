@@ -11,7 +11,16 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn import functional as F
 
-from .adapters import attention_heads, classifier_layers, sync_attention, token_parameters
+from .adapters import (
+    attention_heads,
+    channel_rounding,
+    classifier_layers,
+    customized_pruners,
+    ignored_parameters,
+    prunable_heads,
+    sync_attention,
+    unwrapped_parameters,
+)
 from .registry import CalibBatches, MethodData, register_method
 
 # Remaining channel counts are rounded to a multiple of this, as CPU and GPU kernels favour.
@@ -40,8 +49,10 @@ def channel_pruner(
     (at most ``MAX_GROUP_RATIO`` each) and ``ratio`` holds for the network as a whole; ``isomorphic``
     ranks only among groups of the same structure. ``pruner_type`` and ``options`` choose another
     Torch-Pruning pruner (the sparse-training ones) and its settings.
-    The classifier head is ignored; ViT attention keeps its head count and loses head dimensions;
-    channel counts left are multiples of ``ROUND_TO``.
+    The family rules of :mod:`pruners.adapters` apply: the classifier head and Swin's relative position
+    tables are left alone, attention keeps its head count and loses head dimensions, Swin's patch merging
+    has its own rule, and channel counts left are multiples of ``ROUND_TO`` (unless grouped convolutions
+    forbid it).
     """
     return pruner_type(
         model,
@@ -51,10 +62,11 @@ def channel_pruner(
         global_pruning=global_ranking,
         isomorphic=isomorphic,
         max_pruning_ratio=MAX_GROUP_RATIO if global_ranking else 1.0,
-        ignored_layers=classifier_layers(model),
+        ignored_layers=[*classifier_layers(model), *ignored_parameters(model)],
         num_heads=attention_heads(model),
-        unwrapped_parameters=token_parameters(model),
-        round_to=ROUND_TO,
+        unwrapped_parameters=unwrapped_parameters(model),
+        customized_pruners=customized_pruners(model),
+        round_to=channel_rounding(model, ROUND_TO),
         **options,
     )
 
@@ -217,7 +229,7 @@ def vit_heads(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data
         tp.importance.GroupMagnitudeImportance(p=2),
         0.0,
         example_inputs,
-        pruning_ratio_dict=dict.fromkeys(attention_heads(model), ratio),
+        pruning_ratio_dict=dict.fromkeys(prunable_heads(model), ratio),
         prune_num_heads=True,
         prune_head_dims=False,
         head_pruning_ratio=ratio,

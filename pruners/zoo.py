@@ -6,8 +6,6 @@ parallel pytest-xdist workers train a baseline once and never read a half-writte
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
 import os
 import tempfile
 import time
@@ -25,19 +23,11 @@ from torch import nn
 from .adapters import model_kwargs
 from .data import Workload
 from .measure import top1
+from .models import check_model_name, get_model
 from .train import Recipe, train
 
 CACHE_ENV = "PRUNEBENCH_CACHE"
 _FORMAT = 1
-
-# First matching pattern wins. Recipes measured on 2 CPU cores (see README).
-BASELINE_RECIPES: tuple[tuple[str, Recipe], ...] = (
-    ("vit_*", Recipe(epochs=30, lr=1e-3, warmup_epochs=2)),
-    ("deit_*", Recipe(epochs=30, lr=1e-3, warmup_epochs=2)),
-    ("mobilenet*", Recipe(epochs=30, lr=5e-3, warmup_epochs=2)),
-    ("*", Recipe(epochs=6, lr=2e-3, warmup_epochs=1)),
-)
-
 
 class CorruptCacheError(RuntimeError):
     """A cached baseline could not be read back, or does not hold what its name promises."""
@@ -49,17 +39,8 @@ def cache_dir() -> Path:
 
 
 def baseline_recipe(model_name: str) -> Recipe:
-    """The recipe that trains ``model_name``'s dense baseline."""
-    return next(recipe for pattern, recipe in BASELINE_RECIPES if fnmatch.fnmatchcase(model_name, pattern))
-
-
-def check_model_name(model_name: str) -> str:
-    """Return ``model_name`` if timm knows it, else raise ``ValueError`` with the closest names."""
-    if not timm.is_model(model_name):
-        close = difflib.get_close_matches(model_name, timm.list_models(), n=5)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
-        raise ValueError(f"unknown timm model {model_name!r}{hint}")
-    return model_name
+    """The recipe that trains ``model_name``'s dense baseline (:mod:`pruners.models`)."""
+    return get_model(model_name).recipe
 
 
 def create_model(model_name: str, workload: Workload) -> nn.Module:

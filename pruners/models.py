@@ -1,0 +1,125 @@
+"""The models the bench knows, as data: per model its family, its timm kwargs for the embedded workload and
+the recipe that trains its dense baseline.
+
+Adding a model is one :class:`ModelEntry` in :data:`MODELS`. Any other timm name works too: it gets
+:data:`DEFAULT_RECIPE`, the family's input rule from :func:`pruners.adapters.model_kwargs` and a warning
+that its recipe was never measured.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+
+import timm
+
+from .train import Recipe
+
+# Recipes measured on 2 CPU cores on the embedded digits (README, "Models"): plain CNNs converge in a few
+# epochs; depthwise / squeeze-excite nets and transformers need many more at a higher or lower peak lr.
+CNN = Recipe(epochs=6, lr=2e-3, warmup_epochs=1)
+MOBILE = Recipe(epochs=30, lr=5e-3, warmup_epochs=2)
+TRANSFORMER = Recipe(epochs=30, lr=1e-3, warmup_epochs=2)
+DEFAULT_RECIPE = CNN
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One bench model: its timm ``name``, a human ``family`` label, the ``recipe`` of its dense baseline,
+    and ``kwargs`` for ``timm.create_model`` on the embedded workload. ``sized`` models also get the
+    workload's ``img_size`` (ViT-style models whose position embeddings depend on it)."""
+
+    name: str
+    family: str
+    recipe: Recipe
+    kwargs: Mapping[str, object] = field(default_factory=dict)
+    sized: bool = False
+    measured: bool = True
+
+
+# 8-px patches on 32-px images: 16 tokens keep attention cheap. Swin: 4-px patches (8x8 tokens) and 4x4
+# windows, so its stages see 8, 4, 2 and 1 tokens a side.
+_VIT = {"patch_size": 8}
+_SWIN = {"patch_size": 4, "window_size": 4}
+
+MODELS: tuple[ModelEntry, ...] = (
+    ModelEntry("resnet18", "ResNet", CNN),
+    ModelEntry("resnet18d", "ResNet-D", CNN),
+    ModelEntry("mobilenetv3_small_100", "MobileNetV3", MOBILE),
+    ModelEntry("efficientnet_b0", "EfficientNet", MOBILE),
+    ModelEntry("regnetx_002", "RegNet", CNN),
+    ModelEntry("convnext_atto", "ConvNeXt", MOBILE),
+    ModelEntry("repvgg_a0", "RepVGG", CNN),
+    ModelEntry("densenet121", "DenseNet", CNN),
+    ModelEntry("ghostnet_100", "GhostNet", MOBILE),
+    ModelEntry("vit_tiny_patch16_224", "ViT", TRANSFORMER, _VIT, sized=True),
+    ModelEntry("deit_tiny_patch16_224", "DeiT", TRANSFORMER, _VIT, sized=True),
+    ModelEntry("swin_tiny_patch4_window7_224", "Swin", TRANSFORMER, _SWIN, sized=True),
+    ModelEntry("mobilevit_xxs", "MobileViT", MOBILE),
+)
+
+_BY_NAME = {entry.name: entry for entry in MODELS}
+
+
+def check_model_name(model_name: str) -> str:
+    """Return ``model_name`` if timm knows it, else raise ``ValueError`` with the closest names."""
+    if not timm.is_model(model_name):
+        close = difflib.get_close_matches(model_name, timm.list_models(), n=5)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+        raise ValueError(f"unknown timm model {model_name!r}{hint}")
+    return model_name
+
+
+class UnmeasuredModelWarning(UserWarning):
+    """A timm model without a :data:`MODELS` entry: its baseline recipe is the default, never measured."""
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names in :data:`MODELS` matching the shell-style ``pattern``, in table order."""
+    return [entry.name for entry in MODELS if fnmatch.fnmatchcase(entry.name, pattern)]
+
+
+@cache
+def get_model(name: str) -> ModelEntry:
+    """The :data:`MODELS` entry of ``name``; any other timm name gets :data:`DEFAULT_RECIPE` and a warning.
+
+    Raises ``ValueError`` for a name timm does not know.
+    """
+    if name in _BY_NAME:
+        return _BY_NAME[name]
+    check_model_name(name)
+    warnings.warn(
+        f"{name} has no entry in pruners.models.MODELS: its baseline trains with the default recipe "
+        f"{DEFAULT_RECIPE}, which was never measured on it",
+        UnmeasuredModelWarning,
+        stacklevel=2,
+    )
+    return ModelEntry(name, "", DEFAULT_RECIPE, measured=False)
+
+
+def _is_pattern(text: str) -> bool:
+    return any(char in text for char in "*?[")
+
+
+def select_models(patterns: Iterable[str]) -> list[str]:
+    """Model names for ``--models``: wildcards match :data:`MODELS`, plain names may be any timm model.
+
+    Raises ``ValueError`` naming a pattern that matches nothing or a name timm does not know.
+    """
+    names: list[str] = []
+    for pattern in patterns:
+        if _is_pattern(pattern):
+            matched = list_models(pattern)
+            if not matched:
+                raise ValueError(
+                    f"no bench model matches {pattern!r}; known: {', '.join(list_models())} "
+                    "(or give any timm model by its full name)"
+                )
+        else:
+            matched = [check_model_name(pattern)]
+        names += [name for name in matched if name not in names]
+    return names

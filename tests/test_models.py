@@ -1,0 +1,114 @@
+"""The model table and the per-family adapters: every bench model prunes at the embedded workload's size."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import timm
+import torch
+from timm.models.swin_transformer import PatchMerging
+from torch import nn
+
+import pruners
+from pruners.adapters import (
+    PatchMergingPruner,
+    channel_rounding,
+    classifier_layers,
+    features,
+    model_kwargs,
+)
+from pruners.matrix import build_cases
+from pruners.models import (
+    DEFAULT_RECIPE,
+    MODELS,
+    UnmeasuredModelWarning,
+    get_model,
+    list_models,
+    select_models,
+)
+
+
+def test_table_covers_twelve_families_with_timm_names() -> None:
+    assert len({entry.family for entry in MODELS}) >= 12
+    assert len({entry.name for entry in MODELS}) == len(MODELS)
+    assert all(timm.is_model(entry.name) for entry in MODELS)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_bench_model_prunes_at_the_workload_size(name: str, workload: pruners.Workload) -> None:
+    torch.manual_seed(0)
+    model = pruners.zoo.create_model(name, workload).eval()
+    inputs = workload.test_batch(2)
+    head = classifier_layers(model)[0]
+    pruned, record = pruners.prune(model, "l1", 0.3, inputs)
+    with torch.no_grad():
+        assert pruned(inputs).shape == (2, workload.num_classes)
+    assert record.macs_speedup > 1.5, f"{name}: l1 at 0.3 removed too little"
+    assert record.channel_ratio > 0.25
+    kept = classifier_layers(pruned)[0]
+    assert kept.weight.shape[0] == head.weight.shape[0] == workload.num_classes, "classifier was pruned"
+
+
+def test_wildcards_match_the_table_and_plain_names_any_timm_model() -> None:
+    assert select_models(["vit_*", "deit_*"]) == ["vit_tiny_patch16_224", "deit_tiny_patch16_224"]
+    assert select_models(["*"]) == list_models() == [entry.name for entry in MODELS]
+    assert select_models(["resnet18", "resnet18"]) == ["resnet18"]
+    assert [c.model for c in build_cases(["swin_*"], ["l1"])] == ["swin_tiny_patch4_window7_224"]
+    with pytest.raises(ValueError, match=re.escape("no bench model matches 'nothing_*'; known: resnet18,")):
+        select_models(["nothing_*"])
+    with pytest.raises(ValueError, match="unknown timm model 'resnet1800'"):
+        select_models(["resnet1800"])
+
+
+def test_a_timm_model_without_an_entry_gets_the_default_recipe_and_a_warning() -> None:
+    get_model.cache_clear()
+    with pytest.warns(UnmeasuredModelWarning, match="resnet10t has no entry in pruners.models.MODELS"):
+        entry = get_model("resnet10t")
+    assert entry.recipe == DEFAULT_RECIPE and not entry.measured
+    assert pruners.zoo.baseline_recipe("resnet10t") == DEFAULT_RECIPE
+    assert model_kwargs("vit_small_patch16_224", 32) == {"img_size": 32, "patch_size": 8}
+
+
+def test_entry_kwargs_shape_the_model() -> None:
+    assert model_kwargs("swin_tiny_patch4_window7_224", 32) == {
+        "img_size": 32,
+        "patch_size": 4,
+        "window_size": 4,
+    }
+    assert model_kwargs("resnet18", 32) == {}
+    swin = pruners.zoo.create_model("swin_tiny_patch4_window7_224", pruners.digits())
+    assert swin.patch_embed.grid_size == (8, 8)
+
+
+def test_patch_merging_removes_each_input_channel_from_all_four_pixels() -> None:
+    torch.manual_seed(0)
+    merge = PatchMerging(dim=4, out_dim=6)
+    norm, weight = merge.norm.weight.detach().clone(), merge.reduction.weight.detach().clone()
+    PatchMergingPruner().prune_in_channels(merge, [1, 3])
+    kept = [k * 4 + c for k in range(4) for c in (0, 2)]
+    assert merge.dim == 2
+    assert torch.equal(merge.norm.weight, norm[kept])
+    assert torch.equal(merge.reduction.weight, weight[:, kept])
+    assert merge(torch.randn(1, 4, 4, 2)).shape == (1, 2, 2, 6)
+    PatchMergingPruner().prune_out_channels(merge, [0])
+    assert merge.out_dim == 5 and merge(torch.randn(1, 4, 4, 2)).shape == (1, 2, 2, 5)
+
+
+def test_swin_keeps_relative_position_tables_and_head_counts(workload: pruners.Workload) -> None:
+    swin = pruners.zoo.create_model("swin_tiny_patch4_window7_224", workload).eval()
+    tables = {n: p.shape for n, p in swin.named_parameters() if "relative_position_bias_table" in n}
+    heads = [m.num_heads for m in swin.modules() if hasattr(m, "relative_position_bias_table")]
+    pruned, _ = pruners.prune(swin, "l1", 0.3, workload.test_batch(2))
+    assert {n: p.shape for n, p in pruned.named_parameters() if n in tables} == tables
+    attn = [m for m in pruned.modules() if hasattr(m, "relative_position_bias_table")]
+    assert [m.num_heads for m in attn] == heads
+    assert all(m.qkv.out_features == 3 * m.num_heads * m.head_dim for m in attn)
+    assert "attention" not in features(swin), "windowed heads cannot be removed, so vit_heads must not apply"
+
+
+def test_grouped_convolutions_turn_channel_rounding_off() -> None:
+    grouped = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 16, 3, groups=2))
+    depthwise = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 16, 3, groups=16))
+    assert channel_rounding(grouped, 8) is None
+    assert channel_rounding(depthwise, 8) == 8
