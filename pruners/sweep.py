@@ -72,22 +72,36 @@ def family(arch: str) -> str:
     return timm.models.model_entrypoint(arch).__module__.rsplit(".", 1)[-1]
 
 
+def parameter_count(arch: str) -> int:
+    """Parameters of ``arch`` built on the meta device (no memory, no weights); ``sys.maxsize`` when it
+    cannot be built there, so it sorts last."""
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(arch, pretrained=False)
+    except Exception:
+        return sys.maxsize
+    return sum(p.numel() for p in model.parameters())
+
+
 def select_architectures(patterns: Sequence[str], per_family: int | None = None) -> list[str]:
-    """timm architectures matching any of ``patterns``; with ``per_family``, at most that many of each family
-    (the first ones in timm's sorted order)."""
+    """timm architectures matching any of ``patterns``, in timm's sorted order.
+
+    With ``per_family``, at most that many of each family: its smallest by parameter count, leaving out
+    timm's own ``test_*`` fixtures, so a sweep over every family stays cheap and covers real architectures.
+    """
     names = sorted({name for pattern in patterns for name in timm.list_models(pattern)})
     if not names:
         raise ValueError(f"no timm architecture matches {', '.join(map(repr, patterns))}")
     if per_family is None:
         return names
-    taken: Counter[str] = Counter()
-    chosen = []
+    families: dict[str, list[str]] = {}
     for name in names:
-        fam = family(name)
-        if taken[fam] < per_family:
-            taken[fam] += 1
-            chosen.append(name)
-    return chosen
+        if not name.startswith("test_"):
+            families.setdefault(family(name), []).append(name)
+    chosen = {
+        name for members in families.values() for name in sorted(members, key=parameter_count)[:per_family]
+    }
+    return [name for name in names if name in chosen]
 
 
 def _stages(arch: str, method: str, ratio: float, row: SweepRow) -> Iterator[str]:

@@ -15,6 +15,7 @@ from pruners.sweep import (
     SweepRow,
     check_architecture,
     family,
+    parameter_count,
     markdown,
     run_isolated,
     select_architectures,
@@ -91,7 +92,11 @@ def test_architectures_are_chosen_by_pattern_and_per_family() -> None:
     every, chosen = select_architectures(patterns), select_architectures(patterns, per_family=1)
     families = [family(arch) for arch in chosen]
     assert len(families) == len(set(families)) == len({family(arch) for arch in every}) > 1
-    assert set(chosen) < set(every) and chosen[0] == "resnet101" and "vit_tiny_patch16_224" in chosen
+    assert set(chosen) < set(every) and "vit_tiny_patch16_224" in chosen
+    resnets = [arch for arch in every if family(arch) == "resnet"]
+    smallest = min(resnets, key=parameter_count)
+    assert smallest in chosen and parameter_count(smallest) < parameter_count("resnet18")
+    assert select_architectures(["test_resnet", "resnet18"], per_family=1) == ["resnet18"], "timm's fixtures"
     with pytest.raises(ValueError, match="no timm architecture matches 'nothing_like_this'"):
         select_architectures(["nothing_like_this"])
 
