@@ -32,9 +32,13 @@ def model_kwargs(model_name: str, img_size: int) -> dict[str, object]:
 
 
 def classifier_layers(model: nn.Module) -> list[nn.Module]:
-    """The layers of the model's classifier head (``get_classifier()``), which pruning never touches."""
-    head = model.get_classifier()
-    return [m for m in head.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    """The layers of the model's classifier head (``get_classifier()``), which pruning never touches.
+
+    Distilled models (DeiT, LeViT) return a tuple of heads; each of them is kept.
+    """
+    heads = model.get_classifier()
+    heads = heads if isinstance(heads, (tuple, list)) else (heads,)
+    return [m for head in heads for m in head.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
 def prunable_layers(model: nn.Module) -> list[nn.Module]:

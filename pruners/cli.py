@@ -6,10 +6,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shlex
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import timm
+import torch
+import torch_pruning as tp
 
 from .history import MergeError, merge_asv_results, merge_benchmark_files
 from .registry import check_ratio, get_method
@@ -35,6 +41,7 @@ def _sweep(args: argparse.Namespace) -> str:
     if "train" in spec.needs:
         raise ValueError(f"method {args.method!r} needs sparse training; the sweep runs one-shot methods")
     ratio = check_ratio(args.ratio if args.ratio is not None else spec.default_ratio)
+    start = time.perf_counter()
     archs = select_architectures(args.patterns, args.per_family)
     args.out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -42,7 +49,6 @@ def _sweep(args: argparse.Namespace) -> str:
         status = "ok" if row.ok else f"failed at {row.failed_stage}: {row.reason}"
         print(f"{row.arch}: {status} ({row.seconds:.1f} s)", file=sys.stderr, flush=True)
 
-    start = time.perf_counter()
     rows = sweep(
         archs,
         args.method,
@@ -52,12 +58,18 @@ def _sweep(args: argparse.Namespace) -> str:
         imports=args.imports,
         progress=progress,
     )
+    wall = time.perf_counter() - start
     write_csv(rows, args.out_dir / "sweep.csv")
-    report = markdown(rows, args.method, ratio).encode()
+    how = (
+        f"Command: `prunebench {shlex.join(args.argv)}`; {wall / 60:.1f} min wall with {args.jobs} "
+        f"job(s) on {os.cpu_count()} cores, torch {torch.__version__}, timm {timm.__version__}, "
+        f"torch-pruning {tp.__version__}."
+    )
+    report = markdown(rows, args.method, ratio, how).encode()
     write_atomic(args.out_dir / "sweep.md", lambda f: f.write(report))
     ok = sum(row.ok for row in rows)
     return (
-        f"{ok} of {len(rows)} architectures pass every stage in {time.perf_counter() - start:.0f} s; "
+        f"{ok} of {len(rows)} architectures pass every stage in {wall:.0f} s; "
         f"wrote {args.out_dir / 'sweep.csv'} and {args.out_dir / 'sweep.md'}"
     )
 
@@ -116,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv = argv
     if args.command == "merge-benchmarks" and args.out is None and args.save_to is None:
         parser.error("merge-benchmarks needs --out and/or --save-to")
     if args.command == "sweep" and (args.jobs < 1 or args.timeout <= 0 or (args.per_family or 1) < 1):

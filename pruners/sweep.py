@@ -250,8 +250,11 @@ def _ratio(before: int | None, after: int | None) -> str:
     return f"{before / after:.2f}" if before and after else ""
 
 
-def markdown(rows: Sequence[SweepRow], method: str, ratio: float) -> str:
-    """The sweep as Markdown: a summary, failures by stage and reason, a tally by family, every row."""
+def markdown(rows: Sequence[SweepRow], method: str, ratio: float, how: str = "") -> str:
+    """The sweep as Markdown: a summary, failures by stage and reason, a tally by family, every row.
+
+    ``how`` is a line on how the sweep ran (command, machine, wall time), printed under the title.
+    """
     ok = sum(row.ok for row in rows)
     seconds = [row.seconds for row in rows]
     lines = [
@@ -260,6 +263,7 @@ def markdown(rows: Sequence[SweepRow], method: str, ratio: float) -> str:
         f"Written by `prunebench sweep`. {ok} of {len(rows)} architectures "
         f"({100 * ok / len(rows):.0f} %) pass every stage ({' → '.join(STAGES)}); "
         f"median {statistics.median(seconds):.1f} s per architecture.",
+        *([how] if how else []),
         "",
         "## Failures by stage",
         "",

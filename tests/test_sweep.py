@@ -15,8 +15,8 @@ from pruners.sweep import (
     SweepRow,
     check_architecture,
     family,
-    parameter_count,
     markdown,
+    parameter_count,
     run_isolated,
     select_architectures,
 )
@@ -126,7 +126,9 @@ def test_the_command_writes_csv_and_markdown(tmp_path, capsys: pytest.CaptureFix
         ("test_resnet", "True", "onnx"),
         ("test_vit", "True", "onnx"),
     ]
-    assert "2 of 2 architectures (100 %) pass every stage" in (tmp_path / "sweep.md").read_text()
+    report = (tmp_path / "sweep.md").read_text()
+    assert "2 of 2 architectures (100 %) pass every stage" in report
+    assert "Command: `prunebench sweep test_resnet test_vit --jobs 2 --out-dir" in report
     assert "2 of 2 architectures pass every stage" in capsys.readouterr().out
 
 
