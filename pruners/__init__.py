@@ -3,6 +3,8 @@
 >>> import pruners
 >>> pruners.list_methods("*l1*")
 ['l1', 'l1_global']
+>>> pruners.list_models("*vit*")
+['vit_tiny_patch16_224', 'mobilevit_xxs']
 >>> pruned, record = pruners.prune(model, "l1", 0.3, example_inputs)
 """
 
@@ -10,6 +12,7 @@ from . import sparse_training, structured, unstructured  # noqa: F401  (register
 from .case import AccuracyDropError, CaseResult, SeedResult, check_accuracy, run
 from .data import Workload, digits
 from .gate import CONFIDENCE, PairedDrop, Verdict, judge
+from .models import MODELS, ModelEntry, get_model, list_models
 from .pruning import NotApplicableError, NothingPrunedError, PruneRecord, UnderPrunedError, prune
 from .registry import MethodData, MethodSpec, check_ratio, get_method, list_methods, register_method
 from .unstructured import make_permanent
@@ -17,12 +20,14 @@ from .zoo import Baseline, CorruptCacheError, load_baseline
 
 __all__ = [
     "CONFIDENCE",
+    "MODELS",
     "AccuracyDropError",
     "Baseline",
     "CaseResult",
     "CorruptCacheError",
     "MethodData",
     "MethodSpec",
+    "ModelEntry",
     "NotApplicableError",
     "NothingPrunedError",
     "PairedDrop",
@@ -35,8 +40,10 @@ __all__ = [
     "check_ratio",
     "digits",
     "get_method",
+    "get_model",
     "judge",
     "list_methods",
+    "list_models",
     "load_baseline",
     "make_permanent",
     "prune",
