@@ -8,7 +8,8 @@ from functools import cache
 import timm
 import torch
 import torch_pruning as tp
-from timm.models.swin_transformer import PatchMerging
+from timm.layers import Attention
+from timm.models.swin_transformer import PatchMerging, WindowAttention
 from torch import nn
 
 from .models import get_model
@@ -47,9 +48,33 @@ def prunable_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in head]
 
 
+# Attention whose head bookkeeping :func:`sync_attention` keeps right after pruning: timm's fused-``qkv``
+# ``Attention`` (ViT, DeiT, MobileViT, ...) and Swin's ``WindowAttention``. Exact types: a subclass may
+# reshape by other rules.
+_KNOWN_ATTENTION = (Attention, WindowAttention)
+
+
 def _attentions(model: nn.Module) -> list[nn.Module]:
-    """timm attention modules with a fused ``qkv`` and a head count (ViT, DeiT, Swin windows, ...)."""
-    return [m for m in model.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads")]
+    """The model's attention modules of a :data:`_KNOWN_ATTENTION` type."""
+    return [m for m in model.modules() if type(m) in _KNOWN_ATTENTION]
+
+
+def _has_heads(module: nn.Module) -> bool:
+    return isinstance(getattr(module, "num_heads", None), int)
+
+
+def foreign_attention(model: nn.Module) -> list[nn.Module]:
+    """Attention of other kinds (BEiT, CaiT, ConViT, CoaT, CrossViT, ...): the innermost modules with a
+    ``num_heads`` that are not a :data:`_KNOWN_ATTENTION`. Their reshapes follow rules DepGraph cannot see
+    (talking heads, gated positional attention, ``C // num_heads``), so they are left whole and the rest of
+    the model (MLPs, convolutions) is pruned."""
+    return [
+        m
+        for m in model.modules()
+        if _has_heads(m)
+        and type(m) not in _KNOWN_ATTENTION
+        and not any(_has_heads(sub) for sub in m.modules() if sub is not m)
+    ]
 
 
 def _head_prunable(model: nn.Module) -> list[nn.Module]:
@@ -155,10 +180,13 @@ def customized_pruners(model: nn.Module) -> dict[type, tp.pruner.BasePruningFunc
 
 
 def ignored_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters pruning must leave whole: Swin's relative position bias tables (one row per offset)."""
-    return [
+    """Parameters pruning must leave whole: Swin's relative position bias tables (one row per offset) and
+    every parameter of :func:`foreign_attention`, which may be used outside its layer (BEiT's ``qkv``
+    weight goes to ``F.linear`` with a separate ``q_bias`` / ``v_bias``)."""
+    tables = [
         m.relative_position_bias_table for m in model.modules() if hasattr(m, "relative_position_bias_table")
     ]
+    return tables + [p for m in foreign_attention(model) for p in m.parameters()]
 
 
 def channel_rounding(model: nn.Module, round_to: int) -> int | None:

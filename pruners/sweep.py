@@ -6,7 +6,8 @@ at its own input size (timm's ``resolve_data_config``), prunes it and checks, in
 pruning, survives ``torch.save`` of the whole model and Torch-Pruning's state-dict route, and exports to
 ONNX. Every architecture runs in its own process under a time limit, so one crash or hang costs that row
 only. The result is a CSV and a Markdown table (architecture, last stage reached, failure reason, MACs and
-params before / after, seconds) with a tally by family.
+params before / after, seconds) with a tally by family. Each failure also names whose code raised it
+(Torch-Pruning, timm, torch, torch.onnx or the sweep's own checks), by its innermost Python frame.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +54,7 @@ class SweepRow:
     reached: str = ""
     failed_stage: str = ""
     reason: str = ""
+    raised_in: str = ""
     macs_before: int | None = None
     macs_after: int | None = None
     params_before: int | None = None
@@ -153,6 +156,7 @@ def check_architecture(arch: str, method: str, ratio: float) -> SweepRow:
     except Exception as err:
         row.failed_stage = next_stage(row.reached)
         row.reason = _reason(err)
+        row.raised_in = raised_in(err)
     row.seconds = round(time.perf_counter() - start, 2)
     return row
 
@@ -178,6 +182,25 @@ def _reason(err: BaseException) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     line = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return line if len(line) <= 160 else line[:157] + "..."
+
+
+# Where a failure was raised, by the path of the innermost Python frame: the first match names the owner.
+_OWNERS = (
+    ("/torch_pruning/", "Torch-Pruning"),
+    ("/timm/", "timm"),
+    ("/torch/onnx/", "torch.onnx"),
+    ("/torch/_export/", "torch.onnx"),
+    ("/torch/", "torch"),
+    ("/pruners/", "PruneBench"),
+)
+
+
+def raised_in(err: BaseException) -> str:
+    """Whose code raised ``err``: Torch-Pruning, timm (a model's forward that pruning left inconsistent),
+    torch, torch.onnx, or PruneBench (one of the sweep's own checks)."""
+    frames = traceback.extract_tb(err.__traceback__)
+    path = frames[-1].filename.replace(os.sep, "/") if frames else ""
+    return next((owner for marker, owner in _OWNERS if marker in path), "")
 
 
 def run_isolated(
@@ -267,17 +290,19 @@ def markdown(rows: Sequence[SweepRow], method: str, ratio: float, how: str = "")
         "",
         "## Failures by stage",
         "",
-        "| stage | architectures | most common reasons |",
-        "|---|---|---|",
+        "| stage | architectures | raised in | most common reasons |",
+        "|---|---|---|---|",
     ]
     for stage in STAGES:
         failed = [row for row in rows if row.failed_stage == stage]
         if failed:
             common = Counter(row.reason for row in failed).most_common(3)
             reasons = "; ".join(f"{_cell(reason)} ({count})" for reason, count in common)
-            lines.append(f"| {stage} | {len(failed)} | {reasons} |")
+            owners = Counter(row.raised_in or "crash or time limit" for row in failed).most_common()
+            where = ", ".join(f"{owner} {count}" for owner, count in owners)
+            lines.append(f"| {stage} | {len(failed)} | {where} | {reasons} |")
     if ok == len(rows):
-        lines.append("| none | 0 | |")
+        lines.append("| none | 0 | | |")
     lines += ["", "## By family", "", "| family | architectures | ok |", "|---|---|---|"]
     for fam in sorted({row.family for row in rows}):
         members = [row for row in rows if row.family == fam]
@@ -286,17 +311,17 @@ def markdown(rows: Sequence[SweepRow], method: str, ratio: float, how: str = "")
         "",
         "## Architectures",
         "",
-        "| architecture | family | reached | failed at | reason | MACs before → after | MACs x "
+        "| architecture | family | reached | failed at | reason | raised in | MACs before → after | MACs x "
         "| params before → after | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         macs = f"{row.macs_before:,} → {row.macs_after:,}" if row.macs_before else ""
         params = f"{row.params_before:,} → {row.params_after:,}" if row.params_before else ""
         lines.append(
             f"| {row.arch} | {row.family} | {row.reached or '-'} | {row.failed_stage or ''} | "
-            f"{_cell(row.reason)} | {macs} | {_ratio(row.macs_before, row.macs_after)} | {params} | "
-            f"{row.seconds:.1f} |"
+            f"{_cell(row.reason)} | {row.raised_in} | {macs} | {_ratio(row.macs_before, row.macs_after)} | "
+            f"{params} | {row.seconds:.1f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -16,6 +16,7 @@ from pruners.adapters import (
     channel_rounding,
     classifier_layers,
     features,
+    foreign_attention,
     model_kwargs,
 )
 from pruners.matrix import build_cases
@@ -112,3 +113,24 @@ def test_grouped_convolutions_turn_channel_rounding_off() -> None:
     depthwise = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 16, 3, groups=16))
     assert channel_rounding(grouped, 8) is None
     assert channel_rounding(depthwise, 8) == 8
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "attention"),
+    [
+        ("convit_tiny", {}, "GPSA"),
+        ("beit_base_patch16_224", {"patch_size": 8, "depth": 2}, "Attention"),
+        ("cait_xxs24_224", {"patch_size": 8, "depth": 2}, "TalkingHeadAttn"),
+    ],
+)
+def test_attention_of_other_kinds_is_left_whole_and_the_rest_pruned(name, kwargs, attention) -> None:
+    torch.manual_seed(0)
+    model = timm.create_model(name, num_classes=10, img_size=32, **kwargs).eval()
+    inputs = torch.randn(2, 3, 32, 32)
+    found = foreign_attention(model)
+    assert found and attention in {type(m).__name__ for m in found}
+    shapes = [[p.shape for p in m.parameters()] for m in found]
+    pruned, record = pruners.prune(model, "l1", 0.3, inputs)
+    assert [[p.shape for p in m.parameters()] for m in foreign_attention(pruned)] == shapes
+    assert record.macs_after < record.macs_before
+    assert pruned(inputs).shape == (2, 10)

@@ -17,6 +17,7 @@ from pruners.sweep import (
     family,
     markdown,
     parameter_count,
+    raised_in,
     run_isolated,
     select_architectures,
 )
@@ -106,16 +107,34 @@ def test_the_report_tallies_stages_reasons_and_families() -> None:
         SweepRow(
             "a1", "fam_a", reached="onnx", macs_before=100, macs_after=50, params_before=10, params_after=5
         ),
-        SweepRow("a2", "fam_a", reached="forward", failed_stage="prune", reason="ValueError: x | y"),
+        SweepRow("a2", "fam_a", "forward", "prune", "ValueError: x | y", raised_in="timm"),
         SweepRow("b1", "fam_b", reached="forward", failed_stage="prune", reason="ValueError: x | y"),
         SweepRow("b2", "fam_b", reached="", failed_stage="create", reason="timed out after 5 s"),
     ]
     text = markdown(rows, "l1", 0.3)
     assert "1 of 4 architectures (25 %) pass every stage" in text
-    assert "| prune | 2 | ValueError: x \\| y (2) |" in text
-    assert "| create | 1 | timed out after 5 s (1) |" in text
+    assert "| prune | 2 | timm 1, crash or time limit 1 | ValueError: x \\| y (2) |" in text
+    assert "| create | 1 | crash or time limit 1 | timed out after 5 s (1) |" in text
     assert "| fam_a | 2 | 1 |" in text and "| fam_b | 2 | 0 |" in text
-    assert "| a1 | fam_a | onnx |  |  | 100 → 50 | 2.00 | 10 → 5 |" in text
+    assert "| a1 | fam_a | onnx |  |  |  | 100 → 50 | 2.00 | 10 → 5 |" in text
+    assert "| a2 | fam_a | forward | prune | ValueError: x \\| y | timm |" in text
+
+
+@pytest.mark.parametrize(
+    ("path", "owner"),
+    [
+        ("/venv/site-packages/torch_pruning/dependency/graph.py", "Torch-Pruning"),
+        ("/venv/site-packages/timm/models/beit.py", "timm"),
+        ("/venv/site-packages/torch/onnx/_internal/exporter.py", "torch.onnx"),
+        ("/venv/site-packages/torch/nn/functional.py", "torch"),
+        ("/work/pruners/sweep.py", "PruneBench"),
+    ],
+)
+def test_a_failure_names_whose_code_raised_it(path: str, owner: str) -> None:
+    code = compile("raise RuntimeError('boom')", path, "exec")
+    with pytest.raises(RuntimeError) as caught:
+        exec(code)
+    assert raised_in(caught.value) == owner
 
 
 def test_the_command_writes_csv_and_markdown(tmp_path, capsys: pytest.CaptureFixture) -> None:
