@@ -11,6 +11,7 @@ import pruners
 from pruners.history import first_run_without_baseline
 from pruners.matrix import (
     DEFAULT_MODELS,
+    Case,
     choose_tier,
     left_out,
     parse_seeds,
@@ -18,6 +19,7 @@ from pruners.matrix import (
     select_cases,
     split_csv,
 )
+from pruners.settings import BenchSettings, bench_settings
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -43,6 +45,31 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--shard",
         help="I/N: run only shard I of N (round-robin over the selected cases), to split across machines",
     )
+    data = parser.getgroup("prunebench data, weights and device")
+    data.addoption(
+        "--data-dir",
+        help="your labelled images: an ImageFolder with train/ and val/, or a val-only folder of classes "
+        "(half held out, half for training and recovery); read at each model's own timm data config",
+    )
+    data.addoption("--img-size", type=int, help="input size for --data-dir (default: the model's own)")
+    data.addoption("--train-images", type=int, help="cap the training / recovery images of --data-dir")
+    data.addoption("--test-images", type=int, help="cap the held-out images of --data-dir")
+    data.addoption("--hflip", type=float, default=0.5, help="horizontal flip probability when training")
+    data.addoption(
+        "--crop-scale", type=float, help="smallest random-resized-crop area when training (timm's: 0.08)"
+    )
+    data.addoption("--recovery-epochs", type=int, help="recovery fine-tune epochs (default: each recipe's)")
+    data.addoption(
+        "--pretrained", action="store_true", help="timm's pretrained weights as the dense model (no training)"
+    )
+    data.addoption("--checkpoint", help="a local checkpoint of the one --models model, loaded the timm way")
+    data.addoption("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
+    data.addoption("--channels-last", action="store_true", help="time latency in channels_last memory format")
+    data.addoption("--amp", action="store_true", help="time latency under autocast (fp16 CUDA, bf16 CPU)")
+    data.addoption(
+        "--latency-size",
+        help="also time dense and pruned at this input size, or 'model' for each model's pretrained size",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -59,6 +86,28 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(str(err)) from None
     if config.option.batch_size < 1 or config.option.latency_rounds < 2:
         raise pytest.UsageError("--batch-size must be >= 1 and --latency-rounds >= 2")
+    option = config.option
+    if option.recovery_epochs is not None and option.recovery_epochs < 1:
+        raise pytest.UsageError(f"--recovery-epochs must be a positive integer, got {option.recovery_epochs}")
+    try:
+        config.prunebench_settings = bench_settings(
+            [case.model for case in config.prunebench_cases],
+            batch_size=option.batch_size,
+            data_dir=option.data_dir,
+            img_size=option.img_size,
+            train_images=option.train_images,
+            test_images=option.test_images,
+            hflip=option.hflip,
+            crop_scale=option.crop_scale,
+            pretrained=option.pretrained,
+            checkpoint=option.checkpoint,
+            device=option.device,
+            channels_last=option.channels_last,
+            amp=option.amp,
+            latency_size=option.latency_size,
+        )
+    except (ValueError, pruners.WeightsUnavailableError) as err:
+        raise pytest.UsageError(str(err)) from None
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     torch.set_num_threads(config.option.threads or (1 if worker else os.cpu_count() or 1))
 
@@ -95,9 +144,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("case", cases, ids=[c.id for c in cases])
 
 
-@pytest.fixture(scope="session")
-def workload() -> pruners.Workload:
-    return pruners.digits()
+@pytest.fixture
+def settings(request: pytest.FixtureRequest) -> BenchSettings:
+    return request.config.prunebench_settings
+
+
+@pytest.fixture
+def workload(case: Case, settings: BenchSettings) -> pruners.Workload:
+    return settings.workload(case.model)
 
 
 @pytest.fixture

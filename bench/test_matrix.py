@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import torch
-
 import pruners
 from pruners.matrix import Case
+from pruners.measure import timed_forward
+from pruners.settings import BenchSettings
 
 
-def test_prune(case: Case, workload: pruners.Workload, seeds: list[int], benchmark, opts) -> None:
+def test_prune(
+    case: Case, workload: pruners.Workload, settings: BenchSettings, seeds: list[int], benchmark, opts
+) -> None:
     result = pruners.run(
         case.model,
         case.method,
@@ -17,10 +19,12 @@ def test_prune(case: Case, workload: pruners.Workload, seeds: list[int], benchma
         seeds=seeds,
         batch_size=opts.batch_size,
         latency_rounds=opts.latency_rounds if benchmark.enabled else None,
+        recovery_epochs=opts.recovery_epochs,
+        weights=settings.weights,
+        timing=settings.timing,
+        latency_size=settings.latency_size_for(case.model),
     )
     benchmark.extra_info.update(result.summary())
-    with torch.inference_mode():
-        benchmark.pedantic(
-            result.pruned, args=(result.inputs,), rounds=opts.latency_rounds, warmup_rounds=3, iterations=1
-        )
+    forward = timed_forward(result.pruned, result.inputs, settings.timing)
+    benchmark.pedantic(forward, rounds=opts.latency_rounds, warmup_rounds=3, iterations=1)
     pruners.check_accuracy(result)

@@ -9,14 +9,16 @@
 """
 
 from . import sparse_training, structured, unstructured  # noqa: F401  (register the methods)
-from .case import AccuracyDropError, CaseResult, SeedResult, check_accuracy, run
-from .data import Workload, digits
+from .adapters import HeadNotFoundError
+from .case import AccuracyDropError, CaseResult, SeedResult, Weights, check_accuracy, run
+from .data import DataDirError, Workload, digits, image_folder
 from .gate import CONFIDENCE, PairedDrop, Verdict, judge
+from .measure import TimingOptions, resolve_device
 from .models import MODELS, ModelEntry, get_model, list_models
 from .pruning import NotApplicableError, NothingPrunedError, PruneRecord, UnderPrunedError, prune
 from .registry import MethodData, MethodSpec, check_ratio, get_method, list_methods, register_method
 from .unstructured import make_permanent
-from .zoo import Baseline, CorruptCacheError, load_baseline
+from .zoo import Baseline, CorruptCacheError, WeightsUnavailableError, load_baseline
 
 __all__ = [
     "CONFIDENCE",
@@ -25,6 +27,8 @@ __all__ = [
     "Baseline",
     "CaseResult",
     "CorruptCacheError",
+    "DataDirError",
+    "HeadNotFoundError",
     "MethodData",
     "MethodSpec",
     "ModelEntry",
@@ -33,14 +37,18 @@ __all__ = [
     "PairedDrop",
     "PruneRecord",
     "SeedResult",
+    "TimingOptions",
     "UnderPrunedError",
     "Verdict",
+    "Weights",
+    "WeightsUnavailableError",
     "Workload",
     "check_accuracy",
     "check_ratio",
     "digits",
     "get_method",
     "get_model",
+    "image_folder",
     "judge",
     "list_methods",
     "list_models",
@@ -48,5 +56,6 @@ __all__ = [
     "make_permanent",
     "prune",
     "register_method",
+    "resolve_device",
     "run",
 ]

@@ -18,13 +18,20 @@ from .models import get_model
 _PATCH_FAMILIES = ("timm.models.vision_transformer", "timm.models.deit")
 
 
-def model_kwargs(model_name: str, img_size: int) -> dict[str, object]:
+def model_kwargs(model_name: str, img_size: int, native: bool = False) -> dict[str, object]:
     """Extra ``timm.create_model`` arguments so ``model_name`` fits square inputs of ``img_size`` pixels.
 
-    Models in :data:`pruners.models.MODELS` take their entry's kwargs. Other ViTs and DeiTs get a patch of
-    ``img_size // 4``: 16 tokens keep attention cheap on small images.
+    On the embedded workload, models in :data:`pruners.models.MODELS` take their entry's kwargs and other
+    ViTs and DeiTs get a patch of ``img_size // 4``: 16 tokens keep attention cheap on small images.
+    With ``native`` images (your own folder, at the model's data config) a model keeps its own
+    architecture; one with a fixed token grid (ViT, DeiT, Swin) is told ``img_size`` when it differs from
+    its default, and timm resamples pretrained position embeddings to it.
     """
     entry = get_model(model_name)
+    if native:
+        default = timm.models.get_pretrained_cfg_value(model_name, "input_size") or (3, 224, 224)
+        fixed_grid = entry.sized or timm.models.model_entrypoint(model_name).__module__ in _PATCH_FAMILIES
+        return {"img_size": img_size} if fixed_grid and img_size != default[-1] else {}
     if entry.measured:
         return {**({"img_size": img_size} if entry.sized else {}), **entry.kwargs}
     if timm.models.model_entrypoint(model_name).__module__ in _PATCH_FAMILIES:
@@ -32,20 +39,46 @@ def model_kwargs(model_name: str, img_size: int) -> dict[str, object]:
     return {}
 
 
+# Where models that are not from timm keep their classifier: torchvision's ResNet (``fc``), VGG, MobileNet
+# and EfficientNet (``classifier``), ViT (``heads``), and many hand-written models (``head``).
+HEAD_NAMES = ("fc", "classifier", "head", "heads")
+
+
+class HeadNotFoundError(ValueError):
+    """A model without ``get_classifier()`` whose classifier head cannot be told apart."""
+
+
+def _classifier(model: nn.Module) -> nn.Module | tuple[nn.Module, ...]:
+    if hasattr(model, "get_classifier"):
+        return model.get_classifier()
+    for name in HEAD_NAMES:
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Module) and any(isinstance(m, (nn.Linear, nn.Conv2d)) for m in head.modules()):
+            return head
+    raise HeadNotFoundError(
+        f"cannot tell the classifier head of {type(model).__name__}: it has no get_classifier() and no "
+        f"layer named {', '.join(HEAD_NAMES)}; give it a get_classifier() that returns its last layer, "
+        "as timm models have"
+    )
+
+
 def classifier_layers(model: nn.Module) -> list[nn.Module]:
-    """The layers of the model's classifier head (``get_classifier()``), which pruning never touches.
+    """The layers of the model's classifier head, which pruning never touches: ``get_classifier()`` as
+    timm models have, else the first of :data:`HEAD_NAMES` that holds a layer (torchvision models).
 
     Distilled models (DeiT, LeViT) return a tuple of heads; each of them is kept.
     """
-    heads = model.get_classifier()
+    heads = _classifier(model)
     heads = heads if isinstance(heads, (tuple, list)) else (heads,)
     return [m for head in heads for m in head.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
 def prunable_layers(model: nn.Module) -> list[nn.Module]:
-    """Every ``Conv2d`` / ``Linear`` outside the classifier head."""
-    head = {id(m) for m in classifier_layers(model)}
-    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in head]
+    """Every ``Conv2d`` / ``Linear`` outside the classifier head and outside :func:`foreign_attention`
+    (which pruning leaves whole)."""
+    kept = {id(m) for m in classifier_layers(model)}
+    kept |= {id(m) for attn in foreign_attention(model) for m in attn.modules()}
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in kept]
 
 
 # Attention whose head bookkeeping :func:`sync_attention` keeps right after pruning: timm's fused-``qkv``

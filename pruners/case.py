@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -18,7 +19,7 @@ from torch import nn
 from . import zoo
 from .data import Workload, digits
 from .gate import PairedDrop, Verdict, judge
-from .measure import LatencyStats, compare_latency, correct, top1
+from .measure import LatencyStats, TimingOptions, compare_latency, correct, device_of, top1
 from .pruning import PruneRecord, prune
 from .registry import MethodData, Regularizer, get_method
 from .train import Recipe, train
@@ -91,6 +92,10 @@ class CaseResult:
     recovery_recipe: Recipe
     inputs: torch.Tensor
     latency: LatencyStats | None
+    latency_at_size: LatencyStats | None = None
+    latency_at_size_error: str = ""
+    data: str = ""
+    weights: str = "trained here"
 
     @property
     def dense(self) -> nn.Module:
@@ -167,9 +172,17 @@ class CaseResult:
         if len(self.seeds) == 1:
             only = info["per_seed"][0]
             info.update({k: only[k] for k in ("top1_drop_se", "top1_drop_ci95", "mcnemar_p")})
-        if self.latency is not None:
-            info.update({f"latency_{k}": round(v, 3) for k, v in self.latency.as_dict().items()})
+        info.update({"data": self.data, "weights": self.weights, "device": str(device_of(self.pruned))})
+        for prefix, stats in (("latency", self.latency), ("latency_at_size", self.latency_at_size)):
+            if stats is not None:
+                info.update({f"{prefix}_{k}": _rounded(v) for k, v in stats.as_dict().items()})
+        if self.latency_at_size_error:
+            info["latency_at_size_error"] = self.latency_at_size_error
         return info
+
+
+def _rounded(value: object) -> object:
+    return round(value, 3) if isinstance(value, float) else value
 
 
 def check_accuracy(result: CaseResult) -> None:
@@ -184,10 +197,12 @@ def check_accuracy(result: CaseResult) -> None:
 
 
 def calibration_batches(
-    workload: Workload, batch_size: int, seed: int = 0
+    workload: Workload, batch_size: int, seed: int = 0, device: torch.device | str = "cpu"
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The labelled training batches a data-driven method sees while pruning (the same for every method)."""
-    return list(islice(workload.loader("train", batch_size, seed=seed), CALIB_BATCHES))
+    """The labelled training batches a data-driven method sees while pruning (the same for every method),
+    on ``device``."""
+    batches = islice(workload.loader("train", batch_size, seed=seed), CALIB_BATCHES)
+    return [(images.to(device), labels.to(device)) for images, labels in batches]
 
 
 def method_data(
@@ -209,7 +224,8 @@ def method_data(
         label = f"sparse-train {desc}/{method}"
         train(model, workload, sparse, seed, label, teacher, regularize=regularize, on_epoch=on_epoch)
 
-    return MethodData(calibration_batches(workload, batch_size, seed), sparse_train if epochs else None)
+    calib = calibration_batches(workload, batch_size, seed, device_of(teacher))
+    return MethodData(calib, sparse_train if epochs else None)
 
 
 def _run_seed(
@@ -221,8 +237,17 @@ def _run_seed(
     inputs: torch.Tensor,
     dense_recipe: Recipe,
     recovery: Recipe,
+    weights: Weights,
 ) -> SeedResult:
-    baseline = zoo.load_baseline(model_name, workload, seed=seed, recipe=dense_recipe)
+    baseline = zoo.load_baseline(
+        model_name,
+        workload,
+        seed=seed,
+        recipe=dense_recipe,
+        pretrained=weights.pretrained,
+        checkpoint=weights.checkpoint,
+        device=weights.device,
+    )
     test = workload.loader("test", batch_size=256)
     budget = split_budget(recovery, get_method(method).needs)
     data = method_data(method, workload, len(inputs), recovery, baseline.model, seed, desc=model_name)
@@ -246,6 +271,40 @@ def _run_seed(
     )
 
 
+@dataclass(frozen=True)
+class Weights:
+    """Where a case's dense model comes from and runs: a baseline trained here (the default), timm's
+    ``pretrained`` weights or a local ``checkpoint``, on ``device``."""
+
+    pretrained: bool = False
+    checkpoint: Path | None = None
+    device: str = "cpu"
+
+    def describe(self) -> str:
+        if self.checkpoint is not None:
+            return f"checkpoint {self.checkpoint}"
+        return "timm pretrained" if self.pretrained else "trained here"
+
+
+def latency_at_size(
+    dense: nn.Module,
+    pruned: nn.Module,
+    img_size: int,
+    batch_size: int,
+    rounds: int,
+    timing: TimingOptions,
+) -> tuple[LatencyStats | None, str]:
+    """Dense and pruned latency on seeded random ``img_size`` px inputs (the resolution people deploy at),
+    or ``(None, why)`` when the architecture cannot take that size."""
+    inputs = torch.randn(batch_size, 3, img_size, img_size, generator=torch.Generator().manual_seed(0)).to(
+        device_of(dense)
+    )
+    try:
+        return compare_latency(dense, pruned, inputs, rounds, options=timing), ""
+    except (RuntimeError, AssertionError, ValueError) as err:
+        return None, f"not timed at {img_size} px: {type(err).__name__}: {str(err).strip()[:160]}"
+
+
 def run(
     model_name: str,
     method: str,
@@ -257,6 +316,10 @@ def run(
     latency_rounds: int | None = 20,
     recovery: Recipe | None = None,
     baseline_recipe: Recipe | None = None,
+    recovery_epochs: int | None = None,
+    weights: Weights = Weights(),
+    timing: TimingOptions | None = None,
+    latency_size: int | None = None,
 ) -> CaseResult:
     """Prune the dense ``model_name`` baseline with ``method`` at ``ratio`` (default: the method's own),
     fine-tune it with the shared ``recovery`` budget and score both models on the same held-out images,
@@ -265,7 +328,11 @@ def run(
     ``batch_size`` is the batch of held-out images used for MACs and latency; latency is timed on the first
     seed's models, and ``latency_rounds=None`` skips it (for parallel runs, where timings would be
     meaningless). ``baseline_recipe`` overrides :func:`pruners.zoo.baseline_recipe` for the dense model,
-    ``recovery`` overrides :func:`recovery_recipe`.
+    ``recovery`` overrides :func:`recovery_recipe`, ``recovery_epochs`` its number of epochs.
+
+    ``weights`` picks the dense model (trained here, timm pretrained, or a checkpoint) and the device every
+    step runs on; ``timing`` the memory format and autocast of the latency rounds. ``latency_size`` also
+    times both models at that input size (when it differs from the workload's), beside the workload figures.
     """
     spec = get_method(method)
     ratio = spec.default_ratio if ratio is None else ratio
@@ -275,15 +342,25 @@ def run(
     workload = workload or digits()
     dense_recipe = baseline_recipe or zoo.baseline_recipe(zoo.check_model_name(model_name))
     recovery = recovery or recovery_recipe(dense_recipe)
-    inputs = workload.test_batch(batch_size)
+    timing = timing or TimingOptions()
+    if recovery_epochs is not None:
+        if recovery_epochs < 1:
+            raise ValueError(f"recovery needs at least 1 epoch, got {recovery_epochs}")
+        recovery = dataclasses.replace(recovery, epochs=recovery_epochs)
+    inputs = workload.test_batch(batch_size).to(weights.device)
     results = [
-        _run_seed(model_name, method, ratio, workload, seed, inputs, dense_recipe, recovery) for seed in seeds
+        _run_seed(model_name, method, ratio, workload, seed, inputs, dense_recipe, recovery, weights)
+        for seed in seeds
     ]
-    latency = (
-        None
-        if latency_rounds is None
-        else compare_latency(results[0].dense, results[0].pruned, inputs, latency_rounds)
-    )
+    latency = at_size = None
+    at_size_error = ""
+    if latency_rounds is not None:
+        first = results[0]
+        latency = compare_latency(first.dense, first.pruned, inputs, latency_rounds, options=timing)
+        if latency_size and latency_size != inputs.shape[-1]:
+            at_size, at_size_error = latency_at_size(
+                first.dense, first.pruned, latency_size, batch_size, latency_rounds, timing
+            )
     return CaseResult(
         model_name=model_name,
         method=method,
@@ -294,4 +371,8 @@ def run(
         recovery_recipe=recovery,
         inputs=inputs,
         latency=latency,
+        latency_at_size=at_size,
+        latency_at_size_error=at_size_error,
+        data=workload.split,
+        weights=weights.describe(),
     )

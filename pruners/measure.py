@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -12,11 +14,64 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 
+def device_of(model: nn.Module) -> torch.device:
+    """The device that holds ``model``'s parameters."""
+    return next(model.parameters()).device
+
+
 @torch.inference_mode()
 def correct(model: nn.Module, loader: DataLoader) -> torch.Tensor:
-    """Per-image top-1 correctness of ``model`` on ``loader``, as a boolean vector in loader order."""
+    """Per-image top-1 correctness of ``model`` on ``loader`` (run on the model's device), as a boolean
+    vector in loader order, on the CPU."""
     model.eval()
-    return torch.cat([model(images).argmax(dim=1) == labels for images, labels in loader])
+    device = device_of(model)
+    return torch.cat([model(images.to(device)).argmax(dim=1).cpu() == labels for images, labels in loader])
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"cpu"``, ``"cuda"`` (``"cuda:N"``) or ``"auto"`` (CUDA when available) as a device; asking for CUDA
+    without it is a ``ValueError``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {name!r}: use cpu, cuda, cuda:N or auto") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not supported: use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so a host clock reading covers it (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass(frozen=True)
+class TimingOptions:
+    """How models are timed: ``channels_last`` memory format and ``amp`` autocast (bfloat16 on the CPU,
+    float16 on CUDA), both off by default and recorded beside the figures."""
+
+    channels_last: bool = False
+    amp: bool = False
+
+    def prepare(self, model: nn.Module, inputs: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+        """``model`` and ``inputs`` in the memory format asked for (the model is converted in place)."""
+        if self.channels_last and inputs.dim() == 4:
+            return model.to(memory_format=torch.channels_last), inputs.contiguous(
+                memory_format=torch.channels_last
+            )
+        return model, inputs
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """Autocast for ``device`` when ``amp`` is on, else a no-op context."""
+        if not self.amp:
+            return contextlib.nullcontext()
+        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        return torch.autocast(device.type, dtype=dtype)
 
 
 def top1(model: nn.Module, loader: DataLoader) -> float:
@@ -42,6 +97,10 @@ class LatencyStats:
     rounds: int
     batch_size: int
     threads: int
+    img_size: int = 0
+    device: str = "cpu"
+    channels_last: bool = False
+    amp: bool = False
 
     @property
     def speedup(self) -> float:
@@ -58,22 +117,36 @@ def _p90(samples: list[float]) -> float:
 
 @torch.inference_mode()
 def compare_latency(
-    dense: nn.Module, pruned: nn.Module, inputs: torch.Tensor, rounds: int = 20, warmup: int = 3
+    dense: nn.Module,
+    pruned: nn.Module,
+    inputs: torch.Tensor,
+    rounds: int = 20,
+    warmup: int = 3,
+    options: TimingOptions = TimingOptions(),
 ) -> LatencyStats:
-    """Time ``dense`` and ``pruned`` on ``inputs`` round by round in alternation, so drift hits both alike."""
+    """Time ``dense`` and ``pruned`` on ``inputs`` round by round in alternation, so drift hits both alike.
+
+    The models run where their parameters are; on a GPU every reading is taken after
+    ``torch.cuda.synchronize``, so it covers the kernels and not just their launch. ``options`` sets the
+    memory format and autocast (the models are converted in place).
+    """
     if rounds < 2:
         raise ValueError(f"latency needs at least 2 rounds, got {rounds}")
-    dense.eval()
-    pruned.eval()
-    for _ in range(warmup):
-        dense(inputs)
-        pruned(inputs)
+    device = device_of(dense)
+    dense, timed = options.prepare(dense.eval(), inputs.to(device))
+    pruned, _ = options.prepare(pruned.eval(), timed)
     samples: dict[nn.Module, list[float]] = {dense: [], pruned: []}
-    for _ in range(rounds):
-        for model, times in samples.items():
-            start = time.perf_counter()
-            model(inputs)
-            times.append((time.perf_counter() - start) * 1e3)
+    with options.autocast(device):
+        for _ in range(warmup):
+            dense(timed)
+            pruned(timed)
+        for _ in range(rounds):
+            for model, times in samples.items():
+                synchronize(device)
+                start = time.perf_counter()
+                model(timed)
+                synchronize(device)
+                times.append((time.perf_counter() - start) * 1e3)
     return LatencyStats(
         dense_ms=statistics.median(samples[dense]),
         pruned_ms=statistics.median(samples[pruned]),
@@ -82,4 +155,25 @@ def compare_latency(
         rounds=rounds,
         batch_size=len(inputs),
         threads=torch.get_num_threads(),
+        img_size=inputs.shape[-1],
+        device=str(device),
+        channels_last=options.channels_last,
+        amp=options.amp,
     )
+
+
+def timed_forward(
+    model: nn.Module, inputs: torch.Tensor, options: TimingOptions | None = None
+) -> Callable[[], None]:
+    """A no-argument forward of ``model`` on ``inputs`` for a benchmark timer: in inference mode, with
+    ``options``' memory format and autocast, and synchronised on a GPU so the timer covers the kernels."""
+    options = options or TimingOptions()
+    device = device_of(model)
+    model, inputs = options.prepare(model.eval(), inputs.to(device))
+
+    def forward() -> None:
+        with torch.inference_mode(), options.autocast(device):
+            model(inputs)
+        synchronize(device)
+
+    return forward

@@ -19,6 +19,7 @@ import importlib
 import io
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -177,9 +178,14 @@ def _expect_same(model: nn.Module, inputs: torch.Tensor, expected: torch.Tensor,
     _expect(torch.allclose(got, expected, atol=1e-4), f"{route} gives other outputs")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _reason(err: BaseException) -> str:
-    """One line: the exception type and the first line of its message, at most 160 characters."""
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    """One line: the exception type and the first line of its message (no terminal colours), at most 160
+    characters."""
+    message = _ANSI.sub("", str(err)).strip()
+    text = message.splitlines()[0] if message else ""
     line = f"{type(err).__name__}: {text}" if text else type(err).__name__
     return line if len(line) <= 160 else line[:157] + "..."
 

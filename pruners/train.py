@@ -71,7 +71,8 @@ def train(
     regularize: Callable[[nn.Module], None] | None = None,
     on_epoch: Callable[[], None] | None = None,
 ) -> None:
-    """Train ``model`` in place on ``workload.train`` with ``recipe``, showing a tqdm progress bar.
+    """Train ``model`` in place on ``workload.train`` with ``recipe``, on the model's device, showing a tqdm
+    progress bar.
 
     A recipe that distils needs the ``teacher``, which is only run, never trained. Sparse training passes
     ``regularize(model)``, called between ``backward()`` and the optimizer step, and ``on_epoch()``,
@@ -95,11 +96,13 @@ def train(
         updates_per_epoch=len(loader),
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
+    device = next(model.parameters()).device
     model.train()
     step = 0
     with tqdm(total=recipe.epochs * len(loader), desc=desc, unit="batch", leave=False) as bar:
         for _ in range(recipe.epochs):
             for images, labels in loader:
+                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
                 logits = model(images)
                 loss = criterion(logits, labels)
                 if recipe.distill:

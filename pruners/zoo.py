@@ -1,11 +1,15 @@
-"""Dense baselines: timm models trained once on a workload with one recipe, cached on disk.
+"""Dense baselines: timm models trained once on a workload with one recipe, cached on disk, or taken from
+timm's pretrained weights or a local checkpoint.
 
-The cache key is model, workload, recipe and seed. Files are written atomically under a file lock, so
-parallel pytest-xdist workers train a baseline once and never read a half-written file.
+The cache key is model, workload (which carries a hash of its data), recipe and seed. Files are written
+atomically under a file lock, so parallel pytest-xdist workers train a baseline once and never read a
+half-written file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
 import time
@@ -18,6 +22,8 @@ from typing import BinaryIO
 import timm
 import torch
 from filelock import FileLock
+from huggingface_hub.constants import HF_HUB_CACHE
+from huggingface_hub.errors import HfHubHTTPError
 from torch import nn
 
 from .adapters import model_kwargs
@@ -28,6 +34,7 @@ from .train import Recipe, train
 
 CACHE_ENV = "PRUNEBENCH_CACHE"
 _FORMAT = 1
+
 
 class CorruptCacheError(RuntimeError):
     """A cached baseline could not be read back, or does not hold what its name promises."""
@@ -43,26 +50,96 @@ def baseline_recipe(model_name: str) -> Recipe:
     return get_model(model_name).recipe
 
 
-def create_model(model_name: str, workload: Workload) -> nn.Module:
-    """A freshly initialised ``model_name`` shaped for ``workload`` (classes, image size)."""
-    return timm.create_model(
-        check_model_name(model_name),
-        pretrained=False,
-        num_classes=workload.num_classes,
-        **model_kwargs(model_name, workload.img_size),
-    )
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained or checkpoint weights that cannot be had; the message is one line that says what to do."""
+
+
+def pretrained_source(model_name: str) -> str:
+    """Where timm fetches ``model_name``'s pretrained weights from (Hugging Face Hub id, URL or file)."""
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if cfg and cfg.hf_hub_id:
+        return f"the Hugging Face Hub ({cfg.hf_hub_id}, cached in {HF_HUB_CACHE})"
+    source = cfg and (cfg.url or cfg.file)
+    if not source:
+        raise WeightsUnavailableError(
+            f"timm has no pretrained weights for {model_name}; pass --checkpoint PATH"
+        )
+    return source
+
+
+@contextlib.contextmanager
+def _quiet_hub() -> object:
+    """Silence the Hugging Face client's retry messages: a failure is reported once, by us."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+
+
+def create_model(
+    model_name: str, workload: Workload, *, pretrained: bool = False, checkpoint: Path | None = None
+) -> nn.Module:
+    """``model_name`` shaped for ``workload`` (classes, image size): freshly initialised, with timm's
+    ``pretrained`` weights, or loaded from a local ``checkpoint`` with ``timm.models.load_checkpoint``.
+
+    Raises :class:`WeightsUnavailableError` (one line: which model, where it looked, what to pass) when the
+    weights cannot be had; never falls back to random weights.
+    """
+    name = check_model_name(model_name)
+    kwargs = {"num_classes": workload.num_classes, **model_kwargs(name, workload.img_size, workload.native)}
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise WeightsUnavailableError(f"checkpoint {path} for {name} not found: pass an existing file")
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        try:
+            timm.models.load_checkpoint(model, str(path))
+        except Exception as err:
+            raise WeightsUnavailableError(
+                f"checkpoint {path} does not fit {name} with {workload.num_classes} classes at "
+                f"{workload.img_size} px: {_first_line(err)[:200]}"
+            ) from err
+        return model
+    if pretrained:
+        source = pretrained_source(name)
+        try:
+            with _quiet_hub():
+                model = timm.create_model(name, pretrained=True, **kwargs)
+        except (OSError, HfHubHTTPError) as err:
+            raise WeightsUnavailableError(
+                f"pretrained weights for {name} could not be had from {source} ({type(err).__name__}); "
+                "download them once with network access, or pass --checkpoint PATH"
+            ) from err
+        classes = timm.models.get_pretrained_cfg_value(name, "num_classes")
+        if classes != workload.num_classes:
+            raise WeightsUnavailableError(
+                f"pretrained {name} predicts {classes} classes but {workload.name} has "
+                f"{workload.num_classes}: score it on images of its own classes, or leave out --pretrained "
+                "to train a baseline"
+            )
+        return model
+    return timm.create_model(name, pretrained=False, **kwargs)
 
 
 @dataclass
 class Baseline:
-    """A trained dense model and its held-out top-1 (percent)."""
+    """A dense model and its held-out top-1 (percent). ``path`` is its cache file or checkpoint (``None``
+    for timm's pretrained weights); ``train_seconds`` is 0 when it was not trained here."""
 
     model_name: str
     model: nn.Module
     top1: float
     recipe: Recipe
     seed: int
-    path: Path
+    path: Path | None
     train_seconds: float
 
 
@@ -123,12 +200,22 @@ def load_baseline(
     seed: int = 0,
     recipe: Recipe | None = None,
     root: Path | None = None,
+    pretrained: bool = False,
+    checkpoint: Path | None = None,
+    device: torch.device | str = "cpu",
 ) -> Baseline:
-    """The dense ``model_name`` trained on ``workload``: from the cache, else trained now and cached.
+    """The dense ``model_name`` trained on ``workload``: from the cache, else trained now and cached; or,
+    with ``pretrained`` / ``checkpoint``, those weights (see :func:`create_model`), scored, never trained.
+    The model is returned on ``device``, where it is also trained.
 
     A cache file that cannot be read back is reported with a warning and rebuilt.
     """
     recipe = recipe or baseline_recipe(check_model_name(model_name))
+    test = workload.loader("test", batch_size=256)
+    if pretrained or checkpoint is not None:
+        model = create_model(model_name, workload, pretrained=pretrained, checkpoint=checkpoint).to(device)
+        path = Path(checkpoint) if checkpoint is not None else None
+        return Baseline(model_name, model.eval(), top1(model, test), recipe, seed, path, 0.0)
     meta = _meta(model_name, workload, recipe, seed)
     path = (root or cache_dir()) / f"{model_name}__{workload.name}__{recipe.key}__seed{seed}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,18 +224,18 @@ def load_baseline(
             model = create_model(model_name, workload)
             try:
                 payload = _load(path, model, meta)
+                model = model.to(device).eval()
                 return Baseline(
-                    model_name, model.eval(), payload["top1"], recipe, seed, path, payload["train_seconds"]
+                    model_name, model, payload["top1"], recipe, seed, path, payload["train_seconds"]
                 )
             except CorruptCacheError as err:
                 warnings.warn(f"corrupt baseline cache, retraining: {err}", stacklevel=2)
         torch.manual_seed(seed)
-        model = create_model(model_name, workload)
+        model = create_model(model_name, workload).to(device)
         start = time.perf_counter()
         train(model, workload, recipe, seed=seed, desc=f"baseline {model_name}")
         seconds = time.perf_counter() - start
-        accuracy = top1(model, workload.loader("test", batch_size=256))
-        save_atomic(
-            {**meta, "top1": accuracy, "train_seconds": seconds, "state_dict": model.state_dict()}, path
-        )
+        accuracy = top1(model, test)
+        state = {k: v.cpu() for k, v in model.state_dict().items()}
+        save_atomic({**meta, "top1": accuracy, "train_seconds": seconds, "state_dict": state}, path)
     return Baseline(model_name, model, accuracy, recipe, seed, path, seconds)

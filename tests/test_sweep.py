@@ -13,6 +13,7 @@ from pruners.cli import main
 from pruners.sweep import (
     STAGES,
     SweepRow,
+    _reason,
     check_architecture,
     family,
     markdown,
@@ -165,3 +166,8 @@ def test_bad_arguments_are_one_line_and_a_non_zero_exit(argv, message, tmp_path,
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "sweep.csv").exists()
+
+
+def test_a_reason_is_one_line_without_terminal_colours() -> None:
+    err = RuntimeError("\x1b[96mThis is step 2/3\x1b[0m of exporting\nmore")
+    assert _reason(err) == "RuntimeError: This is step 2/3 of exporting"

@@ -1,0 +1,139 @@
+"""What a bench run works on, from its options: the data (embedded digits or your folder), the dense weights
+(trained here, timm pretrained or a checkpoint), the device and how latency is timed.
+
+:func:`bench_settings` checks every option before any case runs, so a bad one is one clear line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import timm
+
+from . import zoo
+from .case import Weights
+from .data import Workload, digits, image_folder
+from .measure import TimingOptions, resolve_device
+
+
+@dataclass
+class BenchSettings:
+    """The data, weights, device and timing of one bench run; :meth:`workload` is built once per model."""
+
+    data_dir: Path | None = None
+    img_size: int | None = None
+    train_images: int | None = None
+    test_images: int | None = None
+    hflip: float = 0.5
+    crop_scale: float | None = None
+    weights: Weights = field(default_factory=Weights)
+    timing: TimingOptions = field(default_factory=TimingOptions)
+    latency_size: int | str | None = None
+    _workloads: dict[str, Workload] = field(default_factory=dict, repr=False)
+
+    def workload(self, model_name: str) -> Workload:
+        """The embedded digits, or the data folder through ``model_name``'s own timm data config."""
+        if model_name not in self._workloads:
+            self._workloads[model_name] = (
+                digits()
+                if self.data_dir is None
+                else image_folder(
+                    self.data_dir,
+                    model_name,
+                    img_size=self.img_size,
+                    train_images=self.train_images,
+                    test_images=self.test_images,
+                    hflip=self.hflip,
+                    crop_scale=self.crop_scale,
+                )
+            )
+        return self._workloads[model_name]
+
+    def latency_size_for(self, model_name: str) -> int | None:
+        """The extra input size to time ``model_name`` at: ``--latency-size N``, or for ``model`` its
+        pretrained input size (timm's default config); ``None`` when not asked."""
+        if self.latency_size == "model":
+            size = timm.models.get_pretrained_cfg_value(model_name, "input_size")
+            return size[-1] if size else None
+        return self.latency_size
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value}")
+
+
+def bench_settings(
+    models: Sequence[str],
+    *,
+    batch_size: int,
+    data_dir: str | None = None,
+    img_size: int | None = None,
+    train_images: int | None = None,
+    test_images: int | None = None,
+    hflip: float = 0.5,
+    crop_scale: float | None = None,
+    pretrained: bool = False,
+    checkpoint: str | None = None,
+    device: str = "cpu",
+    channels_last: bool = False,
+    amp: bool = False,
+    latency_size: str | None = None,
+) -> BenchSettings:
+    """Check the options against the ``models`` the run will prune and build their workloads and dense
+    weights once; any problem is a ``ValueError`` (or :class:`pruners.DataDirError` /
+    :class:`pruners.WeightsUnavailableError`) with one line that names it.
+
+    ``latency_size`` is a pixel count, or ``"model"`` for each model's pretrained input size.
+    """
+    for name, value in (
+        ("--img-size", img_size),
+        ("--train-images", train_images),
+        ("--test-images", test_images),
+    ):
+        _positive(name, value)
+        if value is not None and data_dir is None:
+            raise ValueError(f"{name} applies to --data-dir folders; the embedded digits are fixed")
+    if not 0.0 <= hflip <= 1.0:
+        raise ValueError(f"--hflip is a probability in [0, 1], got {hflip}")
+    if crop_scale is not None and not 0.0 < crop_scale <= 1.0:
+        raise ValueError(f"--crop-scale is a fraction of the image in (0, 1], got {crop_scale}")
+    if pretrained and checkpoint:
+        raise ValueError("--pretrained and --checkpoint both name the dense weights: pass one")
+    if checkpoint and len(set(models)) != 1:
+        raise ValueError(
+            f"--checkpoint holds one model's weights; pick one with --models, not {len(set(models))}"
+        )
+    weights = Weights(
+        pretrained=pretrained,
+        checkpoint=Path(checkpoint) if checkpoint else None,
+        device=str(resolve_device(device)),
+    )
+    size: int | str | None = latency_size
+    if latency_size is not None and latency_size != "model":
+        if not latency_size.isdigit() or int(latency_size) < 1:
+            raise ValueError(f"--latency-size is a pixel count or 'model', got {latency_size!r}")
+        size = int(latency_size)
+    settings = BenchSettings(
+        data_dir=Path(data_dir) if data_dir else None,
+        img_size=img_size,
+        train_images=train_images,
+        test_images=test_images,
+        hflip=hflip,
+        crop_scale=crop_scale,
+        weights=weights,
+        timing=TimingOptions(channels_last=channels_last, amp=amp),
+        latency_size=size,
+    )
+    for model in dict.fromkeys(models):
+        workload = settings.workload(model)
+        if batch_size > len(workload.test):
+            raise ValueError(
+                f"--batch-size {batch_size} is larger than the {len(workload.test)} held-out images of "
+                f"{workload.name}"
+            )
+        if pretrained or checkpoint:
+            zoo.create_model(model, workload, pretrained=pretrained, checkpoint=weights.checkpoint)
+    return settings
