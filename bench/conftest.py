@@ -67,6 +67,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     data.addoption("--channels-last", action="store_true", help="time latency in channels_last memory format")
     data.addoption("--amp", action="store_true", help="time latency under autocast (fp16 CUDA, bf16 CPU)")
     data.addoption(
+        "--profile-dir",
+        help="after each case's timed rounds, torch.profiler its dense and pruned model into DIR/CASE "
+        "(profile.md, Chrome traces)",
+    )
+    data.addoption(
         "--latency-size",
         help="also time dense and pruned at this input size, or 'model' for each model's pretrained size",
     )

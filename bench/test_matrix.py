@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pruners
 from pruners.matrix import Case
 from pruners.measure import timed_forward
+from pruners.profile import profile_pair
 from pruners.settings import BenchSettings
 
 
@@ -27,4 +30,7 @@ def test_prune(
     benchmark.extra_info.update(result.summary())
     forward = timed_forward(result.pruned, result.inputs, settings.timing)
     benchmark.pedantic(forward, rounds=opts.latency_rounds, warmup_rounds=3, iterations=1)
+    if opts.profile_dir:
+        out_dir = Path(opts.profile_dir) / case.id
+        profile_pair(result.dense, result.pruned, result.inputs, out_dir, result.record.macs_speedup, case.id)
     pruners.check_accuracy(result)

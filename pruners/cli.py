@@ -1,10 +1,13 @@
-"""The ``prunebench`` command: ``prunebench sweep`` checks which timm architectures a method can prune;
-``prunebench merge-benchmarks`` and ``prunebench merge-asv`` join the results of a matrix run in shards on
-several machines (README, "Tracking regressions")."""
+"""The ``prunebench`` command: ``prune`` one model and print what changed, ``list`` the methods and models,
+``report`` saved bench runs as a table, Pareto plots and an HTML page, ``profile`` a case with
+torch.profiler, ``sweep`` which timm architectures a method can prune; ``merge-benchmarks`` and
+``merge-asv`` join the results of a matrix run in shards on several machines (README, "Tracking
+regressions")."""
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import importlib
 import os
 import shlex
@@ -17,10 +20,101 @@ import timm
 import torch
 import torch_pruning as tp
 
+from .case import CaseResult, run
 from .history import MergeError, merge_asv_results, merge_benchmark_files
-from .registry import check_ratio, get_method
+from .models import MODELS
+from .profile import profile_pair
+from .registry import check_ratio, get_method, list_methods
+from .report import write_report
+from .settings import BenchSettings, bench_settings
 from .sweep import SweepRow, markdown, select_architectures, sweep, write_csv
-from .zoo import write_atomic
+from .zoo import WeightsUnavailableError, write_atomic
+
+
+def _case(args: argparse.Namespace) -> tuple[CaseResult, BenchSettings]:
+    """Run the case that ``prune`` and ``profile`` are about, from their shared arguments."""
+    spec = get_method(args.method)
+    ratio = check_ratio(args.ratio if args.ratio is not None else spec.default_ratio)
+    settings = bench_settings(
+        [args.model],
+        batch_size=args.batch_size,
+        data_dir=args.data_dir,
+        pretrained=args.pretrained,
+        checkpoint=args.checkpoint,
+        device=args.device,
+    )
+    print(f"prunebench: {args.model} / {args.method} @ {ratio:g} on {settings.workload(args.model).name}")
+    result = run(
+        args.model,
+        args.method,
+        ratio,
+        settings.workload(args.model),
+        batch_size=args.batch_size,
+        latency_rounds=args.latency_rounds,
+        weights=settings.weights,
+        seeds=[args.seed],
+    )
+    return result, settings
+
+
+def _prune(args: argparse.Namespace) -> str:
+    if args.out is not None and not args.out.parent.is_dir():
+        raise ValueError(f"--out {args.out}: directory {args.out.parent} does not exist")
+    result, _ = _case(args)
+    info = result.summary()
+    lines = [
+        f"top-1     dense {info['dense_top1']:.2f} %, one-shot {info['pruned_top1_before_recovery']:.2f} %, "
+        f"recovered {info['pruned_top1']:.2f} % (drop {info['top1_drop']:+.2f}, "
+        f"tolerance {result.tolerance:g}: {'pass' if info['passed'] else 'FAIL'})",
+        f"MACs      {info['macs_dense']:,} -> {info['macs_pruned']:,} ({info['macs_speedup']:.2f}x fewer)",
+        f"params    {info['params_dense']:,} -> {info['params_pruned']:,}",
+        f"latency   {info['latency_dense_ms']:.2f} ms -> {info['latency_pruned_ms']:.2f} ms "
+        f"({info['latency_speedup']:.2f}x, batch {info['batch_size']}, {info['threads']} threads, "
+        f"{info['latency_device']})",
+    ]
+    if args.out is not None:
+        write_atomic(args.out, lambda f: torch.save(result.pruned, f))
+        lines.append(f"saved the pruned model to {args.out} (torch.load(path, weights_only=False))")
+    return "\n".join(lines)
+
+
+def _profile(args: argparse.Namespace) -> str:
+    result, _ = _case(args)
+    out_dir = args.out_dir / f"{args.model}-{args.method}-{result.ratio:g}"
+    path = profile_pair(
+        result.dense, result.pruned, result.inputs, out_dir, result.record.macs_speedup, out_dir.name
+    )
+    return (
+        path.read_text() + f"\nwrote {path}, {out_dir / 'dense.trace.json'}, {out_dir / 'pruned.trace.json'}"
+    )
+
+
+def _list(args: argparse.Namespace) -> str:
+    lines = []
+    if args.what in ("methods", "all"):
+        lines += [
+            "| method | kind | unit | needs | requires | tolerance | default ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name in list_methods(args.pattern):
+            spec = get_method(name)
+            lines.append(
+                f"| {name} | {spec.kind} | {spec.unit} | {', '.join(spec.needs) or '-'} | "
+                f"{', '.join(spec.requires) or '-'} | {spec.tolerance:g} | {spec.default_ratio:g} |"
+            )
+    if args.what in ("models", "all"):
+        lines += ["", "| model | family | baseline recipe | timm kwargs at 32 px |", "|---|---|---|---|"]
+        for entry in MODELS:
+            if fnmatch.fnmatch(entry.name, args.pattern):
+                recipe = f"{entry.recipe.epochs} epochs, lr {entry.recipe.lr:g}"
+                kwargs = ", ".join(f"{k}={v}" for k, v in entry.kwargs.items()) or "-"
+                lines.append(f"| {entry.name} | {entry.family} | {recipe} | {kwargs} |")
+    return "\n".join(lines).strip()
+
+
+def _report(args: argparse.Namespace) -> str:
+    written = write_report(args.runs, args.out_dir)
+    return "wrote " + ", ".join(str(p) for p in written)
 
 
 def _merge_benchmarks(args: argparse.Namespace) -> str:
@@ -101,6 +195,45 @@ def build_parser() -> argparse.ArgumentParser:
     asv.add_argument("-o", "--out", type=Path, required=True, help="results directory to merge into")
     asv.set_defaults(run=_merge_asv)
 
+    prune = commands.add_parser(
+        "prune",
+        help="prune one model, recover it and print top-1, MACs, params and latency before / after",
+        description="Prune the dense baseline of MODEL with METHOD, give it the bench's recovery fine-tune, "
+        "score both on the held-out images and time both.",
+    )
+    _case_arguments(prune)
+    prune.add_argument("--out", type=Path, help="save the whole pruned model here (torch.save)")
+    prune.set_defaults(run=_prune)
+
+    prof = commands.add_parser(
+        "profile",
+        help="torch.profiler breakdown of a case: top ops, dense vs pruned, and Chrome traces",
+        description="Run a case, then profile its dense and pruned model: a Markdown table of the top ops "
+        "by self time with each op's speedup and share of the gap to the MACs speedup, and a Chrome trace "
+        "of each model.",
+    )
+    _case_arguments(prof)
+    prof.add_argument("--out-dir", type=Path, default=Path("profiles"), help="where to write (profiles/)")
+    prof.set_defaults(run=_profile)
+
+    listing = commands.add_parser(
+        "list", help="list the pruning methods and the bench models", description="List methods and models."
+    )
+    listing.add_argument("what", nargs="?", choices=("all", "methods", "models"), default="all")
+    listing.add_argument("--pattern", default="*", help="wildcard over the names (default *)")
+    listing.set_defaults(run=_list)
+
+    report = commands.add_parser(
+        "report",
+        help="turn saved bench runs into a table, a Pareto plot per model and an HTML page",
+        description="Read pytest-benchmark JSON runs (--benchmark-json / --benchmark-autosave) and write "
+        "report.md, pareto_MODEL.png and report.html. With several runs the table shows the change from "
+        "the first to the last, regressions marked.",
+    )
+    report.add_argument("runs", nargs="+", type=Path, help="pytest-benchmark JSON files, oldest first")
+    report.add_argument("--out-dir", type=Path, default=Path("report"), help="where to write (report/)")
+    report.set_defaults(run=_report)
+
     check = commands.add_parser(
         "sweep",
         help="check which timm architectures a method can prune, stage by stage",
@@ -126,6 +259,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _case_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="timm model name")
+    parser.add_argument("--method", required=True, help="registered pruning method (prunebench list)")
+    parser.add_argument("--ratio", type=float, help="pruning ratio in (0, 1) (default: the method's own)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward for MACs and latency")
+    parser.add_argument("--latency-rounds", type=int, default=20, help="timed rounds per model (default 20)")
+    parser.add_argument("--data-dir", help="your labelled images (README: Your own data and weights)")
+    parser.add_argument(
+        "--pretrained", action="store_true", help="timm's pretrained weights as the dense model"
+    )
+    parser.add_argument("--checkpoint", help="local weights of the dense model")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -135,9 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("merge-benchmarks needs --out and/or --save-to")
     if args.command == "sweep" and (args.jobs < 1 or args.timeout <= 0 or (args.per_family or 1) < 1):
         parser.error("--jobs and --per-family must be >= 1 and --timeout > 0")
+    if args.command in ("prune", "profile") and (args.batch_size < 1 or args.latency_rounds < 2):
+        parser.error("--batch-size must be >= 1 and --latency-rounds >= 2")
     try:
         print(args.run(args))
-    except (MergeError, OSError, ValueError, KeyError, ImportError) as err:
+    except (MergeError, OSError, ValueError, KeyError, ImportError, WeightsUnavailableError) as err:
         print(f"prunebench {args.command}: error: {err}", file=sys.stderr)
         return 1
     return 0

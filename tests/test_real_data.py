@@ -206,8 +206,8 @@ def test_options_that_cannot_work_are_usage_errors_before_any_case(bench, argv, 
 
 def test_bench_runs_a_case_on_a_data_dir(bench: pytest.Pytester, digits_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "run.json"
-    options = [f"--data-dir={digits_dir}", "--img-size", "32", "--train-images", "400", "--test-images", "200"]
-    options += ["--hflip", "0", "--crop-scale", "0.5"]
+    options = [f"--data-dir={digits_dir}", "--img-size", "32", "--hflip", "0", "--crop-scale", "0.5"]
+    options += ["--train-images", "400", "--test-images", "200", f"--profile-dir={tmp_path / 'prof'}"]
     result = bench.runpytest(
         "--models", "test_resnet", "--methods", "l1", *options, "--recovery-epochs", "1",
         "--latency-rounds", "3", "--latency-size", "64", "--benchmark-json", out,
@@ -216,6 +216,7 @@ def test_bench_runs_a_case_on_a_data_dir(bench: pytest.Pytester, digits_dir: Pat
     assert info["data"].endswith("400 train / 200 held-out images") and info["recovery_epochs"] == 1
     assert info["latency_img_size"] == 32 and info["latency_at_size_img_size"] == 64
     assert info["latency_at_size_dense_ms"] > info["latency_dense_ms"], "64 px costs more than 32 px"
+    assert "| `aten::" in (tmp_path / "prof" / "test_resnet-l1-0.3" / "profile.md").read_text()
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 1
 
