@@ -141,9 +141,10 @@ def test_the_excess_over_the_macs_speedup_sums_to_the_gap() -> None:
     assert "| **total** |  | 10.000 | 6.000 | 1.67 | +1.000 | 100 % |" in table
 
 
-def test_prune_command_end_to_end_saves_a_loadable_model(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize("model", ["test_resnet", "test_vit"])
+def test_prune_command_end_to_end_saves_a_loadable_model(model: str, tmp_path: Path, capsys) -> None:
     out = tmp_path / "m.pt"
-    argv = ["prune", "--model", "test_vit", "--method", "l1", "--ratio", "0.3", "--latency-rounds", "2"]
+    argv = ["prune", "--model", model, "--method", "l1", "--ratio", "0.3", "--latency-rounds", "2"]
     assert main([*argv, "--batch-size", "4", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "top-1     dense" in text and "MACs" in text and "latency" in text and str(out) in text
