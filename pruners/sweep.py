@@ -7,7 +7,8 @@ pruning, survives ``torch.save`` of the whole model and Torch-Pruning's state-di
 ONNX. Every architecture runs in its own process under a time limit, so one crash or hang costs that row
 only. The result is a CSV and a Markdown table (architecture, last stage reached, failure reason, MACs and
 params before / after, seconds) with a tally by family. Each failure also names whose code raised it
-(Torch-Pruning, timm, torch, torch.onnx or the sweep's own checks), by its innermost Python frame.
+(Torch-Pruning, timm, torch, torch.onnx or the sweep's own checks), by its innermost Python frame outside
+torch.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def _reason(err: BaseException) -> str:
     return line if len(line) <= 160 else line[:157] + "..."
 
 
-# Where a failure was raised, by the path of the innermost Python frame: the first match names the owner.
+# Who owns a Python frame, by its file's path: the first match names the owner.
 _OWNERS = (
     ("/torch_pruning/", "Torch-Pruning"),
     ("/timm/", "timm"),
@@ -201,12 +202,22 @@ _OWNERS = (
 )
 
 
+def _owner(path: str) -> str:
+    path = path.replace(os.sep, "/")
+    return next((owner for marker, owner in _OWNERS if marker in path), "")
+
+
 def raised_in(err: BaseException) -> str:
     """Whose code raised ``err``: Torch-Pruning, timm (a model's forward that pruning left inconsistent),
-    torch, torch.onnx, or PruneBench (one of the sweep's own checks)."""
-    frames = traceback.extract_tb(err.__traceback__)
-    path = frames[-1].filename.replace(os.sep, "/") if frames else ""
-    return next((owner for marker, owner in _OWNERS if marker in path), "")
+    torch.onnx, PruneBench (one of the sweep's own checks), or torch. Frames inside torch itself are looked
+    through to the code that called it (``Module.__setattr__`` called by Torch-Pruning is Torch-Pruning's),
+    except for the exporter, whose failures are its own."""
+    owners = [_owner(frame.filename) for frame in traceback.extract_tb(err.__traceback__)]
+    if not owners:
+        return ""
+    if owners[-1] == "torch.onnx":
+        return "torch.onnx"
+    return next((owner for owner in reversed(owners) if owner not in ("torch", "")), owners[-1])
 
 
 def run_isolated(

@@ -122,19 +122,22 @@ def test_the_report_tallies_stages_reasons_and_families() -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "owner"),
+    ("paths", "owner"),
     [
-        ("/venv/site-packages/torch_pruning/dependency/graph.py", "Torch-Pruning"),
-        ("/venv/site-packages/timm/models/beit.py", "timm"),
-        ("/venv/site-packages/torch/onnx/_internal/exporter.py", "torch.onnx"),
-        ("/venv/site-packages/torch/nn/functional.py", "torch"),
-        ("/work/pruners/sweep.py", "PruneBench"),
+        (["/venv/site-packages/torch_pruning/dependency/graph.py"], "Torch-Pruning"),
+        (["/venv/timm/models/beit.py", "/venv/torch/nn/modules/linear.py"], "timm"),
+        (["/venv/torch_pruning/serialization.py", "/venv/torch/nn/modules/module.py"], "Torch-Pruning"),
+        (["/work/pruners/sweep.py", "/venv/site-packages/torch/onnx/_internal/exporter.py"], "torch.onnx"),
+        (["/venv/site-packages/torch/nn/functional.py"], "torch"),
+        (["/work/pruners/sweep.py"], "PruneBench"),
     ],
-)
-def test_a_failure_names_whose_code_raised_it(path: str, owner: str) -> None:
-    code = compile("raise RuntimeError('boom')", path, "exec")
+)  # fmt: skip
+def test_a_failure_names_whose_code_raised_it(paths: list[str], owner: str) -> None:
+    source = "raise RuntimeError('boom')"
+    for path in reversed(paths[1:]):
+        source = f"exec(compile({source!r}, {path!r}, 'exec'))"
     with pytest.raises(RuntimeError) as caught:
-        exec(code)
+        exec(compile(source, paths[0], "exec"))
     assert raised_in(caught.value) == owner
 
 
