@@ -92,8 +92,6 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.option.batch_size < 1 or config.option.latency_rounds < 2:
         raise pytest.UsageError("--batch-size must be >= 1 and --latency-rounds >= 2")
     option = config.option
-    if option.recovery_epochs is not None and option.recovery_epochs < 1:
-        raise pytest.UsageError(f"--recovery-epochs must be a positive integer, got {option.recovery_epochs}")
     try:
         config.prunebench_settings = bench_settings(
             [case.model for case in config.prunebench_cases],
@@ -104,6 +102,7 @@ def pytest_configure(config: pytest.Config) -> None:
             test_images=option.test_images,
             hflip=option.hflip,
             crop_scale=option.crop_scale,
+            recovery_epochs=option.recovery_epochs,
             pretrained=option.pretrained,
             checkpoint=option.checkpoint,
             device=option.device,

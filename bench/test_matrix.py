@@ -22,7 +22,7 @@ def test_prune(
         seeds=seeds,
         batch_size=opts.batch_size,
         latency_rounds=opts.latency_rounds if benchmark.enabled else None,
-        recovery_epochs=opts.recovery_epochs,
+        recovery_epochs=settings.recovery_epochs,
         weights=settings.weights,
         timing=settings.timing,
         latency_size=settings.latency_size_for(case.model),

@@ -7,7 +7,6 @@ regressions")."""
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import importlib
 import os
 import shlex
@@ -22,16 +21,16 @@ import torch_pruning as tp
 
 from .case import CaseResult, run
 from .history import MergeError, merge_asv_results, merge_benchmark_files
-from .models import MODELS
+from .models import get_model, list_models
 from .profile import profile_pair
 from .registry import check_ratio, get_method, list_methods
 from .report import write_report
-from .settings import BenchSettings, bench_settings
+from .settings import bench_settings
 from .sweep import SweepRow, markdown, select_architectures, sweep, write_csv
 from .zoo import WeightsUnavailableError, write_atomic
 
 
-def _case(args: argparse.Namespace) -> tuple[CaseResult, BenchSettings]:
+def _case(args: argparse.Namespace) -> CaseResult:
     """Run the case that ``prune`` and ``profile`` are about, from their shared arguments."""
     spec = get_method(args.method)
     ratio = check_ratio(args.ratio if args.ratio is not None else spec.default_ratio)
@@ -43,24 +42,24 @@ def _case(args: argparse.Namespace) -> tuple[CaseResult, BenchSettings]:
         checkpoint=args.checkpoint,
         device=args.device,
     )
-    print(f"prunebench: {args.model} / {args.method} @ {ratio:g} on {settings.workload(args.model).name}")
-    result = run(
+    workload = settings.workload(args.model)
+    print(f"prunebench: {args.model} / {args.method} @ {ratio:g} on {workload.name}")
+    return run(
         args.model,
         args.method,
         ratio,
-        settings.workload(args.model),
+        workload,
         batch_size=args.batch_size,
         latency_rounds=args.latency_rounds,
         weights=settings.weights,
         seeds=[args.seed],
     )
-    return result, settings
 
 
 def _prune(args: argparse.Namespace) -> str:
     if args.out is not None and not args.out.parent.is_dir():
         raise ValueError(f"--out {args.out}: directory {args.out.parent} does not exist")
-    result, _ = _case(args)
+    result = _case(args)
     info = result.summary()
     lines = [
         f"top-1     dense {info['dense_top1']:.2f} %, one-shot {info['pruned_top1_before_recovery']:.2f} %, "
@@ -79,7 +78,7 @@ def _prune(args: argparse.Namespace) -> str:
 
 
 def _profile(args: argparse.Namespace) -> str:
-    result, _ = _case(args)
+    result = _case(args)
     out_dir = args.out_dir / f"{args.model}-{args.method}-{result.ratio:g}"
     path = profile_pair(
         result.dense, result.pruned, result.inputs, out_dir, result.record.macs_speedup, out_dir.name
@@ -104,11 +103,10 @@ def _list(args: argparse.Namespace) -> str:
             )
     if args.what in ("models", "all"):
         lines += ["", "| model | family | baseline recipe | timm kwargs at 32 px |", "|---|---|---|---|"]
-        for entry in MODELS:
-            if fnmatch.fnmatch(entry.name, args.pattern):
-                recipe = f"{entry.recipe.epochs} epochs, lr {entry.recipe.lr:g}"
-                kwargs = ", ".join(f"{k}={v}" for k, v in entry.kwargs.items()) or "-"
-                lines.append(f"| {entry.name} | {entry.family} | {recipe} | {kwargs} |")
+        for entry in map(get_model, list_models(args.pattern)):
+            recipe = f"{entry.recipe.epochs} epochs, lr {entry.recipe.lr:g}"
+            kwargs = ", ".join(f"{k}={v}" for k, v in entry.kwargs.items()) or "-"
+            lines.append(f"| {entry.name} | {entry.family} | {recipe} | {kwargs} |")
     return "\n".join(lines).strip()
 
 

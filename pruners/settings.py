@@ -20,7 +20,8 @@ from .measure import TimingOptions, resolve_device
 
 @dataclass
 class BenchSettings:
-    """The data, weights, device and timing of one bench run; :meth:`workload` is built once per model."""
+    """The data, weights, device and timing of one bench run; :meth:`workload` is built once per model
+    (once in all for the embedded digits, which are the same for every model)."""
 
     data_dir: Path | None = None
     img_size: int | None = None
@@ -28,6 +29,7 @@ class BenchSettings:
     test_images: int | None = None
     hflip: float = 0.5
     crop_scale: float | None = None
+    recovery_epochs: int | None = None
     weights: Weights = field(default_factory=Weights)
     timing: TimingOptions = field(default_factory=TimingOptions)
     latency_size: int | str | None = None
@@ -35,8 +37,9 @@ class BenchSettings:
 
     def workload(self, model_name: str) -> Workload:
         """The embedded digits, or the data folder through ``model_name``'s own timm data config."""
-        if model_name not in self._workloads:
-            self._workloads[model_name] = (
+        key = model_name if self.data_dir is not None else ""
+        if key not in self._workloads:
+            self._workloads[key] = (
                 digits()
                 if self.data_dir is None
                 else image_folder(
@@ -49,7 +52,7 @@ class BenchSettings:
                     crop_scale=self.crop_scale,
                 )
             )
-        return self._workloads[model_name]
+        return self._workloads[key]
 
     def latency_size_for(self, model_name: str) -> int | None:
         """The extra input size to time ``model_name`` at: ``--latency-size N``, or for ``model`` its
@@ -75,6 +78,7 @@ def bench_settings(
     test_images: int | None = None,
     hflip: float = 0.5,
     crop_scale: float | None = None,
+    recovery_epochs: int | None = None,
     pretrained: bool = False,
     checkpoint: str | None = None,
     device: str = "cpu",
@@ -96,6 +100,7 @@ def bench_settings(
         _positive(name, value)
         if value is not None and data_dir is None:
             raise ValueError(f"{name} applies to --data-dir folders; the embedded digits are fixed")
+    _positive("--recovery-epochs", recovery_epochs)
     if not 0.0 <= hflip <= 1.0:
         raise ValueError(f"--hflip is a probability in [0, 1], got {hflip}")
     if crop_scale is not None and not 0.0 < crop_scale <= 1.0:
@@ -123,6 +128,7 @@ def bench_settings(
         test_images=test_images,
         hflip=hflip,
         crop_scale=crop_scale,
+        recovery_epochs=recovery_epochs,
         weights=weights,
         timing=TimingOptions(channels_last=channels_last, amp=amp),
         latency_size=size,
