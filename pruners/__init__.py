@@ -15,7 +15,14 @@ from .data import DataDirError, Workload, digits, image_folder
 from .gate import CONFIDENCE, PairedDrop, Verdict, judge
 from .measure import TimingOptions, resolve_device
 from .models import MODELS, ModelEntry, get_model, list_models
-from .pruning import NotApplicableError, NothingPrunedError, PruneRecord, UnderPrunedError, prune
+from .pruning import (
+    NotApplicableError,
+    NothingPrunedError,
+    PruneRecord,
+    UnderPrunedError,
+    load_pruned_state_dict,
+    prune,
+)
 from .registry import MethodData, MethodSpec, check_ratio, get_method, list_methods, register_method
 from .unstructured import make_permanent
 from .zoo import Baseline, CorruptCacheError, WeightsUnavailableError, load_baseline
@@ -53,6 +60,7 @@ __all__ = [
     "list_methods",
     "list_models",
     "load_baseline",
+    "load_pruned_state_dict",
     "make_permanent",
     "prune",
     "register_method",

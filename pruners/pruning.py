@@ -6,6 +6,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
 from .adapters import attention_head_count, features, missing_features, prunable_layers
@@ -144,3 +145,22 @@ def prune(
         )
     model.train(was_training)
     return model, record
+
+
+def _read_only(module: nn.Module, name: str) -> bool:
+    attr = getattr(type(module), name, None)
+    return isinstance(attr, property) and attr.fset is None
+
+
+def load_pruned_state_dict(model: nn.Module, state: dict) -> nn.Module:
+    """Load ``state`` from ``tp.state_dict(pruned)`` into a freshly created ``model`` of the same
+    architecture, so it takes the pruned shapes: Torch-Pruning's ``tp.load_state_dict``, except that
+    attributes which are read-only properties of their module's class (timm's ``ConvNormAct.in_channels``,
+    which reads its inner ``conv``) are not set; the layer that owns the value restores it.
+    """
+    attributions = {
+        name: {key: value for key, value in attrs.items() if not _read_only(module, key)}
+        for name, module in model.named_modules()
+        if (attrs := state["attributions"].get(name)) is not None
+    }
+    return tp.load_state_dict(model, {**state, "attributions": attributions})

@@ -139,8 +139,8 @@ def _stages(arch: str, method: str, ratio: float, row: SweepRow) -> Iterator[str
     _expect_same(torch.load(buffer, weights_only=False), inputs, out, "torch.save / torch.load")
     yield "save_load"
     fresh = timm.create_model(arch, pretrained=False, num_classes=NUM_CLASSES).eval()
-    tp.load_state_dict(fresh, tp.state_dict(pruned))
-    _expect_same(fresh, inputs, out, "tp.state_dict / tp.load_state_dict")
+    pruning.load_pruned_state_dict(fresh, tp.state_dict(pruned))
+    _expect_same(fresh, inputs, out, "tp.state_dict / pruners.load_pruned_state_dict")
     yield "state_dict"
     torch.onnx.export(pruned, (inputs,), dynamo=True, verbose=False)
     yield "onnx"

@@ -6,6 +6,9 @@ import csv
 import textwrap
 
 import pytest
+import timm
+import torch
+import torch_pruning as tp
 
 import pruners
 from pruners import registry
@@ -56,6 +59,22 @@ def test_a_prunable_architecture_passes_every_stage_in_its_own_process() -> None
     assert row.ok and row.reached == STAGES[-1] and not row.failed_stage and not row.reason
     assert row.family == "resnet"
     assert row.macs_after < row.macs_before and row.params_after < row.params_before
+
+
+def test_a_pruned_state_dict_loads_into_a_fresh_timm_model_with_read_only_properties() -> None:
+    def create() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return timm.create_model("test_byobnet", num_classes=10).eval()
+
+    inputs = torch.randn(2, 3, 32, 32)
+    pruned, _ = pruners.prune(create(), "l1", 0.3, inputs)
+    state = tp.state_dict(pruned.eval())
+    with pytest.raises(AttributeError, match="in_channels"):
+        tp.load_state_dict(create(), state)  # Torch-Pruning sets ConvNormAct's read-only property
+    fresh = pruners.load_pruned_state_dict(create(), state)
+    with torch.no_grad():
+        assert torch.equal(fresh(inputs), pruned(inputs))
+    assert sum(p.numel() for p in fresh.parameters()) == sum(p.numel() for p in pruned.parameters())
 
 
 def test_a_method_that_does_not_apply_fails_at_the_prune_stage() -> None:
