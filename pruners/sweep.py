@@ -4,9 +4,10 @@
 at its own input size (timm's ``resolve_data_config``), prunes it and checks, in order, the
 :data:`STAGES`: it is created, runs forward, prunes, lost MACs (structured methods), runs forward after
 pruning, survives ``torch.save`` of the whole model and Torch-Pruning's state-dict route, and exports to
-ONNX. Every architecture runs in its own process under a time limit, so one crash or hang costs that row
-only. The result is a CSV and a Markdown table (architecture, last stage reached, failure reason, MACs and
-params before / after, seconds) with a tally by family. Each failure also names whose code raised it
+ONNX (torch's dynamo exporter, or its TorchScript exporter where that fails; the row says which). Every
+architecture runs in its own process under a time limit, so one crash or hang costs that row only. The
+result is a CSV and a Markdown table (architecture, last stage reached, failure reason, MACs and params
+before / after, seconds) with a tally by family. Each failure also names whose code raised it
 (Torch-Pruning, timm, torch, torch.onnx or the sweep's own checks), by its innermost Python frame outside
 torch.
 """
@@ -62,6 +63,7 @@ class SweepRow:
     params_before: int | None = None
     params_after: int | None = None
     seconds: float = 0.0
+    onnx_exporter: str = ""
 
     @property
     def ok(self) -> bool:
@@ -142,8 +144,22 @@ def _stages(arch: str, method: str, ratio: float, row: SweepRow) -> Iterator[str
     pruning.load_pruned_state_dict(fresh, tp.state_dict(pruned))
     _expect_same(fresh, inputs, out, "tp.state_dict / pruners.load_pruned_state_dict")
     yield "state_dict"
-    torch.onnx.export(pruned, (inputs,), dynamo=True, verbose=False)
+    row.onnx_exporter = export_onnx(pruned, inputs)
     yield "onnx"
+
+
+def export_onnx(model: nn.Module, inputs: torch.Tensor) -> str:
+    """Export ``model`` to ONNX in memory with torch's dynamo exporter or, where that fails, its TorchScript
+    exporter, and name the one that worked; when both fail, the dynamo exporter's error is raised."""
+    try:
+        torch.onnx.export(model, (inputs,), dynamo=True, verbose=False)
+    except Exception as dynamo_error:
+        try:
+            torch.onnx.export(model, (inputs,), io.BytesIO(), dynamo=False)
+        except Exception:
+            raise dynamo_error from None
+        return "torchscript"
+    return "dynamo"
 
 
 def check_architecture(arch: str, method: str, ratio: float) -> SweepRow:
@@ -302,7 +318,9 @@ def markdown(rows: Sequence[SweepRow], method: str, ratio: float, how: str = "")
         "",
         f"Written by `prunebench sweep`. {ok} of {len(rows)} architectures "
         f"({100 * ok / len(rows):.0f} %) pass every stage ({' → '.join(STAGES)}); "
-        f"median {statistics.median(seconds):.1f} s per architecture.",
+        f"median {statistics.median(seconds):.1f} s per architecture. "
+        f"{sum(row.onnx_exporter == 'torchscript' for row in rows)} of them export to ONNX only with torch's "
+        "TorchScript exporter (its dynamo exporter fails).",
         *([how] if how else []),
         "",
         "## Failures by stage",
@@ -329,8 +347,8 @@ def markdown(rows: Sequence[SweepRow], method: str, ratio: float, how: str = "")
         "## Architectures",
         "",
         "| architecture | family | reached | failed at | reason | raised in | MACs before → after | MACs x "
-        "| params before → after | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| params before → after | ONNX exporter | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         macs = f"{row.macs_before:,} → {row.macs_after:,}" if row.macs_before else ""
@@ -338,7 +356,7 @@ def markdown(rows: Sequence[SweepRow], method: str, ratio: float, how: str = "")
         lines.append(
             f"| {row.arch} | {row.family} | {row.reached or '-'} | {row.failed_stage or ''} | "
             f"{_cell(row.reason)} | {row.raised_in} | {macs} | {_ratio(row.macs_before, row.macs_after)} | "
-            f"{params} | {row.seconds:.1f} |"
+            f"{params} | {row.onnx_exporter} | {row.seconds:.1f} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -18,6 +18,7 @@ from pruners.sweep import (
     SweepRow,
     _reason,
     check_architecture,
+    export_onnx,
     family,
     markdown,
     parameter_count,
@@ -77,6 +78,30 @@ def test_a_pruned_state_dict_loads_into_a_fresh_timm_model_with_read_only_proper
     assert sum(p.numel() for p in fresh.parameters()) == sum(p.numel() for p in pruned.parameters())
 
 
+def test_onnx_falls_back_to_the_torchscript_exporter_only_where_dynamo_fails_and_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model, inputs = torch.nn.Sequential(torch.nn.Linear(4, 2)), torch.randn(1, 4)
+    assert export_onnx(model, inputs) == "dynamo"
+    export, used = torch.onnx.export, []
+
+    def dynamo_fails(*args: object, dynamo: bool, **kwargs: object) -> object:
+        used.append(dynamo)
+        if dynamo:
+            raise RuntimeError("cannot decompose")
+        return export(*args, dynamo=dynamo, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", dynamo_fails)
+    assert export_onnx(model, inputs) == "torchscript" and used == [True, False]
+
+    def both_fail(*args: object, dynamo: bool, **kwargs: object) -> None:
+        raise ValueError(f"dynamo={dynamo}")
+
+    monkeypatch.setattr(torch.onnx, "export", both_fail)
+    with pytest.raises(ValueError, match="dynamo=True"):
+        export_onnx(model, inputs)
+
+
 def test_a_method_that_does_not_apply_fails_at_the_prune_stage() -> None:
     row = check_architecture("test_resnet", "vit_heads", 0.3)
     assert (row.reached, row.failed_stage) == ("forward", "prune")
@@ -127,16 +152,19 @@ def test_the_report_tallies_stages_reasons_and_families() -> None:
         SweepRow(
             "a1", "fam_a", reached="onnx", macs_before=100, macs_after=50, params_before=10, params_after=5
         ),
+        SweepRow("a3", "fam_a", reached="onnx", onnx_exporter="torchscript"),
         SweepRow("a2", "fam_a", "forward", "prune", "ValueError: x | y", raised_in="timm"),
         SweepRow("b1", "fam_b", reached="forward", failed_stage="prune", reason="ValueError: x | y"),
         SweepRow("b2", "fam_b", reached="", failed_stage="create", reason="timed out after 5 s"),
     ]
     text = markdown(rows, "l1", 0.3)
-    assert "1 of 4 architectures (25 %) pass every stage" in text
+    assert "2 of 5 architectures (40 %) pass every stage" in text
+    assert "1 of them export to ONNX only with torch's TorchScript exporter" in text
     assert "| prune | 2 | timm 1, crash or time limit 1 | ValueError: x \\| y (2) |" in text
     assert "| create | 1 | crash or time limit 1 | timed out after 5 s (1) |" in text
-    assert "| fam_a | 2 | 1 |" in text and "| fam_b | 2 | 0 |" in text
-    assert "| a1 | fam_a | onnx |  |  |  | 100 → 50 | 2.00 | 10 → 5 |" in text
+    assert "| fam_a | 3 | 2 |" in text and "| fam_b | 2 | 0 |" in text
+    assert "| a1 | fam_a | onnx |  |  |  | 100 → 50 | 2.00 | 10 → 5 |  |" in text
+    assert "| a3 | fam_a | onnx |  |  |  |  |  |  | torchscript |" in text
     assert "| a2 | fam_a | forward | prune | ValueError: x \\| y | timm |" in text
 
 
