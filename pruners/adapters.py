@@ -8,7 +8,9 @@ from functools import cache
 import timm
 import torch
 import torch_pruning as tp
-from timm.layers import Attention
+from timm.layers import Attention, BlurPool2d
+from timm.models.metaformer import Scale
+from timm.models.mlp_mixer import SpatialGatingUnit
 from timm.models.swin_transformer import PatchMerging, WindowAttention
 from torch import nn
 
@@ -74,10 +76,10 @@ def classifier_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def prunable_layers(model: nn.Module) -> list[nn.Module]:
-    """Every ``Conv2d`` / ``Linear`` outside the classifier head and outside :func:`foreign_attention`
-    (which pruning leaves whole)."""
+    """Every ``Conv2d`` / ``Linear`` outside the classifier head, :func:`foreign_attention` and
+    :func:`spatial_gating` (which pruning leaves whole)."""
     kept = {id(m) for m in classifier_layers(model)}
-    kept |= {id(m) for attn in foreign_attention(model) for m in attn.modules()}
+    kept |= {id(m) for whole in (*foreign_attention(model), *spatial_gating(model)) for m in whole.modules()}
     return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in kept]
 
 
@@ -96,17 +98,24 @@ def _has_heads(module: nn.Module) -> bool:
     return isinstance(getattr(module, "num_heads", None), int)
 
 
+def _projects(module: nn.Module) -> bool:
+    """Whether ``module`` has heads and a ``Linear`` / ``Conv2d`` of its own: an attention, not a helper
+    with a head count such as the relative-position MLP of ViT-relpos."""
+    return _has_heads(module) and any(isinstance(c, (nn.Linear, nn.Conv2d)) for c in module.children())
+
+
 def foreign_attention(model: nn.Module) -> list[nn.Module]:
-    """Attention of other kinds (BEiT, CaiT, ConViT, CoaT, CrossViT, ...): the innermost modules with a
-    ``num_heads`` that are not a :data:`_KNOWN_ATTENTION`. Their reshapes follow rules DepGraph cannot see
-    (talking heads, gated positional attention, ``C // num_heads``), so they are left whole and the rest of
-    the model (MLPs, convolutions) is pruned."""
+    """Attention of other kinds (BEiT, CaiT, ConViT, CoaT, CrossViT, ViT-relpos, ...): the innermost
+    modules with a ``num_heads`` that are not a :data:`_KNOWN_ATTENTION`, looking through helpers inside
+    them that only share the head count. Their reshapes follow rules DepGraph cannot see (talking heads,
+    gated positional attention, ``C // num_heads``), so they are left whole and the rest of the model (MLPs,
+    convolutions) is pruned."""
     return [
         m
         for m in model.modules()
         if _has_heads(m)
         and type(m) not in _KNOWN_ATTENTION
-        and not any(_has_heads(sub) for sub in m.modules() if sub is not m)
+        and not any(_projects(sub) for sub in m.modules() if sub is not m)
     ]
 
 
@@ -162,9 +171,10 @@ _UNWRAPPED_PARAMS = ("cls_token", "reg_token", "dist_token", "pos_embed", "gamma
 
 def unwrapped_parameters(model: nn.Module) -> list[tuple[nn.Parameter, int]]:
     """``[(param, dim)]`` for torch-pruning's ``unwrapped_parameters``: ViT tokens and ConvNeXt layer scales
-    lose the channels their block loses."""
+    lose the channels their block loses. A 4-D one is a feature map (PiT's ``pos_embed``, ``1 x C x H x W``)
+    and loses them along dim 1."""
     return [
-        (p, p.dim() - 1)
+        (p, 1 if p.dim() == 4 else p.dim() - 1)
         for name, p in model.named_parameters()
         if name.rsplit(".", 1)[-1] in _UNWRAPPED_PARAMS
     ]
@@ -203,13 +213,93 @@ class PatchMergingPruner(tp.pruner.BasePruningFunc):
         return layer.dim
 
 
+def _kept(count: int, idxs: Sequence[int]) -> list[int]:
+    """The indices of ``range(count)`` that pruning ``idxs`` leaves."""
+    gone = set(idxs)
+    return [i for i in range(count) if i not in gone]
+
+
+class BlurPoolPruner(tp.pruner.BasePruningFunc):
+    """Torch-Pruning rule for timm's ``BlurPool2d`` (TResNet, DenseNet-blur): a depthwise blur whose
+    per-channel filter is a buffer, so a channel it loses is a row of ``filt``."""
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        if layer.channels is not None:
+            kept = _kept(layer.channels, idxs)
+            layer.filt = layer.filt[kept]
+            layer.channels = len(kept)
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+    def get_out_channels(self, layer: nn.Module) -> int | None:
+        return layer.channels
+
+    get_in_channels = get_out_channels
+
+
+class NoBiasGroupNormPruner(tp.pruner.function.GroupNormPruner):
+    """Torch-Pruning's ``GroupNorm`` rule for a norm with a scale and no shift (MetaFormer's
+    ``GroupNorm1NoBias``): the stock rule prunes ``bias`` whenever ``affine`` is set; this one only when there
+    is one, so it also serves the other norms of the same type."""
+
+    def prune_out_channels(self, layer: nn.Module, idxs: Sequence[int]) -> nn.Module:
+        keep = _kept(layer.num_channels, idxs)
+        layer.num_channels = len(keep)
+        layer.weight = self._prune_parameter_and_grad(layer.weight, keep, 0)
+        if layer.bias is not None:
+            layer.bias = self._prune_parameter_and_grad(layer.bias, keep, 0)
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+
+# Torch-Pruning rules for timm layers DepGraph cannot trace channel by channel, by layer type.
+_CUSTOMIZED: dict[type, tp.pruner.BasePruningFunc] = {
+    PatchMerging: PatchMergingPruner(),
+    BlurPool2d: BlurPoolPruner(),
+}
+
+
 def customized_pruners(model: nn.Module) -> dict[type, tp.pruner.BasePruningFunc]:
-    """Torch-Pruning rules for timm layers DepGraph cannot trace channel by channel."""
-    return (
-        {PatchMerging: PatchMergingPruner()}
-        if any(isinstance(m, PatchMerging) for m in model.modules())
-        else {}
-    )
+    """Torch-Pruning rules for the timm layers of :data:`_CUSTOMIZED` that ``model`` holds, and for its
+    ``GroupNorm`` layers with a scale and no shift."""
+    present = {type(m) for m in model.modules()}
+    rules = {kind: rule for kind, rule in _CUSTOMIZED.items() if kind in present}
+    shiftless = {
+        type(m) for m in model.modules() if isinstance(m, nn.GroupNorm) and m.affine and m.bias is None
+    }
+    return rules | {kind: NoBiasGroupNormPruner() for kind in shiftless}
+
+
+def spatial_gating(model: nn.Module) -> list[nn.Module]:
+    """gMLP's spatial gating units and the ``fc1`` that feeds each: ``fc1``'s output is chunked into gate
+    halves that multiply channel by channel, and the gate's ``proj`` mixes tokens behind transposes, which
+    DepGraph takes for channels. The MLP's hidden width is left whole; its input and output still prune."""
+    return [
+        layer
+        for m in model.modules()
+        if isinstance(getattr(m, "gate", None), SpatialGatingUnit)
+        for layer in (m.fc1, m.gate)
+    ]
+
+
+def sync_layer_scales(model: nn.Module) -> None:
+    """After pruning, make each MetaFormer ``Scale``'s ``shape`` (which ``forward`` views its ``scale`` as)
+    agree with its pruned ``scale``."""
+    for m in model.modules():
+        if isinstance(m, Scale):
+            m.shape = (m.scale.numel(), *m.shape[1:])
+
+
+def prune_channel_extras(layer: nn.Module, idxs: Sequence[int]) -> None:
+    """Prune the output channels ``idxs`` from the extra parameters of a ``Conv2d`` / ``Linear`` subclass
+    that Torch-Pruning's rule for the base class leaves whole: those with one row per output channel (the
+    ``gain`` of timm's ``ScaledStdConv2d`` in NFNets). Call before the layer itself is pruned."""
+    rows = layer.weight.shape[0]
+    for name, p in list(layer.named_parameters(recurse=False)):
+        if name not in ("weight", "bias") and p.dim() > 0 and p.shape[0] == rows:
+            setattr(layer, name, nn.Parameter(p.data[_kept(rows, idxs)], requires_grad=p.requires_grad))
 
 
 def ignored_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -220,6 +310,33 @@ def ignored_parameters(model: nn.Module) -> list[nn.Parameter]:
         m.relative_position_bias_table for m in model.modules() if hasattr(m, "relative_position_bias_table")
     ]
     return tables + [p for m in foreign_attention(model) for p in m.parameters()]
+
+
+def _multiplies_channels(module: nn.Module) -> bool:
+    """A depthwise convolution with a channel multiplier (``groups == in_channels < out_channels``)."""
+    return isinstance(module, nn.Conv2d) and 1 < module.groups == module.in_channels < module.out_channels
+
+
+def multiplier_feeders(graph: tp.DependencyGraph, ignored: list[nn.Module]) -> list[nn.Module]:
+    """Layers whose output channels feed a depthwise convolution with a channel multiplier (PiT's pooling,
+    FastViT's downsampling), to be left whole: Torch-Pruning treats such a convolution as an ordinary one,
+    so it scores and removes its input channels wrongly. Empty when the model has none."""
+    if not any(_multiplies_channels(m) for m in graph.module2node):
+        return []
+    feeding = (
+        group
+        for group in graph.get_all_groups(ignored_layers=ignored)
+        if any(
+            _multiplies_channels(dep.target.module) and dep.handler == tp.prune_conv_in_channels
+            for dep, _ in group
+        )
+    )
+    return [
+        dep.target.module
+        for group in feeding
+        for dep, _ in group
+        if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, nn.Module)
+    ]
 
 
 def channel_rounding(model: nn.Module, round_to: int) -> int | None:

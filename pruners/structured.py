@@ -18,8 +18,12 @@ from .adapters import (
     customized_pruners,
     foreign_attention,
     ignored_parameters,
+    multiplier_feeders,
     prunable_heads,
+    prune_channel_extras,
+    spatial_gating,
     sync_attention,
+    sync_layer_scales,
     unwrapped_parameters,
 )
 from .registry import CalibBatches, MethodData, register_method
@@ -55,27 +59,50 @@ def channel_pruner(
     has its own rule, and channel counts left are multiples of ``ROUND_TO`` (unless grouped convolutions
     forbid it).
     """
-    return pruner_type(
-        model,
-        example_inputs,
-        importance=importance,
-        pruning_ratio=ratio,
-        global_pruning=global_ranking,
-        isomorphic=isomorphic,
-        max_pruning_ratio=MAX_GROUP_RATIO if global_ranking else 1.0,
-        ignored_layers=[*classifier_layers(model), *foreign_attention(model), *ignored_parameters(model)],
-        num_heads=attention_heads(model),
-        unwrapped_parameters=unwrapped_parameters(model),
-        customized_pruners=customized_pruners(model),
-        round_to=channel_rounding(model, ROUND_TO),
-        **options,
-    )
+    ignored = [
+        *classifier_layers(model),
+        *foreign_attention(model),
+        *spatial_gating(model),
+        *ignored_parameters(model),
+    ]
+
+    def build(ignored_layers: list[nn.Module | nn.Parameter]) -> tp.pruner.BasePruner:
+        return pruner_type(
+            model,
+            example_inputs,
+            importance=importance,
+            pruning_ratio=ratio,
+            global_pruning=global_ranking,
+            isomorphic=isomorphic,
+            max_pruning_ratio=MAX_GROUP_RATIO if global_ranking else 1.0,
+            ignored_layers=ignored_layers,
+            num_heads=attention_heads(model),
+            unwrapped_parameters=unwrapped_parameters(model),
+            customized_pruners=customized_pruners(model),
+            round_to=channel_rounding(model, ROUND_TO),
+            **options,
+        )
+
+    pruner = build(ignored)
+    held = multiplier_feeders(pruner.DG, pruner.ignored_layers)
+    # Rebuilt rather than patched, so the pruner's channel totals (global ranking) leave them out too.
+    return build(ignored + held) if held else pruner
+
+
+# Torch-Pruning's rules for the output channels of convolutions and linear layers.
+_OUT_CHANNEL_RULES = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
 
 
 def apply(pruner: tp.pruner.BasePruner, model: nn.Module) -> None:
-    """Run ``pruner`` on ``model`` and bring ViT attention bookkeeping in line with the new widths."""
-    pruner.step()
+    """Run ``pruner`` on ``model``, pruning the extra per-channel parameters of layer subclasses along with
+    their layers, and bring attention and layer-scale bookkeeping in line with the new widths."""
+    for group in pruner.step(interactive=True):
+        for dep, idxs in group:
+            if dep.handler in _OUT_CHANNEL_RULES:
+                prune_channel_extras(dep.target.module, idxs)
+        group.prune()
     sync_attention(model, pruner.num_heads)
+    sync_layer_scales(model)
 
 
 def prune_channels(

@@ -7,6 +7,8 @@ import re
 import pytest
 import timm
 import torch
+from timm.layers import BlurPool2d, ScaledStdConv2d
+from timm.models.metaformer import GroupNorm1NoBias, Scale
 from timm.models.swin_transformer import PatchMerging
 from torch import nn
 
@@ -121,6 +123,7 @@ def test_grouped_convolutions_turn_channel_rounding_off() -> None:
         ("convit_tiny", {}, "GPSA"),
         ("beit_base_patch16_224", {"patch_size": 8, "depth": 2}, "Attention"),
         ("cait_xxs24_224", {"patch_size": 8, "depth": 2}, "TalkingHeadAttn"),
+        ("vit_relpos_small_patch16_rpn_224", {"patch_size": 8, "depth": 2}, "RelPosAttention"),
     ],
 )
 def test_attention_of_other_kinds_is_left_whole_and_the_rest_pruned(name, kwargs, attention) -> None:
@@ -134,3 +137,68 @@ def test_attention_of_other_kinds_is_left_whole_and_the_rest_pruned(name, kwargs
     assert [[p.shape for p in m.parameters()] for m in foreign_attention(pruned)] == shapes
     assert record.macs_after < record.macs_before
     assert pruned(inputs).shape == (2, 10)
+
+
+class _Net(nn.Module):
+    """A small CNN around timm layers, with a torchvision-style ``fc`` head."""
+
+    def __init__(self, *layers: nn.Module, width: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(*layers, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.body(x))
+
+
+def _pruned(model: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    inputs = torch.randn(2, 3, 32, 32)
+    pruned, record = pruners.prune(model.eval(), "l1", 0.5, inputs)
+    assert record.macs_after < record.macs_before
+    assert pruned(inputs).shape == (2, 10)
+    return pruned
+
+
+def test_blur_pool_filters_lose_the_channels_of_their_input() -> None:
+    pruned = _pruned(_Net(nn.Conv2d(3, 32, 3), BlurPool2d(32), nn.Conv2d(32, 32, 3), width=32))
+    conv, blur = pruned.body[0], pruned.body[1]
+    assert conv.out_channels < 32 and blur.channels == blur.filt.shape[0] == conv.out_channels
+
+
+def test_scaled_weight_standardisation_gains_lose_their_output_channels() -> None:
+    pruned = _pruned(_Net(ScaledStdConv2d(3, 32, 3), nn.ReLU(), ScaledStdConv2d(32, 32, 3), width=32))
+    for conv in (pruned.body[0], pruned.body[2]):
+        assert conv.out_channels < 32 and conv.gain.shape[0] == conv.out_channels
+
+
+def test_metaformer_layer_scales_and_shiftless_group_norms_follow_their_channels() -> None:
+    pruned = _pruned(
+        _Net(nn.Conv2d(3, 32, 3), GroupNorm1NoBias(32), Scale(32), nn.Conv2d(32, 32, 1), width=32)
+    )
+    norm, scale = pruned.body[1], pruned.body[2]
+    kept = pruned.body[0].out_channels
+    assert kept < 32 and norm.bias is None and norm.weight.shape == (kept,) == (norm.num_channels,)
+    assert scale.shape == (kept, 1, 1) and scale.scale.shape == (kept,)
+
+
+def test_what_feeds_a_channel_multiplying_depthwise_convolution_is_left_whole() -> None:
+    model = _Net(
+        nn.Conv2d(3, 16, 3), nn.Conv2d(16, 32, 3, groups=16), nn.ReLU(), nn.Conv2d(32, 32, 1), width=32
+    )
+    pruned = _pruned(model)
+    assert pruned.body[0].out_channels == 16 and pruned.body[1].in_channels == 16
+    assert pruned.body[3].out_channels < 32
+
+
+def test_gmlp_spatial_gating_is_left_whole_and_the_residual_width_pruned() -> None:
+    model = timm.create_model("gmlp_ti16_224", num_classes=10, img_size=32)
+    gates = [
+        (block.mlp_channels.fc1.out_features, block.mlp_channels.gate.proj.weight.shape)
+        for block in model.blocks
+    ]
+    pruned = _pruned(model)
+    assert [
+        (b.mlp_channels.fc1.out_features, b.mlp_channels.gate.proj.weight.shape) for b in pruned.blocks
+    ] == gates
+    assert pruned.stem.proj.out_channels < model.stem.proj.out_channels
