@@ -339,6 +339,36 @@ def multiplier_feeders(graph: tp.DependencyGraph, ignored: list[nn.Module]) -> l
     ]
 
 
+def _width(graph: tp.DependencyGraph, dep: tp.Dependency) -> int | None:
+    """The size of the dimension ``dep`` prunes on its target, or ``None`` where Torch-Pruning cannot tell."""
+    if dep.target.module not in graph.module2node or graph.get_pruner_of_module(dep.target.module) is None:
+        return None
+    if graph.is_out_channel_pruning_fn(dep.handler):
+        return graph.get_out_channels(dep.target.module)
+    return graph.get_in_channels(dep.target.module)
+
+
+def _out_of_range(graph: tp.DependencyGraph, group: tp.Group) -> bool:
+    for dep, idxs in group:
+        width = _width(graph, dep)
+        if width is not None and idxs and max(idxs) >= width:
+            return True
+    return False
+
+
+def mis_mapped_groups(graph: tp.DependencyGraph, ignored: list[nn.Module]) -> list[nn.Module]:
+    """The layers of dependency groups whose channel indices Torch-Pruning maps past the end of a layer (its
+    concat, split and reshape index mappings on DPN, FasterNet, EfficientViT, EVA-02, gMixer), to be left
+    whole: scoring or pruning such a group raises or removes the wrong channels. Empty when none is."""
+    return [
+        dep.target.module
+        for group in graph.get_all_groups(ignored_layers=ignored)
+        if _out_of_range(graph, group)
+        for dep, _ in group
+        if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, nn.Module)
+    ]
+
+
 def channel_rounding(model: nn.Module, round_to: int) -> int | None:
     """``round_to`` for Torch-Pruning, or ``None`` for models with grouped (not depthwise) convolutions such
     as RegNet and ResNeXt: DepGraph removes the same channels from every group, and rounding the total

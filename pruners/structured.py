@@ -6,6 +6,8 @@ calibration batches); :func:`prune_channels` is the shared pruning step.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch_pruning as tp
 from torch import nn
@@ -18,6 +20,7 @@ from .adapters import (
     customized_pruners,
     foreign_attention,
     ignored_parameters,
+    mis_mapped_groups,
     multiplier_feeders,
     prunable_heads,
     prune_channel_extras,
@@ -85,6 +88,14 @@ def channel_pruner(
 
     pruner = build(ignored)
     held = multiplier_feeders(pruner.DG, pruner.ignored_layers)
+    mis_mapped = mis_mapped_groups(pruner.DG, pruner.ignored_layers + held)
+    if mis_mapped:
+        warnings.warn(
+            f"Torch-Pruning maps the channels of {len(mis_mapped)} layers past the end of a layer they "
+            "depend on; those layers are left whole",
+            stacklevel=2,
+        )
+    held += mis_mapped
     # Rebuilt rather than patched, so the pruner's channel totals (global ranking) leave them out too.
     return build(ignored + held) if held else pruner
 

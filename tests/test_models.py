@@ -202,3 +202,27 @@ def test_gmlp_spatial_gating_is_left_whole_and_the_residual_width_pruned() -> No
         (b.mlp_channels.fc1.out_features, b.mlp_channels.gate.proj.weight.shape) for b in pruned.blocks
     ] == gates
     assert pruned.stem.proj.out_channels < model.stem.proj.out_channels
+
+
+class _PartialConvolution(nn.Module):
+    """FasterNet's block: a convolution over the first channels only, its result concatenated with the
+    rest, then a residual; Torch-Pruning maps the residual's channel indices past the split."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.partial = nn.Conv2d(3, 32, 3), nn.Conv2d(8, 8, 3, padding=1)
+        self.mix, self.head = nn.Conv2d(32, 32, 1), nn.Sequential(nn.Conv2d(32, 64, 1), nn.Conv2d(64, 64, 1))
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        first, rest = torch.split(x, [8, 24], dim=1)
+        x = x + self.mix(torch.cat((self.partial(first), rest), dim=1))
+        return self.fc(self.head(x).mean((2, 3)))
+
+
+def test_groups_whose_channels_torch_pruning_maps_out_of_range_are_left_whole_with_a_warning() -> None:
+    with pytest.warns(UserWarning, match="past the end of a layer"):
+        pruned = _pruned(_PartialConvolution())
+    assert (pruned.stem.out_channels, pruned.partial.out_channels, pruned.mix.out_channels) == (32, 8, 32)
+    assert pruned.head[0].out_channels < 64 and pruned.head[1].out_channels < 64
