@@ -8,9 +8,13 @@ from functools import cache
 import timm
 import torch
 import torch_pruning as tp
-from timm.layers import Attention, BlurPool2d
+from timm.layers import Attention, BlurPool2d, SelectiveKernel
+from timm.models.inception_next import InceptionDWConv2d
+from timm.models.mambaout import GatedConvBlock
 from timm.models.metaformer import Scale
 from timm.models.mlp_mixer import SpatialGatingUnit
+from timm.models.mobilevit import LinearSelfAttention
+from timm.models.res2net import Bottle2neck
 from timm.models.swin_transformer import PatchMerging, WindowAttention
 from torch import nn
 
@@ -77,9 +81,10 @@ def classifier_layers(model: nn.Module) -> list[nn.Module]:
 
 def prunable_layers(model: nn.Module) -> list[nn.Module]:
     """Every ``Conv2d`` / ``Linear`` outside the classifier head, :func:`foreign_attention` and
-    :func:`spatial_gating` (which pruning leaves whole)."""
+    :func:`spatial_gating` and :func:`fixed_splits` (which pruning leaves whole)."""
     kept = {id(m) for m in classifier_layers(model)}
-    kept |= {id(m) for whole in (*foreign_attention(model), *spatial_gating(model)) for m in whole.modules()}
+    whole = (*foreign_attention(model), *spatial_gating(model), *fixed_splits(model))
+    kept |= {id(m) for layer in whole for m in layer.modules()}
     return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in kept]
 
 
@@ -284,6 +289,24 @@ def spatial_gating(model: nn.Module) -> list[nn.Module]:
     ]
 
 
+# Per block type, the layers around a split by constant channel counts.
+_FIXED_SPLIT_LAYERS: dict[type, tuple[str, ...]] = {
+    GatedConvBlock: ("fc1", "conv"),
+    InceptionDWConv2d: ("dwconv_hw", "dwconv_w", "dwconv_h"),
+    LinearSelfAttention: ("qkv_proj",),
+    Bottle2neck: ("conv1", "convs"),
+}
+
+
+def fixed_splits(model: nn.Module) -> list[nn.Module]:
+    """Layers whose output a timm block splits by channel counts it keeps as constants: MambaOut's gated
+    ``fc1`` (and the depthwise ``conv`` on its last part), InceptionNeXt's depthwise branches (their split
+    is of the block's input, so that width is held too), MobileViT-v2's ``qkv_proj`` and Res2Net's ``conv1``
+    and the convolutions on its parts. Pruning them would leave the constants wrong, so they are left
+    whole; the rest of each block still prunes."""
+    return [getattr(m, name) for m in model.modules() for name in _FIXED_SPLIT_LAYERS.get(type(m), ())]
+
+
 def sync_layer_scales(model: nn.Module) -> None:
     """After pruning, make each MetaFormer ``Scale``'s ``shape`` (which ``forward`` views its ``scale`` as)
     agree with its pruned ``scale``."""
@@ -321,14 +344,35 @@ def multiplier_feeders(graph: tp.DependencyGraph, ignored: list[nn.Module]) -> l
     """Layers whose output channels feed a depthwise convolution with a channel multiplier (PiT's pooling,
     FastViT's downsampling), to be left whole: Torch-Pruning treats such a convolution as an ordinary one,
     so it scores and removes its input channels wrongly. Empty when the model has none."""
-    if not any(_multiplies_channels(m) for m in graph.module2node):
+    return _feeders(graph, ignored, {m for m in graph.module2node if _multiplies_channels(m)})
+
+
+def split_input_feeders(graph: tp.DependencyGraph, ignored: list[nn.Module]) -> list[nn.Module]:
+    """Layers whose output channels a timm block splits by a count it keeps as a constant (SKNet's selective
+    kernels with ``split_input``), to be left whole: after pruning, the split would no longer fit."""
+    return _feeders(
+        graph,
+        ignored,
+        {
+            conv
+            for m in graph.model.modules()
+            if isinstance(m, SelectiveKernel) and m.split_input
+            for path in m.paths
+            for conv in path.modules()
+            if isinstance(conv, nn.Conv2d)
+        },
+    )
+
+
+def _feeders(graph: tp.DependencyGraph, ignored: list[nn.Module], targets: set[nn.Module]) -> list[nn.Module]:
+    """The layers whose output channels are in a group with the input channels of one of ``targets``."""
+    if not targets:
         return []
     feeding = (
         group
         for group in graph.get_all_groups(ignored_layers=ignored)
         if any(
-            _multiplies_channels(dep.target.module) and dep.handler == tp.prune_conv_in_channels
-            for dep, _ in group
+            graph.is_in_channel_pruning_fn(dep.handler) and dep.target.module in targets for dep, _ in group
         )
     )
     return [

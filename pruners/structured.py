@@ -18,6 +18,7 @@ from .adapters import (
     channel_rounding,
     classifier_layers,
     customized_pruners,
+    fixed_splits,
     foreign_attention,
     ignored_parameters,
     mis_mapped_groups,
@@ -25,6 +26,7 @@ from .adapters import (
     prunable_heads,
     prune_channel_extras,
     spatial_gating,
+    split_input_feeders,
     sync_attention,
     sync_layer_scales,
     unwrapped_parameters,
@@ -66,6 +68,7 @@ def channel_pruner(
         *classifier_layers(model),
         *foreign_attention(model),
         *spatial_gating(model),
+        *fixed_splits(model),
         *ignored_parameters(model),
     ]
 
@@ -87,7 +90,10 @@ def channel_pruner(
         )
 
     pruner = build(ignored)
-    held = multiplier_feeders(pruner.DG, pruner.ignored_layers)
+    held = [
+        *multiplier_feeders(pruner.DG, pruner.ignored_layers),
+        *split_input_feeders(pruner.DG, pruner.ignored_layers),
+    ]
     mis_mapped = mis_mapped_groups(pruner.DG, pruner.ignored_layers + held)
     if mis_mapped:
         warnings.warn(

@@ -151,10 +151,10 @@ class _Net(nn.Module):
         return self.fc(self.body(x))
 
 
-def _pruned(model: nn.Module) -> nn.Module:
+def _pruned(model: nn.Module, ratio: float = 0.5) -> nn.Module:
     torch.manual_seed(0)
     inputs = torch.randn(2, 3, 32, 32)
-    pruned, record = pruners.prune(model.eval(), "l1", 0.5, inputs)
+    pruned, record = pruners.prune(model.eval(), "l1", ratio, inputs)
     assert record.macs_after < record.macs_before
     assert pruned(inputs).shape == (2, 10)
     return pruned
@@ -226,3 +226,20 @@ def test_groups_whose_channels_torch_pruning_maps_out_of_range_are_left_whole_wi
         pruned = _pruned(_PartialConvolution())
     assert (pruned.stem.out_channels, pruned.partial.out_channels, pruned.mix.out_channels) == (32, 8, 32)
     assert pruned.head[0].out_channels < 64 and pruned.head[1].out_channels < 64
+
+
+@pytest.mark.parametrize(
+    ("name", "split_layers"),
+    [
+        ("mambaout_femto", lambda m: [m.stages[0].blocks[0].fc1, m.stages[0].blocks[0].conv]),
+        ("inception_next_tiny", lambda m: [m.stages[0].blocks[0].token_mixer.dwconv_hw]),
+        ("mobilevitv2_050", lambda m: [m.stages[2][1].transformer[0].attn.qkv_proj]),
+        ("skresnet18", lambda m: [m.conv1]),
+        ("res2next50", lambda m: [m.layer1[0].conv1, *m.layer1[0].convs]),
+    ],
+)
+def test_layers_around_a_split_by_constant_channel_counts_are_left_whole(name, split_layers) -> None:
+    model = timm.create_model(name, num_classes=10)
+    widths = [layer.weight.shape[0] for layer in split_layers(model)]
+    pruned = _pruned(model, ratio=0.3)
+    assert [layer.weight.shape[0] for layer in split_layers(pruned)] == widths
