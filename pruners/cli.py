@@ -26,7 +26,7 @@ from .profile import profile_pair
 from .registry import check_ratio, get_method, list_methods
 from .report import write_report
 from .settings import bench_settings
-from .sweep import SweepRow, markdown, select_architectures, sweep, write_csv
+from .sweep import SweepRow, markdown, merge_rows, read_csv, select_architectures, sweep, write_csv
 from .zoo import WeightsUnavailableError, write_atomic
 
 
@@ -133,6 +133,7 @@ def _sweep(args: argparse.Namespace) -> str:
     if "train" in spec.needs:
         raise ValueError(f"method {args.method!r} needs sparse training; the sweep runs one-shot methods")
     ratio = check_ratio(args.ratio if args.ratio is not None else spec.default_ratio)
+    earlier = read_csv(args.update) if args.update else []
     start = time.perf_counter()
     archs = select_architectures(args.patterns, args.per_family)
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,12 +152,16 @@ def _sweep(args: argparse.Namespace) -> str:
         progress=progress,
     )
     wall = time.perf_counter() - start
-    write_csv(rows, args.out_dir / "sweep.csv")
     how = (
         f"Command: `prunebench {shlex.join(args.argv)}`; {wall / 60:.1f} min wall with {args.jobs} "
         f"job(s) on {os.cpu_count()} cores, torch {torch.__version__}, timm {timm.__version__}, "
         f"torch-pruning {tp.__version__}."
     )
+    if args.update:
+        kept = len(earlier) - sum(row.arch in archs for row in earlier)
+        how += f" The other {kept} rows are those of `{args.update}`, an earlier sweep."
+        rows = merge_rows(earlier, rows)
+    write_csv(rows, args.out_dir / "sweep.csv")
     report = markdown(rows, args.method, ratio, how).encode()
     write_atomic(args.out_dir / "sweep.md", lambda f: f.write(report))
     ok = sum(row.ok for row in rows)
@@ -245,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--jobs", type=int, default=1, help="architectures checked at once (default 1)")
     check.add_argument("--timeout", type=float, default=300.0, help="seconds per architecture (default 300)")
     check.add_argument("--out-dir", type=Path, default=Path("sweep"), help="where to write (default sweep/)")
+    check.add_argument(
+        "--update",
+        type=Path,
+        metavar="CSV",
+        help="an earlier sweep.csv: write its rows with those of the architectures checked now replaced",
+    )
     check.add_argument(
         "--import",
         dest="imports",

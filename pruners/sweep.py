@@ -302,6 +302,31 @@ def write_csv(rows: Sequence[SweepRow], path: Path) -> None:
     write_atomic(path, lambda f: f.write(text.getvalue().encode()))
 
 
+def read_csv(path: Path) -> list[SweepRow]:
+    """The rows of a ``sweep.csv`` that :func:`write_csv` wrote; ``ValueError`` naming the file if it is not
+    one."""
+    types = {f.name: f.type for f in dataclasses.fields(SweepRow)}
+    try:
+        with path.open(newline="") as f:
+            records = list(csv.DictReader(f))
+        return [SweepRow(**{name: _field(types[name], record[name]) for name in types}) for record in records]
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path} is not a sweep.csv written by prunebench sweep: {err!r}") from err
+
+
+def _field(kind: str, text: str) -> object:
+    if kind == "int | None":
+        return int(text) if text else None
+    return float(text) if kind == "float" else text
+
+
+def merge_rows(earlier: Sequence[SweepRow], rows: Sequence[SweepRow]) -> list[SweepRow]:
+    """``earlier`` with the rows of the architectures checked again replaced by ``rows``; new ones last."""
+    fresh = {row.arch: row for row in rows}
+    merged = [fresh.pop(row.arch, row) for row in earlier]
+    return [*merged, *fresh.values()]
+
+
 def _ratio(before: int | None, after: int | None) -> str:
     return f"{before / after:.2f}" if before and after else ""
 

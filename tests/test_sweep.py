@@ -21,10 +21,13 @@ from pruners.sweep import (
     export_onnx,
     family,
     markdown,
+    merge_rows,
     parameter_count,
     raised_in,
+    read_csv,
     run_isolated,
     select_architectures,
+    write_csv,
 )
 
 METHODS_MODULE = '''
@@ -221,3 +224,36 @@ def test_bad_arguments_are_one_line_and_a_non_zero_exit(argv, message, tmp_path,
 def test_a_reason_is_one_line_without_terminal_colours() -> None:
     err = RuntimeError("\x1b[96mThis is step 2/3\x1b[0m of exporting\nmore")
     assert _reason(err) == "RuntimeError: This is step 2/3 of exporting"
+
+
+def test_a_sweep_csv_reads_back_as_the_rows_it_was_written_from(tmp_path) -> None:
+    rows = [
+        SweepRow("a", "fam", "onnx", macs_before=10, macs_after=5, params_before=4, seconds=1.5),
+        SweepRow("b", "fam", "forward", "prune", "TypeError: x", "Torch-Pruning", seconds=0.25),
+    ]
+    write_csv(rows, tmp_path / "sweep.csv")
+    assert read_csv(tmp_path / "sweep.csv") == rows
+    (tmp_path / "other.csv").write_text("name,value\nx,1\n")
+    with pytest.raises(ValueError, match=r"other\.csv is not a sweep\.csv"):
+        read_csv(tmp_path / "other.csv")
+
+
+def test_an_update_replaces_the_rows_checked_again_and_keeps_the_others(tmp_path, capsys) -> None:
+    earlier = [
+        SweepRow("test_vit", "vision_transformer", "prune", "macs_dropped", "stale", seconds=9.0),
+        SweepRow("other_arch", "other", "onnx", seconds=2.0),
+    ]
+    write_csv(earlier, tmp_path / "earlier.csv")
+    argv = ["sweep", "test_vit", "test_resnet", "--update", str(tmp_path / "earlier.csv")]
+    assert main([*argv, "--out-dir", str(tmp_path)]) == 0
+    rows = read_csv(tmp_path / "sweep.csv")
+    assert [(r.arch, r.ok) for r in rows] == [("test_vit", True), ("other_arch", True), ("test_resnet", True)]
+    assert "The other 1 rows are those of" in (tmp_path / "sweep.md").read_text()
+    assert merge_rows(earlier, []) == earlier
+
+
+def test_an_update_from_a_file_that_is_not_a_sweep_fails_before_checking_anything(tmp_path, capsys) -> None:
+    (tmp_path / "bad.csv").write_text("not,a\nsweep,file\n")
+    assert main(["sweep", "test_vit", "--update", str(tmp_path / "bad.csv"), "--out-dir", str(tmp_path)]) == 1
+    assert "bad.csv is not a sweep.csv" in capsys.readouterr().err
+    assert not (tmp_path / "sweep.csv").exists()
