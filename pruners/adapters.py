@@ -80,11 +80,9 @@ def classifier_layers(model: nn.Module) -> list[nn.Module]:
 
 
 def prunable_layers(model: nn.Module) -> list[nn.Module]:
-    """Every ``Conv2d`` / ``Linear`` outside the classifier head, :func:`foreign_attention` and
-    :func:`spatial_gating` and :func:`fixed_splits` (which pruning leaves whole)."""
+    """Every ``Conv2d`` / ``Linear`` outside the classifier head and the modules :func:`left_whole`."""
     kept = {id(m) for m in classifier_layers(model)}
-    whole = (*foreign_attention(model), *spatial_gating(model), *fixed_splits(model))
-    kept |= {id(m) for layer in whole for m in layer.modules()}
+    kept |= {id(m) for whole in left_whole(model) for m in whole.modules()}
     return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m) not in kept]
 
 
@@ -305,6 +303,12 @@ def fixed_splits(model: nn.Module) -> list[nn.Module]:
     and the convolutions on its parts. Pruning them would leave the constants wrong, so they are left
     whole; the rest of each block still prunes."""
     return [getattr(m, name) for m in model.modules() for name in _FIXED_SPLIT_LAYERS.get(type(m), ())]
+
+
+def left_whole(model: nn.Module) -> list[nn.Module]:
+    """The modules structured pruning leaves whole, by family rule: :func:`foreign_attention`,
+    :func:`spatial_gating` and :func:`fixed_splits`."""
+    return [*foreign_attention(model), *spatial_gating(model), *fixed_splits(model)]
 
 
 def sync_layer_scales(model: nn.Module) -> None:

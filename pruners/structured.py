@@ -18,14 +18,12 @@ from .adapters import (
     channel_rounding,
     classifier_layers,
     customized_pruners,
-    fixed_splits,
-    foreign_attention,
     ignored_parameters,
+    left_whole,
     mis_mapped_groups,
     multiplier_feeders,
     prunable_heads,
     prune_channel_extras,
-    spatial_gating,
     split_input_feeders,
     sync_attention,
     sync_layer_scales,
@@ -66,9 +64,7 @@ def channel_pruner(
     """
     ignored = [
         *classifier_layers(model),
-        *foreign_attention(model),
-        *spatial_gating(model),
-        *fixed_splits(model),
+        *left_whole(model),
         *ignored_parameters(model),
     ]
 

@@ -238,7 +238,7 @@ def test_a_sweep_csv_reads_back_as_the_rows_it_was_written_from(tmp_path) -> Non
         read_csv(tmp_path / "other.csv")
 
 
-def test_an_update_replaces_the_rows_checked_again_and_keeps_the_others(tmp_path, capsys) -> None:
+def test_an_update_replaces_the_rows_checked_again_and_keeps_the_others(tmp_path) -> None:
     earlier = [
         SweepRow("test_vit", "vision_transformer", "prune", "macs_dropped", "stale", seconds=9.0),
         SweepRow("other_arch", "other", "onnx", seconds=2.0),
