@@ -16,9 +16,11 @@ from pruners.matrix import (
     left_out,
     parse_seeds,
     parse_shard,
+    parse_speedups,
     select_cases,
     split_csv,
 )
+from pruners.report import ReportRow, equal_cost_tables
 from pruners.settings import BenchSettings, bench_settings
 
 
@@ -31,6 +33,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--methods", help="comma-separated method names or wildcards (default: all registered)")
     group.addoption("--ratios", help="comma-separated pruning ratios in (0, 1) (default: each method's own)")
+    group.addoption(
+        "--speedup",
+        "--speedups",
+        dest="speedups",
+        help="MACs targets, e.g. 2 or 1.5,2,3: each structured method is pruned until dense / pruned MACs "
+        "lands within 2%% of each (equal cost); mask methods keep --ratios",
+    )
     group.addoption("--quick", action="store_true", help="smoke tier: 6 cases on resnet18 and mobilenetv3")
     group.addoption("--full", action="store_true", help="whole matrix: every method on every default model")
     group.addoption("--batch-size", type=int, default=64, help="images per forward for MACs and latency")
@@ -82,7 +91,12 @@ def pytest_configure(config: pytest.Config) -> None:
     try:
         tier = choose_tier(config.option.quick, config.option.full, bool(models or methods))
         matrix, config.prunebench_cases = select_cases(
-            models, methods, split_csv(config.option.ratios), tier=tier, shard_spec=config.option.shard
+            models,
+            methods,
+            split_csv(config.option.ratios),
+            tier=tier,
+            shard_spec=config.option.shard,
+            speedups=parse_speedups(config.option.speedups),
         )
         config.prunebench_left_out = left_out(models, methods, tier)
         config.prunebench_matrix_size = len(matrix)
@@ -112,6 +126,7 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     except (ValueError, pruners.WeightsUnavailableError) as err:
         raise pytest.UsageError(str(err)) from None
+    config.prunebench_rows = []
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     torch.set_num_threads(config.option.threads or (1 if worker else os.cpu_count() or 1))
 
@@ -140,6 +155,10 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     if config.prunebench_first_run:
         terminalreporter.write_line(config.prunebench_first_run, yellow=True)
+    tables = equal_cost_tables(config.prunebench_rows)
+    if tables:
+        terminalreporter.write_sep("=", "prunebench: methods at equal cost")
+        terminalreporter.write_line(tables)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -166,3 +185,9 @@ def opts(request: pytest.FixtureRequest) -> pytest.Config:
 @pytest.fixture
 def seeds(request: pytest.FixtureRequest) -> list[int]:
     return request.config.prunebench_seeds
+
+
+@pytest.fixture
+def rows(request: pytest.FixtureRequest) -> list[ReportRow]:
+    """The timed cases of this process, for the equal-cost tables of the terminal summary."""
+    return request.config.prunebench_rows

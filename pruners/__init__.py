@@ -6,6 +6,7 @@
 >>> pruners.list_models("*vit*")
 ['vit_tiny_patch16_224', 'mobilevit_xxs']
 >>> pruned, record = pruners.prune(model, "l1", 0.3, example_inputs)
+>>> pruned, record = pruners.prune_to_speedup(model, "l1", 2.0, example_inputs)  # 2x fewer MACs
 """
 
 from . import sparse_training, structured, unstructured  # noqa: F401  (register the methods)
@@ -19,9 +20,11 @@ from .pruning import (
     NotApplicableError,
     NothingPrunedError,
     PruneRecord,
+    TargetUnreachableError,
     UnderPrunedError,
     load_pruned_state_dict,
     prune,
+    prune_to_speedup,
 )
 from .registry import MethodData, MethodSpec, check_ratio, get_method, list_methods, register_method
 from .unstructured import make_permanent
@@ -44,6 +47,7 @@ __all__ = [
     "PairedDrop",
     "PruneRecord",
     "SeedResult",
+    "TargetUnreachableError",
     "TimingOptions",
     "UnderPrunedError",
     "Verdict",
@@ -63,6 +67,7 @@ __all__ = [
     "load_pruned_state_dict",
     "make_permanent",
     "prune",
+    "prune_to_speedup",
     "register_method",
     "resolve_device",
     "run",

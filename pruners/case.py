@@ -18,11 +18,11 @@ from torch import nn
 
 from . import zoo
 from .data import Workload, digits
-from .gate import PairedDrop, Verdict, judge
-from .measure import LatencyStats, TimingOptions, compare_latency, correct, device_of, top1
-from .pruning import PruneRecord, prune
+from .gate import PairedDrop, Verdict, encode_correct, judge
+from .measure import LatencyStats, TimingOptions, compare_latency, correct, device_of
+from .pruning import PruneRecord, check_speedup, prune, prune_to_speedup
 from .registry import MethodData, Regularizer, get_method
-from .train import Recipe, train
+from .train import RECALIBRATION_BATCH_SIZE, Recipe, recalibrate_batchnorm, train
 from .unstructured import make_permanent
 
 CALIB_BATCHES = 4
@@ -56,19 +56,28 @@ class SeedResult:
     seed: int
     paired: PairedDrop
     pruned_top1_before_recovery: float
+    pruned_top1_recalibrated: float
+    recalibration_images: int
     record: PruneRecord
     recovery_seconds: float
     prune_seconds: float
     budget: tuple[int, int]
     dense: nn.Module = dataclasses.field(repr=False)
     pruned: nn.Module = dataclasses.field(repr=False)
+    correct: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict, repr=False)
 
-    def summary(self) -> dict[str, float | int | list[float]]:
+    def summary(self) -> dict[str, object]:
+        """This seed's figures; ``correct`` packs the per-image correctness of its ``dense``,
+        ``recalibrated`` and ``recovered`` models (:func:`pruners.gate.encode_correct`), so that a report
+        can pair any two cases of a run."""
         low, high = self.paired.ci(0.95)
         return {
             "seed": self.seed,
+            "ratio": round(self.record.ratio, 4),
+            "macs_speedup": round(self.record.macs_speedup, 3),
             "dense_top1": round(self.paired.dense_top1, 2),
             "pruned_top1_before_recovery": round(self.pruned_top1_before_recovery, 2),
+            "pruned_top1_recalibrated": round(self.pruned_top1_recalibrated, 2),
             "pruned_top1": round(self.paired.pruned_top1, 2),
             "top1_drop": round(self.paired.drop, 2),
             "top1_drop_se": round(self.paired.se, 3),
@@ -76,6 +85,7 @@ class SeedResult:
             "mcnemar_p": round(self.paired.mcnemar_p, 4),
             "prune_seconds": round(self.prune_seconds, 1),
             "recovery_seconds": round(self.recovery_seconds, 1),
+            "correct": {name: encode_correct(ok) for name, ok in self.correct.items()},
         }
 
 
@@ -96,6 +106,7 @@ class CaseResult:
     latency_at_size_error: str = ""
     data: str = ""
     weights: str = "trained here"
+    target_speedup: float | None = None
 
     @property
     def dense(self) -> nn.Module:
@@ -126,6 +137,17 @@ class CaseResult:
         return statistics.fmean(s.paired.pruned_top1 for s in self.seeds)
 
     @property
+    def recalibration(self) -> str:
+        """How ``pruned_top1_recalibrated`` was measured, in words."""
+        images = self.seeds[0].recalibration_images
+        if not images:
+            return "no BatchNorm layers: equals the one-shot top-1"
+        return (
+            f"BatchNorm running statistics re-estimated on {images} training images "
+            f"({images // RECALIBRATION_BATCH_SIZE} batches), weights untouched"
+        )
+
+    @property
     def top1_drop(self) -> float:
         """Mean over seeds of dense minus pruned top-1, in points (negative when pruning helped)."""
         return self.verdict.mean_drop
@@ -144,6 +166,10 @@ class CaseResult:
             "pruned_top1_before_recovery": round(
                 statistics.fmean(s.pruned_top1_before_recovery for s in self.seeds), 2
             ),
+            "pruned_top1_recalibrated": round(
+                statistics.fmean(s.pruned_top1_recalibrated for s in self.seeds), 2
+            ),
+            "recalibration": self.recalibration,
             "pruned_top1": round(self.pruned_top1, 2),
             "top1_drop": round(verdict.mean_drop, 2),
             "top1_drop_min": round(min(drops), 2),
@@ -161,6 +187,9 @@ class CaseResult:
             "channel_ratio": round(self.record.channel_ratio, 3),
             "sparsity": round(self.record.sparsity, 3),
             "head_ratio": round(self.record.head_ratio, 3),
+            "target_speedup": self.target_speedup,
+            "channel_multiple": self.record.channel_multiple if self.record.kind == "structured" else None,
+            "search_probes": self.record.probes,
             "sparse_train_epochs": self.seeds[0].budget[0],
             "recovery_epochs": self.seeds[0].budget[1],
             "baseline_recipe": repr(self.baseline_recipe),
@@ -231,7 +260,7 @@ def method_data(
 def _run_seed(
     model_name: str,
     method: str,
-    ratio: float,
+    cost: tuple[float | None, float | None],
     workload: Workload,
     seed: int,
     inputs: torch.Tensor,
@@ -239,6 +268,7 @@ def _run_seed(
     recovery: Recipe,
     weights: Weights,
 ) -> SeedResult:
+    """One seed of a case, pruned at ``cost``: ``(ratio, None)`` or ``(None, MACs target)``."""
     baseline = zoo.load_baseline(
         model_name,
         workload,
@@ -253,11 +283,19 @@ def _run_seed(
     data = method_data(method, workload, len(inputs), recovery, baseline.model, seed, desc=model_name)
     torch.manual_seed(seed)
     start = time.perf_counter()
-    pruned, record = prune(
-        baseline.model, method, ratio, inputs, calib=data.calib, sparse_train=data.sparse_train
-    )
+    ratio, speedup = cost
+    if speedup is not None:
+        pruned, record = prune_to_speedup(
+            baseline.model, method, speedup, inputs, calib=data.calib, sparse_train=data.sparse_train
+        )
+    else:
+        pruned, record = prune(
+            baseline.model, method, ratio, inputs, calib=data.calib, sparse_train=data.sparse_train
+        )
     prune_seconds = time.perf_counter() - start
-    before_recovery = top1(pruned, test)
+    one_shot = correct(pruned, test)
+    recalibrated, images = recalibrate_batchnorm(pruned, workload, seed=seed)
+    recalibrated_ok = correct(recalibrated, test) if images else one_shot
     start = time.perf_counter()
     if budget[1]:
         desc = f"recover {model_name}/{method}"
@@ -265,9 +303,20 @@ def _run_seed(
         train(pruned, workload, rest, seed=seed, desc=desc, teacher=baseline.model)
     recovery_seconds = time.perf_counter() - start
     make_permanent(pruned)
-    paired = PairedDrop.from_correct(correct(baseline.model, test), correct(pruned, test))
+    dense_ok, recovered_ok = correct(baseline.model, test), correct(pruned, test)
     return SeedResult(
-        seed, paired, before_recovery, record, recovery_seconds, prune_seconds, budget, baseline.model, pruned
+        seed=seed,
+        paired=PairedDrop.from_correct(dense_ok, recovered_ok),
+        pruned_top1_before_recovery=100.0 * one_shot.float().mean().item(),
+        pruned_top1_recalibrated=100.0 * recalibrated_ok.float().mean().item(),
+        recalibration_images=images,
+        record=record,
+        recovery_seconds=recovery_seconds,
+        prune_seconds=prune_seconds,
+        budget=budget,
+        dense=baseline.model,
+        pruned=pruned,
+        correct={"dense": dense_ok, "recalibrated": recalibrated_ok, "recovered": recovered_ok},
     )
 
 
@@ -320,9 +369,12 @@ def run(
     weights: Weights = Weights(),
     timing: TimingOptions | None = None,
     latency_size: int | None = None,
+    speedup: float | None = None,
 ) -> CaseResult:
     """Prune the dense ``model_name`` baseline with ``method`` at ``ratio`` (default: the method's own),
-    fine-tune it with the shared ``recovery`` budget and score both models on the same held-out images,
+    or at the ratio that removes ``speedup`` times the MACs (:func:`pruners.pruning.prune_to_speedup`,
+    structured methods only; each seed searches its own ratio), fine-tune it with the shared
+    ``recovery`` budget and score both models on the same held-out images,
     once per training seed in ``seeds`` (each seed has its own cached baseline).
 
     ``batch_size`` is the batch of held-out images used for MACs and latency; latency is timed on the first
@@ -335,7 +387,16 @@ def run(
     times both models at that input size (when it differs from the workload's), beside the workload figures.
     """
     spec = get_method(method)
-    ratio = spec.default_ratio if ratio is None else ratio
+    if speedup is not None:
+        if ratio is not None:
+            raise ValueError("pass a ratio or a MACs target (speedup), not both")
+        speedup = check_speedup(speedup)
+        if spec.kind != "structured":
+            raise ValueError(
+                f"method {method!r} is a mask method: it has no MACs target; compare it at a ratio"
+            )
+    else:
+        ratio = spec.default_ratio if ratio is None else ratio
     seeds = list(dict.fromkeys(seeds))
     if not seeds:
         raise ValueError("a case needs at least one seed")
@@ -349,7 +410,9 @@ def run(
         recovery = dataclasses.replace(recovery, epochs=recovery_epochs)
     inputs = workload.test_batch(batch_size).to(weights.device)
     results = [
-        _run_seed(model_name, method, ratio, workload, seed, inputs, dense_recipe, recovery, weights)
+        _run_seed(
+            model_name, method, (ratio, speedup), workload, seed, inputs, dense_recipe, recovery, weights
+        )
         for seed in seeds
     ]
     latency = at_size = None
@@ -364,7 +427,7 @@ def run(
     return CaseResult(
         model_name=model_name,
         method=method,
-        ratio=ratio,
+        ratio=results[0].record.ratio,
         tolerance=spec.tolerance,
         seeds=results,
         baseline_recipe=dense_recipe,
@@ -375,4 +438,5 @@ def run(
         latency_at_size_error=at_size_error,
         data=workload.split,
         weights=weights.describe(),
+        target_speedup=speedup,
     )

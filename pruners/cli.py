@@ -23,6 +23,7 @@ from .case import CaseResult, run
 from .history import MergeError, merge_asv_results, merge_benchmark_files
 from .models import get_model, list_models
 from .profile import profile_pair
+from .pruning import TargetUnreachableError, check_speedup
 from .registry import check_ratio, get_method, list_methods
 from .report import write_report
 from .settings import bench_settings
@@ -33,7 +34,12 @@ from .zoo import WeightsUnavailableError, write_atomic
 def _case(args: argparse.Namespace) -> CaseResult:
     """Run the case that ``prune`` and ``profile`` are about, from their shared arguments."""
     spec = get_method(args.method)
-    ratio = check_ratio(args.ratio if args.ratio is not None else spec.default_ratio)
+    if args.speedup is not None and args.ratio is not None:
+        raise ValueError("--ratio and --speedup both set the cost: pass one")
+    speedup = check_speedup(args.speedup) if args.speedup is not None else None
+    ratio = None if speedup else check_ratio(args.ratio if args.ratio is not None else spec.default_ratio)
+    if speedup and spec.kind != "structured":
+        raise ValueError(f"--speedup: {args.method} is a mask method with no MACs target; pass --ratio")
     settings = bench_settings(
         [args.model],
         batch_size=args.batch_size,
@@ -43,12 +49,14 @@ def _case(args: argparse.Namespace) -> CaseResult:
         device=args.device,
     )
     workload = settings.workload(args.model)
-    print(f"prunebench: {args.model} / {args.method} @ {ratio:g} on {workload.name}")
+    cost = f"{speedup:g}x fewer MACs" if speedup else f"{ratio:g}"
+    print(f"prunebench: {args.model} / {args.method} @ {cost} on {workload.name}")
     return run(
         args.model,
         args.method,
         ratio,
         workload,
+        speedup=speedup,
         batch_size=args.batch_size,
         latency_rounds=args.latency_rounds,
         weights=settings.weights,
@@ -61,11 +69,14 @@ def _prune(args: argparse.Namespace) -> str:
         raise ValueError(f"--out {args.out}: directory {args.out.parent} does not exist")
     result = _case(args)
     info = result.summary()
+    target = f", target {info['target_speedup']:g}x" if info["target_speedup"] else ""
     lines = [
         f"top-1     dense {info['dense_top1']:.2f} %, one-shot {info['pruned_top1_before_recovery']:.2f} %, "
+        f"BN-recalibrated {info['pruned_top1_recalibrated']:.2f} %, "
         f"recovered {info['pruned_top1']:.2f} % (drop {info['top1_drop']:+.2f}, "
         f"tolerance {result.tolerance:g}: {'pass' if info['passed'] else 'FAIL'})",
-        f"MACs      {info['macs_dense']:,} -> {info['macs_pruned']:,} ({info['macs_speedup']:.2f}x fewer)",
+        f"MACs      {info['macs_dense']:,} -> {info['macs_pruned']:,} ({info['macs_speedup']:.2f}x fewer, "
+        f"ratio {info['ratio']:.3f}{target})",
         f"params    {info['params_dense']:,} -> {info['params_pruned']:,}",
         f"latency   {info['latency_dense_ms']:.2f} ms -> {info['latency_pruned_ms']:.2f} ms "
         f"({info['latency_speedup']:.2f}x, batch {info['batch_size']}, {info['threads']} threads, "
@@ -79,7 +90,8 @@ def _prune(args: argparse.Namespace) -> str:
 
 def _profile(args: argparse.Namespace) -> str:
     result = _case(args)
-    out_dir = args.out_dir / f"{args.model}-{args.method}-{result.ratio:g}"
+    cost = f"{result.target_speedup:g}x" if result.target_speedup else f"{result.ratio:g}"
+    out_dir = args.out_dir / f"{args.model}-{args.method}-{cost}"
     path = profile_pair(
         result.dense, result.pruned, result.inputs, out_dir, result.record.macs_speedup, out_dir.name
     )
@@ -272,6 +284,11 @@ def _case_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="timm model name")
     parser.add_argument("--method", required=True, help="registered pruning method (prunebench list)")
     parser.add_argument("--ratio", type=float, help="pruning ratio in (0, 1) (default: the method's own)")
+    parser.add_argument(
+        "--speedup",
+        type=float,
+        help="MACs target instead of a ratio: prune until dense / pruned MACs is within 2%% of it",
+    )
     parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward for MACs and latency")
     parser.add_argument("--latency-rounds", type=int, default=20, help="timed rounds per model (default 20)")
@@ -296,7 +313,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--batch-size must be >= 1 and --latency-rounds >= 2")
     try:
         print(args.run(args))
-    except (MergeError, OSError, ValueError, KeyError, ImportError, WeightsUnavailableError) as err:
+    except (
+        MergeError,
+        OSError,
+        ValueError,
+        KeyError,
+        ImportError,
+        WeightsUnavailableError,
+        TargetUnreachableError,
+    ) as err:
         print(f"prunebench {args.command}: error: {err}", file=sys.stderr)
         return 1
     return 0

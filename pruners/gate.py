@@ -10,11 +10,13 @@ set, the smaller the noise, so the same rule tightens by itself on ImageNet-size
 
 from __future__ import annotations
 
+import base64
 import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from scipy.stats import binomtest, norm
 
@@ -163,3 +165,37 @@ def required_tolerance(drop: PairedDrop, confidence: float = CONFIDENCE) -> floa
 def judge(drops: Sequence[PairedDrop], tolerance: float, confidence: float = CONFIDENCE) -> Verdict:
     """The gate's :class:`Verdict` on the paired drops of one case, one per training seed."""
     return Verdict(tuple(d.drop for d in drops), tuple(d.se for d in drops), tolerance, confidence)
+
+
+def encode_correct(ok: torch.Tensor) -> dict[str, int | str]:
+    """Per-image correctness as ``{"n": images, "bits": base64 of the packed bits}``: 1,250 bytes for
+    10,000 images, small enough for every case's ``extra_info``."""
+    bits = np.packbits(ok.bool().cpu().numpy())
+    return {"n": len(ok), "bits": base64.b64encode(bits.tobytes()).decode()}
+
+
+def decode_correct(packed: dict[str, int | str]) -> torch.Tensor:
+    """The boolean vector :func:`encode_correct` packed; a ``ValueError`` when it does not hold ``n``."""
+    try:
+        n, raw = int(packed["n"]), base64.b64decode(packed["bits"], validate=True)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"not packed per-image correctness: {type(err).__name__}: {err}") from None
+    if len(raw) != (n + 7) // 8:
+        raise ValueError(f"packed correctness holds {8 * len(raw)} bits, not {n} images")
+    bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8))[:n]
+    return torch.from_numpy(bits.astype(bool))
+
+
+def paired_difference(
+    first: Sequence[torch.Tensor], second: Sequence[torch.Tensor], confidence: float = CONFIDENCE
+) -> Verdict:
+    """``first`` minus ``second`` in top-1 points, paired image by image and seed by seed: one
+    correctness vector per training seed on each side, over the same held-out images. The
+    :class:`Verdict`'s ``mean_drop`` is the difference (positive when ``first`` is more accurate) and
+    ``noise`` its standard error, image noise and seed spread together."""
+    if not first or len(first) != len(second):
+        raise ValueError(
+            f"pairing needs one vector per seed on both sides, got {len(first)} and {len(second)}"
+        )
+    pairs = [PairedDrop.from_correct(a, b) for a, b in zip(first, second, strict=True)]
+    return judge(pairs, 0.0, confidence)

@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 from .adapters import missing_features, model_features
 from .models import select_models
+from .pruning import check_speedup
 from .registry import check_ratio, get_method, list_methods
 
 DEFAULT_MODELS = ("resnet18", "mobilenetv3_small_100", "vit_tiny_patch16_224")
@@ -31,13 +32,18 @@ TIERS: dict[str, dict[str, tuple[str, ...]]] = {
 
 
 class Case(NamedTuple):
+    """One bench case: ``method`` on ``model`` at a ``ratio``, or (structured methods) at the ratio that
+    removes ``speedup`` times the MACs, in which case ``ratio`` is ``None``."""
+
     model: str
     method: str
-    ratio: float
+    ratio: float | None
+    speedup: float | None = None
 
     @property
     def id(self) -> str:
-        return f"{self.model}-{self.method}-{self.ratio:g}"
+        cost = f"{self.speedup:g}x" if self.speedup is not None else f"{self.ratio:g}"
+        return f"{self.model}-{self.method}-{cost}"
 
 
 def split_csv(text: str | None) -> list[str]:
@@ -100,13 +106,28 @@ def left_out(
     ]
 
 
+def parse_speedups(text: str | None) -> list[float]:
+    """``"1.5,2,3"`` -> ``[1.5, 2.0, 3.0]``: distinct MACs targets above 1; ``None`` -> ``[]``."""
+    try:
+        targets = [check_speedup(part) for part in split_csv(text)]
+    except ValueError as err:
+        raise ValueError(f"--speedup(s) {text!r}: {err}") from None
+    if len(set(targets)) != len(targets):
+        raise ValueError(f"MACs targets must be distinct, got {text!r}")
+    return targets
+
+
 def build_cases(
     models: Iterable[str] = (),
     methods: Iterable[str] = (),
     ratios: Iterable[float | str] = (),
     tier: str = "default",
+    speedups: Iterable[float] = (),
 ) -> list[Case]:
     """The bench's cases: model x method pairs, each at every ratio of ``ratios`` (default: its own).
+
+    With ``speedups`` (MACs targets), every structured method runs at each target instead, and mask
+    methods, which have no MACs target, at their ratios: they are compared among themselves.
 
     Given ``models`` and/or ``methods``, every selected model (default :data:`DEFAULT_MODELS`) meets every
     selected method (default: all registered); given neither, the :data:`TIERS` entry ``tier`` decides.
@@ -122,11 +143,14 @@ def build_cases(
             f"{method} on {model}: {why}" for model, method, why in left_out(models, methods, tier)
         )
         raise ValueError(f"no case applies: {reasons}")
-    return [
-        Case(model, method, ratio)
-        for model, method in pairs
-        for ratio in (ratios or [get_method(method).default_ratio])
-    ]
+    speedups = [check_speedup(s) for s in speedups]
+
+    def costs(method: str) -> list[tuple[float | None, float | None]]:
+        if speedups and get_method(method).kind == "structured":
+            return [(None, target) for target in speedups]
+        return [(ratio, None) for ratio in ratios or [get_method(method).default_ratio]]
+
+    return [Case(model, method, *cost) for model, method in pairs for cost in costs(method)]
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -154,27 +178,30 @@ def select_cases(
     ratios: Iterable[float | str] = (),
     tier: str = "default",
     shard_spec: str | None = None,
+    speedups: Iterable[float] = (),
 ) -> tuple[list[Case], list[Case]]:
     """The selected matrix (:func:`build_cases`) and the part of it shard ``shard_spec`` (``I/N``) runs."""
-    cases = build_cases(models, methods, ratios, tier)
+    cases = build_cases(models, methods, ratios, tier, speedups)
     return cases, shard(cases, *parse_shard(shard_spec))
 
 
 MODELS_ENV, METHODS_ENV, TIER_ENV = "PRUNEBENCH_MODELS", "PRUNEBENCH_METHODS", "PRUNEBENCH_TIER"
-SHARD_ENV = "PRUNEBENCH_SHARD"
+SHARD_ENV, SPEEDUPS_ENV = "PRUNEBENCH_SHARD", "PRUNEBENCH_SPEEDUPS"
 
 
 def cases_from_env(environ: Mapping[str, str] = os.environ) -> tuple[list[Case], list[Case]]:
     """The matrix and this shard's part of it, chosen like the bench options but from the environment.
 
     ``PRUNEBENCH_MODELS`` and ``PRUNEBENCH_METHODS`` (comma-separated, wildcards allowed),
-    ``PRUNEBENCH_TIER`` (``quick``, ``default`` or ``full``) and ``PRUNEBENCH_SHARD`` (``I/N``) play the
-    parts of ``--models``, ``--methods``, ``--quick`` / ``--full`` and ``--shard`` for the asv suite,
-    which takes no command-line options of its own.
+    ``PRUNEBENCH_TIER`` (``quick``, ``default`` or ``full``), ``PRUNEBENCH_SHARD`` (``I/N``) and
+    ``PRUNEBENCH_SPEEDUPS`` (MACs targets) play the parts of ``--models``, ``--methods``, ``--quick`` /
+    ``--full``, ``--shard`` and ``--speedups`` for the asv suite, which takes no command-line options of
+    its own.
     """
     return select_cases(
         split_csv(environ.get(MODELS_ENV)),
         split_csv(environ.get(METHODS_ENV)),
         tier=environ.get(TIER_ENV) or "default",
         shard_spec=environ.get(SHARD_ENV),
+        speedups=parse_speedups(environ.get(SPEEDUPS_ENV)),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -11,7 +12,8 @@ from torch import nn
 
 from .adapters import attention_head_count, features, missing_features, prunable_layers
 from .measure import count_macs_params
-from .registry import CalibBatches, MethodData, SparseTrain, check_ratio, get_method
+from .registry import CalibBatches, MethodData, MethodSpec, SparseTrain, check_ratio, get_method
+from .structured import ROUND_TO, channel_multiple
 
 
 class NothingPrunedError(RuntimeError):
@@ -26,9 +28,22 @@ class NotApplicableError(ValueError):
     """The method needs something the model does not have (attention heads, BatchNorm layers)."""
 
 
+class TargetUnreachableError(NotApplicableError):
+    """No ratio of the method lands within :data:`SPEEDUP_TOLERANCE` of a MACs target on this model."""
+
+
 # A structured method must remove at least this fraction of the channel ratio it was asked for. Global
 # rankings legitimately miss the ratio layer by layer (they count dependency groups, not layers).
 MIN_ACHIEVED_FRACTION = 0.4
+# A MACs target is met when dense MACs / pruned MACs lies within this fraction of it.
+SPEEDUP_TOLERANCE = 0.02
+# The largest ratio a MACs-target search tries, and how many probes it may spend.
+# The ratios a MACs-target search tries as its upper end, largest first (a ratio that leaves a layer
+# nothing to keep fails, and the next is tried), and the ratio resolution at which it stops.
+SEARCH_HIGHS = (0.9, 0.75, 0.6)
+RATIO_RESOLUTION = 1e-3
+# Channel multiples a search tries, coarsest first: the first whose MACs land in the band is used.
+SEARCH_MULTIPLES = (ROUND_TO, 4, 2, 1)
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,9 @@ class PruneRecord:
     sparsity: float
     head_ratio: float = 0.0
     unit: str = "channels"
+    target_speedup: float | None = None
+    probes: int = 1
+    channel_multiple: int = ROUND_TO
 
     @property
     def achieved_ratio(self) -> float:
@@ -95,18 +113,37 @@ def prune(
     """
     spec = get_method(method)
     ratio = check_ratio(ratio)
+    data = _method_data(spec, model, calib, sparse_train)
+    return _prune_once(model if inplace else copy.deepcopy(model), spec, ratio, example_inputs, data)
+
+
+def _method_data(
+    spec: MethodSpec, model: nn.Module, calib: CalibBatches | None, sparse_train: SparseTrain | None
+) -> MethodData:
+    """What ``spec`` declared it needs, and nothing else; a ``ValueError`` when it is missing, a
+    :class:`NotApplicableError` when ``model`` lacks a feature the method requires."""
     wants_calib = "calib" in spec.needs or "grad" in spec.needs
     if wants_calib and calib is None:
         raise ValueError(
-            f"method {method!r} needs calibration batches ({', '.join(spec.needs)}): pass calib="
+            f"method {spec.name!r} needs calibration batches ({', '.join(spec.needs)}): pass calib="
         )
     if "train" in spec.needs and sparse_train is None:
-        raise ValueError(f"method {method!r} needs sparse-training epochs: pass sparse_train=")
+        raise ValueError(f"method {spec.name!r} needs sparse-training epochs: pass sparse_train=")
     reason = missing_features(spec.requires, features(model))
     if reason:
-        raise NotApplicableError(f"method {method!r} does not apply to this model: {reason}")
-    if not inplace:
-        model = copy.deepcopy(model)
+        raise NotApplicableError(f"method {spec.name!r} does not apply to this model: {reason}")
+    return MethodData(calib if wants_calib else None, sparse_train if "train" in spec.needs else None)
+
+
+def _prune_once(
+    model: nn.Module,
+    spec: MethodSpec,
+    ratio: float,
+    example_inputs: torch.Tensor,
+    data: MethodData,
+    check: bool = True,
+) -> tuple[nn.Module, PruneRecord]:
+    """Prune ``model`` in place and record it; ``check`` raises when it pruned nothing or too little."""
     was_training = model.training
     model.eval()
     layers = prunable_layers(model)
@@ -114,14 +151,13 @@ def prune(
     heads = attention_head_count(model)
     macs, params = count_macs_params(model, example_inputs)
 
-    data = MethodData(calib if wants_calib else None, sparse_train if "train" in spec.needs else None)
     spec.fn(model, ratio, example_inputs, data)
 
     model.eval()
     macs_after, params_after = count_macs_params(model, example_inputs)
     layers = prunable_layers(model)
     record = PruneRecord(
-        method=method,
+        method=spec.name,
         kind=spec.kind,
         ratio=ratio,
         macs_before=macs,
@@ -133,18 +169,139 @@ def prune(
         head_ratio=1.0 - attention_head_count(model) / heads if heads else 0.0,
         unit=spec.unit,
     )
-    if record.sparsity <= 0.0 or (spec.kind == "structured" and macs_after >= macs):
+    if check:
+        _check(record)
+    model.train(was_training)
+    return model, record
+
+
+def _check(record: PruneRecord) -> None:
+    """Raise :class:`NothingPrunedError` / :class:`UnderPrunedError` for a record that misstates its row."""
+    method, ratio, macs, macs_after = record.method, record.ratio, record.macs_before, record.macs_after
+    if record.sparsity <= 0.0 or (record.kind == "structured" and macs_after >= macs):
         raise NothingPrunedError(
             f"method {method!r} at ratio {ratio} pruned nothing: MACs {macs} -> {macs_after}, "
             f"weight sparsity {record.sparsity:.3f}"
         )
-    if spec.kind == "structured" and record.achieved_ratio < MIN_ACHIEVED_FRACTION * ratio:
+    if record.kind == "structured" and record.achieved_ratio < MIN_ACHIEVED_FRACTION * ratio:
         raise UnderPrunedError(
-            f"method {method!r} was asked to remove {ratio} of the {spec.unit} and removed "
+            f"method {method!r} was asked to remove {ratio} of the {record.unit} and removed "
             f"{record.achieved_ratio:.3f} (MACs {macs} -> {macs_after})"
         )
-    model.train(was_training)
-    return model, record
+
+
+def check_speedup(speedup: float) -> float:
+    """Return ``speedup`` as a float if it is a MACs target above 1, else raise ``ValueError``."""
+    try:
+        value = float(speedup)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"a MACs target must be a number > 1 (dense / pruned MACs), got {speedup!r}"
+        ) from None
+    if not value > 1.0:
+        raise ValueError(f"a MACs target must be > 1 (dense / pruned MACs), got {speedup!r}")
+    return value
+
+
+def prune_to_speedup(
+    model: nn.Module,
+    method: str,
+    speedup: float,
+    example_inputs: torch.Tensor,
+    calib: CalibBatches | None = None,
+    *,
+    sparse_train: SparseTrain | None = None,
+) -> tuple[nn.Module, PruneRecord]:
+    """Prune a copy of ``model`` with the structured ``method`` at the ratio that makes dense MACs /
+    pruned MACs land within :data:`SPEEDUP_TOLERANCE` of ``speedup``: equal cost, so methods compare on
+    quality rather than on how much they remove.
+
+    The ratio is found by bisection, each probe pruning a fresh copy with the same random state, with
+    remaining channel counts rounded to multiples of 8 (:data:`ROUND_TO`) where that lands in the band and
+    to the coarsest of :data:`SEARCH_MULTIPLES` that does otherwise. Gradients and sparse-training epochs
+    are computed on the first probe only and replayed on the others
+    (:meth:`pruners.MethodData.for_search`). The record carries ``target_speedup``, the ratio found, the
+    channel multiple and the number of probes. Raises :class:`TargetUnreachableError` with the reason when
+    the method cannot remove that much, or MACs jump over the band at every multiple, and ``ValueError``
+    for a mask method, which a dense kernel runs at the dense cost.
+    """
+    spec = get_method(method)
+    target = check_speedup(speedup)
+    if spec.kind != "structured":
+        raise ValueError(
+            f"method {method!r} zeroes weights in place and has no MACs target: compare it at a sparsity "
+            "(ratio) with the other mask methods"
+        )
+    search = _Search(model, spec, target, example_inputs, _method_data(spec, model, calib, sparse_train))
+    jumps = []
+    for multiple in SEARCH_MULTIPLES:
+        with channel_multiple(multiple):
+            found = search.bisect(multiple)
+        if isinstance(found, str):
+            jumps.append(found)
+            continue
+        pruned, record = found
+        _check(record)
+        return pruned, record
+    raise TargetUnreachableError(
+        f"method {method!r} cannot land within {SPEEDUP_TOLERANCE:.0%} of {target:g}x fewer MACs on this "
+        f"model: MACs jump over it ({'; '.join(jumps)})"
+    )
+
+
+class _Search:
+    """Bisection over the ratio for one MACs target; every probe prunes a fresh copy of the dense model."""
+
+    def __init__(
+        self, model: nn.Module, spec: MethodSpec, target: float, inputs: torch.Tensor, data: MethodData
+    ) -> None:
+        self.model, self.spec, self.target, self.inputs = model, spec, target, inputs
+        self.data = data.for_search()
+        self.rng = torch.get_rng_state()
+        self.band = (target * (1 - SPEEDUP_TOLERANCE), target * (1 + SPEEDUP_TOLERANCE))
+        self.probes = 0
+
+    def probe(self, ratio: float) -> tuple[nn.Module, PruneRecord]:
+        torch.set_rng_state(self.rng)
+        self.probes += 1
+        model = copy.deepcopy(self.model)
+        return _prune_once(model, self.spec, ratio, self.inputs, self.data, check=False)
+
+    def highest(self) -> tuple[nn.Module, PruneRecord]:
+        """The probe at the largest of :data:`SEARCH_HIGHS` that prunes; unreachable if none does."""
+        failures = []
+        for ratio in SEARCH_HIGHS:
+            try:
+                return self.probe(ratio)
+            except (RuntimeError, ValueError, IndexError, ZeroDivisionError) as err:
+                failures.append(f"ratio {ratio:g}: {type(err).__name__}: {str(err).strip()[:80]}")
+        raise TargetUnreachableError(
+            f"method {self.spec.name!r} cannot reach {self.target:g}x fewer MACs on this model: it fails at "
+            + "; ".join(failures)
+        )
+
+    def bisect(self, multiple: int) -> tuple[nn.Module, PruneRecord] | str:
+        """The probe that lands in the band, or a sentence saying where MACs jump over it."""
+        low_band, high_band = self.band
+        pruned, record = self.highest()
+        if record.macs_speedup < low_band:
+            raise TargetUnreachableError(
+                f"method {self.spec.name!r} cannot reach {self.target:g}x fewer MACs on this model: at "
+                f"ratio {record.ratio:g} it removes {record.macs_speedup:.2f}x"
+            )
+        below, above = (0.0, 1.0), (record.ratio, record.macs_speedup)
+        while not low_band <= record.macs_speedup <= high_band:
+            if above[0] - below[0] < RATIO_RESOLUTION:
+                return (
+                    f"multiples of {multiple}: {below[1]:.3f}x at ratio {below[0]:.3f}, "
+                    f"{above[1]:.3f}x at {above[0]:.3f}"
+                )
+            pruned, record = self.probe((below[0] + above[0]) / 2)
+            point = (record.ratio, record.macs_speedup)
+            below, above = (point, above) if record.macs_speedup < low_band else (below, point)
+        return pruned, dataclasses.replace(
+            record, target_speedup=self.target, probes=self.probes, channel_multiple=multiple
+        )
 
 
 def _read_only(module: nn.Module, name: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import torch
@@ -30,13 +30,53 @@ class SparseTrain(Protocol):
     def __call__(self, model: nn.Module, regularize: Regularizer, on_epoch: Callable[[], None]) -> None: ...
 
 
+GradientEstimate = Callable[[nn.Module, CalibBatches], None]
+
+
 @dataclass(frozen=True)
 class MethodData:
     """What the harness hands a method: ``calib`` batches of ``(images, labels)`` for ``"calib"`` and
-    ``"grad"``, and ``sparse_train`` for ``"train"`` (its epochs come out of the recovery budget)."""
+    ``"grad"``, and ``sparse_train`` for ``"train"`` (its epochs come out of the recovery budget).
+
+    A MACs-target search prunes copies of one dense model at several ratios with the same ``MethodData``;
+    :meth:`fill_gradients` and :meth:`sparse_train` then do their work on the first copy only and replay
+    its result on the others, so importances are estimated once, not once per probe.
+    """
 
     calib: CalibBatches | None = None
     sparse_train: SparseTrain | None = None
+    _memo: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False, compare=False)
+
+    def fill_gradients(self, model: nn.Module, estimate: GradientEstimate) -> None:
+        """Leave ``estimate(model, calib)``'s gradients in ``model``'s ``.grad``; computed once per
+        ``estimate``, then copied by parameter name onto the later copies of the same dense model."""
+        key = f"grad:{estimate.__module__}.{estimate.__qualname__}"
+        saved = self._memo.get(key)
+        if saved is None:
+            estimate(model, self.calib)
+            self._memo[key] = {
+                name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None
+            }
+            return
+        for name, p in model.named_parameters():
+            p.grad = saved[name].clone() if name in saved else None
+
+    def for_search(self) -> MethodData:
+        """The same data for a search over ratios: its ``sparse_train`` trains the first model it is given
+        and loads those trained weights into every later copy of the same dense model (the regulariser
+        only shaped the weights, so the pruning step then sees what it saw the first time)."""
+        if self.sparse_train is None:
+            return MethodData(self.calib)
+        train, memo = self.sparse_train, {}
+
+        def replay(model: nn.Module, regularize: Regularizer, on_epoch: Callable[[], None]) -> None:
+            if "sparse_train" not in memo:
+                train(model, regularize, on_epoch)
+                memo["sparse_train"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                model.load_state_dict(memo["sparse_train"])
+
+        return MethodData(self.calib, replay, memo)
 
 
 PruneFn = Callable[[nn.Module, float, torch.Tensor, MethodData], None]

@@ -1,5 +1,7 @@
 """Reports of saved bench runs: a Markdown table, one accuracy-versus-latency Pareto plot per model, and one
-self-contained HTML page with both.
+self-contained HTML page with both. Runs at MACs targets (``--speedup``) also get one equal-cost table per
+target, with every structured method paired against ``random`` on the same images, mask methods apart at
+equal sparsity, and per model the operating curves: recovered top-1 against MACs x and latency x.
 
 ``prunebench report RUN.json [RUN2.json ...]`` reads pytest-benchmark JSON (``--benchmark-json`` or
 ``--benchmark-autosave``) and the ``extra_info`` every case records. Given several runs, the table shows the
@@ -13,12 +15,17 @@ import html
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from matplotlib.figure import Figure
 
+from .gate import Verdict, decode_correct, paired_difference
 from .zoo import write_atomic
+
+# The control every structured method is paired against at the same MACs target.
+CONTROL = "random"
 
 # A later run regresses when a case's recovered top-1 falls by more than this many points, or its pruned
 # latency grows by more than this fraction.
@@ -43,10 +50,20 @@ class ReportRow:
     latency_dense_ms: float
     latency_pruned_ms: float
     passed: bool
+    kind: str = "structured"
+    target_speedup: float | None = None
+    recalibrated_top1: float | None = None
+    recovered_se: float = 0.0
+    correct: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str, float]:
-        return self.model, self.method, self.ratio
+        return self.model, self.method, self.target_speedup or self.ratio
+
+    @property
+    def cost(self) -> str:
+        """The case's cost as the bench names it: ``2x`` (a MACs target) or the ratio."""
+        return f"{self.target_speedup:g}x" if self.target_speedup else f"{self.ratio:g}"
 
     @property
     def macs_speedup(self) -> float:
@@ -68,33 +85,66 @@ def load_run(path: Path) -> list[ReportRow]:
         benchmarks = json.loads(Path(path).read_text())["benchmarks"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path} is not a pytest-benchmark JSON file ({type(err).__name__}: {err})") from err
-    rows = []
-    for bench in benchmarks:
-        info = bench.get("extra_info", {})
-        if "latency_dense_ms" not in info:
-            raise ValueError(
-                f"{path}: {bench.get('name')} has no latency in extra_info (run without --benchmark-disable)"
-            )
-        rows.append(
-            ReportRow(
-                model=info["model"],
-                method=info["method"],
-                ratio=float(info["ratio"]),
-                dense_top1=info["dense_top1"],
-                one_shot_top1=info["pruned_top1_before_recovery"],
-                pruned_top1=info["pruned_top1"],
-                macs_dense=info["macs_dense"],
-                macs_pruned=info["macs_pruned"],
-                params_dense=info["params_dense"],
-                params_pruned=info["params_pruned"],
-                latency_dense_ms=info["latency_dense_ms"],
-                latency_pruned_ms=info["latency_pruned_ms"],
-                passed=bool(info.get("passed", False)),
-            )
-        )
+    rows = [
+        row_from_info(bench.get("extra_info", {}), f"{path}: {bench.get('name')}") for bench in benchmarks
+    ]
     if not rows:
         raise ValueError(f"{path} holds no benchmarks")
-    return sorted(rows, key=lambda r: (r.model, r.method, r.ratio))
+    return sorted(rows, key=lambda r: (r.model, r.method, r.target_speedup or 0.0, r.ratio))
+
+
+def row_from_info(info: dict, name: str) -> ReportRow:
+    """One :class:`ReportRow` from a case's ``extra_info``; ``name`` says which case in errors."""
+    if "latency_dense_ms" not in info:
+        raise ValueError(f"{name} has no latency in extra_info (run without --benchmark-disable)")
+    return ReportRow(
+        model=info["model"],
+        method=info["method"],
+        ratio=float(info["ratio"]),
+        dense_top1=info["dense_top1"],
+        one_shot_top1=info["pruned_top1_before_recovery"],
+        pruned_top1=info["pruned_top1"],
+        macs_dense=info["macs_dense"],
+        macs_pruned=info["macs_pruned"],
+        params_dense=info["params_dense"],
+        params_pruned=info["params_pruned"],
+        latency_dense_ms=info["latency_dense_ms"],
+        latency_pruned_ms=info["latency_pruned_ms"],
+        passed=bool(info.get("passed", False)),
+        kind=info.get("kind", "structured"),
+        target_speedup=info.get("target_speedup"),
+        recalibrated_top1=info.get("pruned_top1_recalibrated"),
+        recovered_se=float(info.get("top1_drop_noise", 0.0)),
+        correct=_seed_correct(name, info),
+    )
+
+
+def _seed_correct(name: str, info: dict) -> dict[int, dict[str, torch.Tensor]]:
+    """Per seed, the per-image correctness the case saved (none for runs made before it was kept)."""
+    try:
+        return {
+            int(seed["seed"]): {
+                key: decode_correct(packed) for key, packed in seed.get("correct", {}).items()
+            }
+            for seed in info.get("per_seed", [])
+        }
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{name} has unreadable per-image correctness ({err})") from err
+
+
+def pair(first: ReportRow, second: ReportRow, which: str = "recovered") -> Verdict | None:
+    """``first`` minus ``second`` top-1 of their ``which`` model (``"recovered"`` or ``"recalibrated"``),
+    paired on the same held-out images over the seeds both ran; ``None`` without shared saved vectors."""
+    seeds = [
+        s
+        for s in sorted(first.correct.keys() & second.correct.keys())
+        if which in first.correct[s] and which in second.correct[s]
+    ]
+    if not seeds or any(len(first.correct[s][which]) != len(second.correct[s][which]) for s in seeds):
+        return None
+    return paired_difference(
+        [first.correct[s][which] for s in seeds], [second.correct[s][which] for s in seeds]
+    )
 
 
 def _millions(n: int) -> str:
@@ -105,7 +155,8 @@ def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[lis
     """Header and cells of the report table: the last run's cases, with the change from the first run when
     there are several (``⚠`` marks a regression)."""
     header = [
-        "model", "method", "ratio", "top-1 dense", "one-shot", "recovered", "gate", "MACs dense → pruned",
+        "model", "method", "ratio / target", "top-1 dense", "one-shot", "recovered", "gate",
+        "MACs dense → pruned",
         "params dense → pruned", "latency dense → pruned (ms)", "MACs x", "measured x", "measured / MACs",
     ]  # fmt: skip
     first = {row.key: row for row in runs[0]} if len(runs) > 1 else {}
@@ -116,7 +167,7 @@ def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[lis
         line = [
             row.model,
             row.method,
-            f"{row.ratio:g}",
+            row.cost,
             f"{row.dense_top1:.2f}",
             f"{row.one_shot_top1:.2f}",
             f"{row.pruned_top1:.2f}",
@@ -172,7 +223,7 @@ def plot_model(model: str, rows: Sequence[ReportRow]) -> bytes:
             row.pruned_top1,
             marker=markers[i % len(markers)],
             s=45,
-            label=f"{row.method} @ {row.ratio:g}",
+            label=f"{row.method} @ {row.cost}",
         )
     dense_latency = sorted(row.latency_dense_ms for row in rows)[len(rows) // 2]
     dense_top1 = sorted(row.dense_top1 for row in rows)[len(rows) // 2]
@@ -192,7 +243,94 @@ def front_methods(rows: Sequence[ReportRow]) -> list[str]:
     """``method @ ratio`` of the cases on the Pareto front of ``rows`` (one model), fastest first."""
     front = set(pareto_front([(r.latency_pruned_ms, r.pruned_top1) for r in rows]))
     on_front = [r for r in rows if (r.latency_pruned_ms, r.pruned_top1) in front]
-    return [f"{r.method} @ {r.ratio:g}" for r in sorted(on_front, key=lambda r: r.latency_pruned_ms)]
+    return [f"{r.method} @ {r.cost}" for r in sorted(on_front, key=lambda r: r.latency_pruned_ms)]
+
+
+def _signed(verdict: Verdict | None) -> str:
+    return "-" if verdict is None else f"{verdict.mean_drop:+.2f} ± {verdict.noise:.2f}"
+
+
+def equal_cost_tables(rows: Sequence[ReportRow]) -> str:
+    """Markdown: per model and MACs target, every structured method at equal cost, paired against
+    :data:`CONTROL` at the same target (``Δ vs random``: positive when the method keeps more top-1, ± its
+    paired SE over images and seeds); then the mask methods apart, at equal sparsity."""
+    parts = []
+    for model in sorted({r.model for r in rows}):
+        mine = [r for r in rows if r.model == model]
+        for target in sorted({r.target_speedup for r in mine if r.target_speedup}):
+            at = sorted((r for r in mine if r.target_speedup == target), key=lambda r: r.method)
+            control = next((r for r in at if r.method == CONTROL), None)
+            lines = [
+                f"### {model} at {target:g}x fewer MACs",
+                "",
+                "| method | ratio found | MACs x | one-shot | recalibrated | recovered ± SE "
+                "| Δ vs random, recalibrated | Δ vs random, recovered | latency x |",
+                "|---|---|---|---|---|---|---|---|---|",
+            ]
+            for r in at:
+                against = control is not None and r is not control
+                lines.append(
+                    f"| {r.method} | {r.ratio:.3f} | {r.macs_speedup:.2f} | {r.one_shot_top1:.2f} | "
+                    f"{_top1(r.recalibrated_top1)} | {r.pruned_top1:.2f} ± {r.recovered_se:.2f} | "
+                    f"{_signed(pair(r, control, 'recalibrated')) if against else '-'} | "
+                    f"{_signed(pair(r, control)) if against else '-'} | {r.measured_speedup:.2f} |"
+                )
+            parts.append("\n".join(lines))
+        masks = sorted((r for r in mine if r.kind != "structured"), key=lambda r: (r.ratio, r.method))
+        if masks and any(r.target_speedup for r in mine):
+            lines = [
+                f"### {model}: mask methods at equal sparsity (no MACs target: dense kernels)",
+                "",
+                "| method | sparsity | one-shot | recalibrated | recovered ± SE | latency x |",
+                "|---|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {r.method} | {r.ratio:g} | {r.one_shot_top1:.2f} | {_top1(r.recalibrated_top1)} | "
+                f"{r.pruned_top1:.2f} ± {r.recovered_se:.2f} | {r.measured_speedup:.2f} |"
+                for r in masks
+            ]
+            parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n" if parts else ""
+
+
+def _top1(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def plot_curves(model: str, rows: Sequence[ReportRow]) -> bytes:
+    """PNG of ``model``'s operating curves: recovered top-1 (paired SE as error bars) against MACs x and
+    against measured latency x, one line per structured method over its MACs targets, the dense model as
+    a star at 1x."""
+    fig = Figure(figsize=(11, 4.5), dpi=110)
+    axes = fig.subplots(1, 2, sharey=True)
+    targeted = [r for r in rows if r.target_speedup]
+    dense_top1 = sorted(r.dense_top1 for r in targeted)[len(targeted) // 2]
+    markers = "osD^vP*Xhp<>"
+    for i, method in enumerate(sorted({r.method for r in targeted})):
+        line = sorted((r for r in targeted if r.method == method), key=lambda r: r.target_speedup)
+        for ax, x in zip(axes, ("macs_speedup", "measured_speedup"), strict=True):
+            ax.errorbar(
+                [getattr(r, x) for r in line],
+                [r.pruned_top1 for r in line],
+                yerr=[r.recovered_se for r in line],
+                marker=markers[i % len(markers)],
+                capsize=3,
+                lw=1.2,
+                ls="--" if method == CONTROL else "-",
+                label=method,
+            )
+    for ax, label in zip(
+        axes, ("MACs x (dense / pruned)", "measured latency x (dense / pruned)"), strict=True
+    ):
+        ax.scatter([1.0], [dense_top1], marker="*", s=220, c="black", zorder=5, label="dense")
+        ax.set(xlabel=label, title=model)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("recovered top-1 (%)")
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 def html_page(runs: Sequence[Sequence[ReportRow]], plots: dict[str, bytes], sources: Sequence[Path]) -> str:
@@ -221,22 +359,33 @@ def _slug(model: str) -> str:
 
 
 def write_report(paths: Sequence[Path], out_dir: Path) -> list[Path]:
-    """Write ``report.md``, ``pareto_<model>.png`` per model and ``report.html`` under ``out_dir``."""
+    """Write ``report.md``, ``pareto_<model>.png`` per model and ``report.html`` under ``out_dir``; for a
+    run at MACs targets also its equal-cost tables (in ``report.md``) and ``curves_<model>.png``."""
     runs = [load_run(path) for path in paths]
     latest = runs[-1]
     models = sorted({row.model for row in latest})
     plots = {model: plot_model(model, [r for r in latest if r.model == model]) for model in models}
+    curves = {
+        model: plot_curves(model, [r for r in latest if r.model == model])
+        for model in models
+        if any(r.model == model and r.target_speedup for r in latest)
+    }
     fronts = [
         f"- `{model}`: on the front, fastest first: "
         + ", ".join(front_methods([r for r in latest if r.model == model]))
         for model in models
     ]
     text = "# PruneBench report\n\n" + markdown_table(runs) + "\n## Pareto fronts\n\n" + "\n".join(fronts)
+    if curves:
+        text += "\n\n## At equal cost\n\n" + equal_cost_tables(latest)
+        text += "\n" + "\n".join(f"![{m} operating curves](curves_{_slug(m)}.png)" for m in curves)
+    figures = {**plots, **{f"{m}: operating curves": png for m, png in curves.items()}}
     written = []
     for name, data in [
         ("report.md", (text + "\n").encode()),
         *((f"pareto_{_slug(m)}.png", png) for m, png in plots.items()),
-        ("report.html", html_page(runs, plots, paths).encode()),
+        *((f"curves_{_slug(m)}.png", png) for m, png in curves.items()),
+        ("report.html", html_page(runs, figures, paths).encode()),
     ]:
         write_atomic(out_dir / name, lambda f, data=data: f.write(data))
         written.append(out_dir / name)

@@ -6,7 +6,10 @@ calibration batches); :func:`prune_channels` is the shared pruning step.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 import torch
 import torch_pruning as tp
@@ -33,6 +36,20 @@ from .registry import CalibBatches, MethodData, register_method
 
 # Remaining channel counts are rounded to a multiple of this, as CPU and GPU kernels favour.
 ROUND_TO = 8
+_round_to: ContextVar[int] = ContextVar("round_to", default=ROUND_TO)
+
+
+@contextlib.contextmanager
+def channel_multiple(multiple: int) -> Iterator[None]:
+    """Round remaining channel counts to ``multiple`` instead of :data:`ROUND_TO` inside this block (a MACs
+    target search relaxes it when multiples of 8 jump over the target)."""
+    token = _round_to.set(multiple)
+    try:
+        yield
+    finally:
+        _round_to.reset(token)
+
+
 # Global rankings may take at most this fraction of any one group's channels, so no layer is emptied.
 MAX_GROUP_RATIO = 0.9
 # Per-sample gradients for the diagonal Fisher (OBD's Hessian estimate) come from this many images.
@@ -60,7 +77,7 @@ def channel_pruner(
     The family rules of :mod:`pruners.adapters` apply: the classifier head and Swin's relative position
     tables are left alone, attention keeps its head count and loses head dimensions, Swin's patch merging
     has its own rule, and channel counts left are multiples of ``ROUND_TO`` (unless grouped convolutions
-    forbid it).
+    forbid it; :func:`channel_multiple` sets another multiple).
     """
     ignored = [
         *classifier_layers(model),
@@ -81,7 +98,7 @@ def channel_pruner(
             num_heads=attention_heads(model),
             unwrapped_parameters=unwrapped_parameters(model),
             customized_pruners=customized_pruners(model),
-            round_to=channel_rounding(model, ROUND_TO),
+            round_to=channel_rounding(model, _round_to.get()),
             **options,
         )
 
@@ -240,7 +257,7 @@ def taylor_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor
 
     Molchanov et al., 2019, "Importance Estimation for Neural Network Pruning".
     """
-    loss_gradients(model, data.calib)
+    data.fill_gradients(model, loss_gradients)
     prune_channels(model, tp.importance.GroupTaylorImportance(), ratio, example_inputs)
     model.zero_grad()
 
@@ -251,7 +268,7 @@ def hessian_channels(model: nn.Module, ratio: float, example_inputs: torch.Tenso
 
     LeCun et al., 1989, "Optimal Brain Damage".
     """
-    fisher_diagonal(model, data.calib)
+    data.fill_gradients(model, fisher_diagonal)
     prune_channels(model, tp.importance.GroupHessianImportance(), ratio, example_inputs)
     model.zero_grad()
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from itertools import islice
 
 import torch
 import torch.nn.functional as F
@@ -122,3 +124,45 @@ def train(
             if on_epoch is not None:
                 on_epoch()
     model.eval()
+
+
+# BatchNorm statistics of a pruned model are re-estimated on this many training batches of this size.
+RECALIBRATION_BATCHES = 16
+RECALIBRATION_BATCH_SIZE = 64
+
+
+def batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """Every BatchNorm layer of ``model`` (timm's ``BatchNormAct2d`` included)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module,
+    workload: Workload,
+    batches: int = RECALIBRATION_BATCHES,
+    batch_size: int = RECALIBRATION_BATCH_SIZE,
+    seed: int = 0,
+) -> tuple[nn.Module, int]:
+    """A copy of ``model`` whose BatchNorm running means and variances are re-estimated as plain averages
+    over ``batches`` training batches of ``batch_size`` images, and the number of images it saw. No weight
+    changes, and every other layer runs in eval mode. Pruning leaves the dense statistics behind, which no
+    longer fit the thinner layers: this is the "BN recalibration" of pruning papers (e.g. Li et al., 2020,
+    "EagleEye"), the criterion's quality without fine-tuning. A model without BatchNorm comes back as an
+    unchanged copy that saw no images."""
+    model = copy.deepcopy(model).eval()
+    norms = batchnorms(model)
+    if not norms:
+        return model, 0
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    device, seen = next(model.parameters()).device, 0
+    for images, _ in islice(workload.loader("train", batch_size, seed=seed), batches):
+        model(images.to(device))
+        seen += len(images)
+    for bn, momentum in zip(norms, momenta, strict=True):
+        bn.momentum = momentum
+    return model.eval(), seen
