@@ -31,7 +31,7 @@ from filelock import FileLock
 from .case import RECOVERY_DISTILL, recovery_recipe, run
 from .data import digits
 from .gate import CONFIDENCE, PairedDrop, one_sided_z, required_tolerance
-from .matrix import Case, build_cases, parse_seeds, split_csv
+from .matrix import Case, build_cases, parse_seeds, parse_speedups, split_csv
 from .registry import get_method
 from .zoo import baseline_recipe, write_atomic
 
@@ -77,7 +77,20 @@ def recipe_keys(model: str) -> dict[str, str]:
 
 
 def _entry_key(entry: dict) -> tuple:
-    return tuple(entry[k] for k in ("model", "method", "ratio", "seed", "threads", "machine"))
+    speedup = entry.get("speedup") or 0.0
+    ratio = entry["ratio"] if entry["ratio"] is not None else 0.0
+    return (
+        entry["model"],
+        entry["method"],
+        ratio,
+        speedup,
+        *(entry[k] for k in ("seed", "threads", "machine")),
+    )
+
+
+def entry_case(entry: dict) -> Case:
+    """The bench case a calibration run belongs to (a ratio case, or a MACs-target case)."""
+    return Case(entry["model"], entry["method"], entry["ratio"], entry.get("speedup"))
 
 
 def load(path: Path = DEFAULT_PATH) -> list[dict]:
@@ -95,7 +108,7 @@ def calibrations(entries: Iterable[dict], cases: Sequence[Case]) -> dict[Case, C
     grouped: dict[Case, list[tuple[int, int, PairedDrop]]] = {case: [] for case in cases}
     current = {case.model: recipe_keys(case.model) for case in cases}
     for e in entries:
-        case = Case(e["model"], e["method"], e["ratio"])
+        case = entry_case(e)
         if case in grouped and all(e[k] == v for k, v in current[case.model].items()):
             paired = PairedDrop(**{f.name: e[f.name] for f in fields(PairedDrop)})
             grouped[case].append((e["seed"], e["threads"], paired))
@@ -127,20 +140,20 @@ def render(entries: list[dict], cases: Sequence[Case]) -> str:
         f"{one_sided_z():.2f}, one-sided {CONFIDENCE:.0%}), the tolerance "
         "a single run needs to pass.",
         "",
-        "| model | method | ratio | runs | seeds | mean top-1 dense → pruned | mean drop | min | max | std "
-        "| mean SE | worst required | needs |",
+        "| model | method | ratio / MACs target | runs | seeds | mean top-1 dense → pruned | mean drop | min "
+        "| max | std | mean SE | worst required | needs |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case, cal in cals.items():
         if not cal.runs:
-            lines.append(f"| {case.model} | {case.method} | {case.ratio:g} | 0 |{'  |' * 9}")
+            lines.append(f"| {case.model} | {case.method} | {_cost(case)} | 0 |{'  |' * 9}")
             continue
         drops, ses = cal.drops, [p.se for _, _, p in cal.runs]
         std = statistics.stdev(drops) if len(drops) > 1 else 0.0
         dense = statistics.fmean(p.dense_top1 for _, _, p in cal.runs)
         pruned = statistics.fmean(p.pruned_top1 for _, _, p in cal.runs)
         lines.append(
-            f"| {case.model} | {case.method} | {case.ratio:g} | {len(cal.runs)} | "
+            f"| {case.model} | {case.method} | {_cost(case)} | {len(cal.runs)} | "
             f"{','.join(map(str, sorted(cal.seeds)))} | {dense:.2f} → {pruned:.2f} | "
             f"{statistics.fmean(drops):.2f} | {min(drops):.2f} | {max(drops):.2f} | {std:.2f} | "
             f"{statistics.fmean(ses):.2f} | {max(cal.required):.2f} | {cal.covering_tolerance:.2f} |"
@@ -166,6 +179,17 @@ def render(entries: list[dict], cases: Sequence[Case]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _cost(case: Case) -> str:
+    return f"{case.speedup:g}x" if case.speedup is not None else f"{case.ratio:g}"
+
+
+def rendered_cases(entries: Iterable[dict]) -> list[Case]:
+    """The cases ``CALIBRATION.md`` lists: the full tier's, then any MACs-target cases calibrated."""
+    cases = build_cases(tier="full")
+    targeted = dict.fromkeys(entry_case(e) for e in entries if e.get("speedup"))
+    return cases + [case for case in targeted if case not in cases]
+
+
 def record(entry: dict, path: Path, cases: Sequence[Case]) -> None:
     """Add (or replace) one run in the calibration file and re-render the Markdown beside it."""
     with FileLock(f"{path}.lock"):
@@ -173,7 +197,7 @@ def record(entry: dict, path: Path, cases: Sequence[Case]) -> None:
         entries = sorted([*entries, entry], key=_entry_key)
         text = json.dumps({"confidence": CONFIDENCE, "runs": entries}, indent=1) + "\n"
         write_atomic(path, lambda f: f.write(text.encode()))
-        write_markdown(entries, path, cases)
+        write_markdown(entries, path, [*cases, *(c for c in rendered_cases(entries) if c not in cases)])
 
 
 def write_markdown(entries: list[dict], path: Path, cases: Sequence[Case]) -> str:
@@ -201,6 +225,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", help="comma-separated method names or wildcards (default: all)")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     parser.add_argument(
+        "--speedup",
+        "--speedups",
+        dest="speedups",
+        help="MACs targets (e.g. 2): calibrate every structured method at equal cost instead of its ratio",
+    )
+    parser.add_argument(
         "--distill",
         type=float,
         default=RECOVERY_DISTILL,
@@ -217,7 +247,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         seeds = parse_seeds(args.seeds)
-        todo = build_cases(split_csv(args.models), split_csv(args.methods), tier="full")
+        todo = build_cases(
+            split_csv(args.models),
+            split_csv(args.methods),
+            tier="full",
+            speedups=parse_speedups(args.speedups),
+        )
         load(args.out)
     except ValueError as err:
         parser.error(str(err))
@@ -230,7 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     full_cases = build_cases(tier="full")
     if args.render:
-        print(write_markdown(load(args.out), args.out, full_cases))
+        entries = load(args.out)
+        print(write_markdown(entries, args.out, rendered_cases(entries)))
         return 0
     workload, cpu = digits(), machine()
     for case in todo:
@@ -241,6 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 case.method,
                 case.ratio,
                 workload,
+                speedup=case.speedup,
                 seeds=[seed],
                 latency_rounds=None,
                 recovery=recovery,
@@ -250,6 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "model": case.model,
                 "method": case.method,
                 "ratio": case.ratio,
+                "speedup": case.speedup,
+                "ratio_found": round(result.ratio, 4),
+                "macs_speedup": round(result.record.macs_speedup, 3),
+                "pruned_top1_recalibrated": round(result.seeds[0].pruned_top1_recalibrated, 2),
                 "seed": seed,
                 "threads": torch.get_num_threads(),
                 "machine": cpu,

@@ -37,10 +37,10 @@ class TargetUnreachableError(NotApplicableError):
 MIN_ACHIEVED_FRACTION = 0.4
 # A MACs target is met when dense MACs / pruned MACs lies within this fraction of it.
 SPEEDUP_TOLERANCE = 0.02
-# The largest ratio a MACs-target search tries, and how many probes it may spend.
-# The ratios a MACs-target search tries as its upper end, largest first (a ratio that leaves a layer
-# nothing to keep fails, and the next is tried), and the ratio resolution at which it stops.
-SEARCH_HIGHS = (0.9, 0.75, 0.6)
+# A MACs-target search first steps through this grid of ratios until one removes enough, then bisects
+# between it and the grid point before, down to this ratio resolution. Stepping up rather than starting
+# at the top matters: near 1, rounding to whole multiples of channels makes MACs rise again.
+SEARCH_GRID = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9)
 RATIO_RESOLUTION = 1e-3
 # Channel multiples a search tries, coarsest first: the first whose MACs land in the band is used.
 SEARCH_MULTIPLES = (ROUND_TO, 4, 2, 1)
@@ -216,14 +216,14 @@ def prune_to_speedup(
     pruned MACs land within :data:`SPEEDUP_TOLERANCE` of ``speedup``: equal cost, so methods compare on
     quality rather than on how much they remove.
 
-    The ratio is found by bisection, each probe pruning a fresh copy with the same random state, with
-    remaining channel counts rounded to multiples of 8 (:data:`ROUND_TO`) where that lands in the band and
-    to the coarsest of :data:`SEARCH_MULTIPLES` that does otherwise. Gradients and sparse-training epochs
-    are computed on the first probe only and replayed on the others
-    (:meth:`pruners.MethodData.for_search`). The record carries ``target_speedup``, the ratio found, the
-    channel multiple and the number of probes. Raises :class:`TargetUnreachableError` with the reason when
-    the method cannot remove that much, or MACs jump over the band at every multiple, and ``ValueError``
-    for a mask method, which a dense kernel runs at the dense cost.
+    The ratio is found on a coarse grid (:data:`SEARCH_GRID`), then by bisection, each probe pruning a
+    fresh copy with the same random state. Remaining channel counts are rounded to multiples of 8
+    (:data:`ROUND_TO`) where that lands in the band, else to the coarsest of :data:`SEARCH_MULTIPLES`
+    that does. Gradients and sparse-training epochs are computed on the first probe only and replayed on
+    the others (:meth:`pruners.MethodData.for_search`). The record carries ``target_speedup``, the ratio
+    found, the channel multiple and the number of probes. Raises :class:`TargetUnreachableError` with the
+    reason when the method cannot remove that much, or MACs jump over the band at every multiple, and
+    ``ValueError`` for a mask method, which a dense kernel runs at the dense cost.
     """
     spec = get_method(method)
     target = check_speedup(speedup)
@@ -267,29 +267,29 @@ class _Search:
         model = copy.deepcopy(self.model)
         return _prune_once(model, self.spec, ratio, self.inputs, self.data, check=False)
 
-    def highest(self) -> tuple[nn.Module, PruneRecord]:
-        """The probe at the largest of :data:`SEARCH_HIGHS` that prunes; unreachable if none does."""
-        failures = []
-        for ratio in SEARCH_HIGHS:
+    def bracket(self) -> tuple[tuple[float, float], tuple[nn.Module, PruneRecord]]:
+        """``((ratio, speedup) of the grid point below the band, the first grid probe that reaches it)``;
+        :class:`TargetUnreachableError` when no grid ratio removes enough, or the next one fails."""
+        below, failure = (0.0, 1.0), ""
+        for ratio in SEARCH_GRID:
             try:
-                return self.probe(ratio)
+                pruned, record = self.probe(ratio)
             except (RuntimeError, ValueError, IndexError, ZeroDivisionError) as err:
-                failures.append(f"ratio {ratio:g}: {type(err).__name__}: {str(err).strip()[:80]}")
+                failure = f"; ratio {ratio:g} fails ({type(err).__name__}: {str(err).strip()[:80]})"
+                break
+            if record.macs_speedup >= self.band[0]:
+                return below, (pruned, record)
+            below = (ratio, record.macs_speedup)
         raise TargetUnreachableError(
-            f"method {self.spec.name!r} cannot reach {self.target:g}x fewer MACs on this model: it fails at "
-            + "; ".join(failures)
+            f"method {self.spec.name!r} cannot reach {self.target:g}x fewer MACs on this model: at ratio "
+            f"{below[0]:g} it removes {below[1]:.2f}x{failure}"
         )
 
     def bisect(self, multiple: int) -> tuple[nn.Module, PruneRecord] | str:
         """The probe that lands in the band, or a sentence saying where MACs jump over it."""
         low_band, high_band = self.band
-        pruned, record = self.highest()
-        if record.macs_speedup < low_band:
-            raise TargetUnreachableError(
-                f"method {self.spec.name!r} cannot reach {self.target:g}x fewer MACs on this model: at "
-                f"ratio {record.ratio:g} it removes {record.macs_speedup:.2f}x"
-            )
-        below, above = (0.0, 1.0), (record.ratio, record.macs_speedup)
+        below, (pruned, record) = self.bracket()
+        above = (record.ratio, record.macs_speedup)
         while not low_band <= record.macs_speedup <= high_band:
             if above[0] - below[0] < RATIO_RESOLUTION:
                 return (

@@ -1,10 +1,11 @@
 """asv benchmarks for every model x method case of the bench matrix, one parameter pair per case.
 
 The cases come from :func:`pruners.matrix.cases_from_env` (``PRUNEBENCH_MODELS``, ``PRUNEBENCH_METHODS``,
-``PRUNEBENCH_SHARD``), so methods and models added to the library join the suite without an edit here.
-``setup_cache`` runs each case of this shard once through :func:`pruners.run`, with dense baselines from the
-same cache as ``pytest bench/``; every benchmark below reads what it saved. Parameter pairs that are not a
-case of this run (another shard's, or no case at all) are skipped.
+``PRUNEBENCH_SHARD``, and ``PRUNEBENCH_SPEEDUPS`` for one MACs target), so methods and models added to the
+library join the suite without an edit here. ``setup_cache`` runs each case of this shard once through
+:func:`pruners.run`, with dense baselines from the same cache as ``pytest bench/``; every benchmark below
+reads what it saved. Parameter pairs that are not a case of this run (another shard's, or no case at all)
+are skipped.
 """
 
 import copy
@@ -23,6 +24,8 @@ torch.set_num_threads(THREADS)
 CASES, SHARD_CASES = cases_from_env()
 MODELS = list(dict.fromkeys(c.model for c in CASES))
 METHODS = list(dict.fromkeys(c.method for c in CASES))
+if len({(c.model, c.method) for c in CASES}) < len(CASES):
+    raise ValueError("asv tracks one cost per model and method: give PRUNEBENCH_SPEEDUPS one MACs target")
 
 
 class _Case:
@@ -34,7 +37,13 @@ class _Case:
         saved = {}
         for case in SHARD_CASES:
             result = pruners.run(
-                case.model, case.method, case.ratio, workload, batch_size=BATCH_SIZE, latency_rounds=None
+                case.model,
+                case.method,
+                case.ratio,
+                workload,
+                speedup=case.speedup,
+                batch_size=BATCH_SIZE,
+                latency_rounds=None,
             )
             torch.save(result.dense, f"{case.id}-dense.pt")
             torch.save(result.pruned, f"{case.id}-pruned.pt")
@@ -86,6 +95,12 @@ class Accuracy(_Case):
 
     track_top1_drop.unit = "points"
 
+    def track_recalibrated_top1_error(self, saved: dict, model: str, method: str) -> float:
+        """Top-1 error straight after pruning, BatchNorm statistics re-estimated: the criterion alone."""
+        return round(100.0 - self.summary["pruned_top1_recalibrated"], 2)
+
+    track_recalibrated_top1_error.unit = "%"
+
 
 class Size(_Case):
     """MACs and parameters of the pruned model (unstructured masks leave both unchanged)."""
@@ -115,7 +130,7 @@ class Memory(_Case):
         pruners.prune(
             copy.deepcopy(self.dense),
             method,
-            self.case.ratio,
+            self.summary["ratio"],
             self.inputs,
             calib=self.data.calib,
             sparse_train=self.data.sparse_train,
