@@ -60,9 +60,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="your labelled images: an ImageFolder with train/ and val/, or a val-only folder of classes "
         "(half held out, half for training and recovery); read at each model's own timm data config",
     )
-    data.addoption("--img-size", type=int, help="input size for --data-dir (default: the model's own)")
-    data.addoption("--train-images", type=int, help="cap the training / recovery images of --data-dir")
-    data.addoption("--test-images", type=int, help="cap the held-out images of --data-dir")
+    data.addoption(
+        "--dataset",
+        help="a dataset named the timm way: torch/fashion_mnist (offline from Debian's "
+        "dataset-fashion-mnist), torch/mnist, torch/kmnist, torch/cifar10, torch/cifar100; --data-dir is "
+        "then its torchvision root",
+    )
+    data.addoption(
+        "--dataset-download", action="store_true", help="let torchvision download --dataset (network needed)"
+    )
+    data.addoption(
+        "--img-size", type=int, help="input size for --data-dir (default: the model's own) or --dataset (32)"
+    )
+    data.addoption("--train-images", type=int, help="cap the training images of --dataset / --data-dir")
+    data.addoption("--test-images", type=int, help="cap the held-out images of --dataset / --data-dir")
     data.addoption("--hflip", type=float, default=0.5, help="horizontal flip probability when training")
     data.addoption(
         "--crop-scale", type=float, help="smallest random-resized-crop area when training (timm's: 0.08)"
@@ -111,6 +122,8 @@ def pytest_configure(config: pytest.Config) -> None:
             [case.model for case in config.prunebench_cases],
             batch_size=option.batch_size,
             data_dir=option.data_dir,
+            dataset=option.dataset,
+            download=option.dataset_download,
             img_size=option.img_size,
             train_images=option.train_images,
             test_images=option.test_images,

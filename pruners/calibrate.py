@@ -30,10 +30,11 @@ from filelock import FileLock
 
 from .case import RECOVERY_DISTILL, recovery_recipe, run
 from .data import digits
+from .files import write_atomic
 from .gate import CONFIDENCE, PairedDrop, one_sided_z, required_tolerance
 from .matrix import Case, build_cases, parse_seeds, parse_speedups, split_csv
 from .registry import get_method
-from .zoo import baseline_recipe, write_atomic
+from .zoo import baseline_recipe
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "bench" / "calibration.json"
 MIN_SEEDS = 5

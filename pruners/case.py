@@ -230,7 +230,7 @@ def calibration_batches(
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The labelled training batches a data-driven method sees while pruning (the same for every method),
     on ``device``."""
-    batches = islice(workload.loader("train", batch_size, seed=seed), CALIB_BATCHES)
+    batches = islice(workload.loader("recovery", batch_size, seed=seed), CALIB_BATCHES)
     return [(images.to(device), labels.to(device)) for images, labels in batches]
 
 
@@ -251,7 +251,17 @@ def method_data(
 
     def sparse_train(model: nn.Module, regularize: Regularizer, on_epoch: Callable[[], None]) -> None:
         label = f"sparse-train {desc}/{method}"
-        train(model, workload, sparse, seed, label, teacher, regularize=regularize, on_epoch=on_epoch)
+        train(
+            model,
+            workload,
+            sparse,
+            seed,
+            label,
+            teacher,
+            regularize=regularize,
+            on_epoch=on_epoch,
+            split="recovery",
+        )
 
     calib = calibration_batches(workload, batch_size, seed, device_of(teacher))
     return MethodData(calib, sparse_train if epochs else None)
@@ -300,7 +310,7 @@ def _run_seed(
     if budget[1]:
         desc = f"recover {model_name}/{method}"
         rest = dataclasses.replace(recovery, epochs=budget[1])
-        train(pruned, workload, rest, seed=seed, desc=desc, teacher=baseline.model)
+        train(pruned, workload, rest, seed=seed, desc=desc, teacher=baseline.model, split="recovery")
     recovery_seconds = time.perf_counter() - start
     make_permanent(pruned)
     dense_ok, recovered_ok = correct(baseline.model, test), correct(pruned, test)
@@ -401,7 +411,7 @@ def run(
     if not seeds:
         raise ValueError("a case needs at least one seed")
     workload = workload or digits()
-    dense_recipe = baseline_recipe or zoo.baseline_recipe(zoo.check_model_name(model_name))
+    dense_recipe = baseline_recipe or zoo.baseline_recipe(zoo.check_model_name(model_name), workload.family)
     recovery = recovery or recovery_recipe(dense_recipe)
     timing = timing or TimingOptions()
     if recovery_epochs is not None:

@@ -20,6 +20,7 @@ import torch
 import torch_pruning as tp
 
 from .case import CaseResult, run
+from .files import write_atomic
 from .history import MergeError, merge_asv_results, merge_benchmark_files
 from .models import get_model, list_models
 from .profile import profile_pair
@@ -28,7 +29,7 @@ from .registry import check_ratio, get_method, list_methods
 from .report import write_report
 from .settings import bench_settings
 from .sweep import SweepRow, markdown, merge_rows, read_csv, select_architectures, sweep, write_csv
-from .zoo import WeightsUnavailableError, write_atomic
+from .zoo import WeightsUnavailableError
 
 
 def _case(args: argparse.Namespace) -> CaseResult:
@@ -44,6 +45,8 @@ def _case(args: argparse.Namespace) -> CaseResult:
         [args.model],
         batch_size=args.batch_size,
         data_dir=args.data_dir,
+        dataset=args.dataset,
+        download=args.dataset_download,
         pretrained=args.pretrained,
         checkpoint=args.checkpoint,
         device=args.device,
@@ -293,6 +296,10 @@ def _case_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward for MACs and latency")
     parser.add_argument("--latency-rounds", type=int, default=20, help="timed rounds per model (default 20)")
     parser.add_argument("--data-dir", help="your labelled images (README: Your own data and weights)")
+    parser.add_argument("--dataset", help="a dataset named the timm way, e.g. torch/fashion_mnist")
+    parser.add_argument(
+        "--dataset-download", action="store_true", help="let torchvision download --dataset (network needed)"
+    )
     parser.add_argument(
         "--pretrained", action="store_true", help="timm's pretrained weights as the dense model"
     )

@@ -8,6 +8,7 @@ val-only folder such as ImageNet val) through timm's data stack, at the model's 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -21,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from timm.data import ImageDataset, create_transform, resolve_model_data_config
+from timm.data import ImageDataset, create_dataset, create_transform, resolve_model_data_config
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
+
+from .files import cache_dir, write_atomic
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -43,7 +46,10 @@ class TensorImageDataset(Dataset):
 
 @dataclass(frozen=True)
 class Workload:
-    """A labelled dataset for one bench run: ``train`` (augmented) for fine-tuning, ``test`` held out."""
+    """A labelled dataset for one bench run: ``train`` (augmented) for the dense baselines, ``test`` held
+    out. ``recovery`` is what pruning and recovery train on: the whole train split, or a seeded subset of
+    it where a full epoch would not fit the bench's budget. ``family`` keys the baseline recipes
+    (:mod:`pruners.models`)."""
 
     name: str
     train: Dataset
@@ -53,14 +59,23 @@ class Workload:
     split: str = ""
     native: bool = False
     num_workers: int = 0
+    family: str = "digits"
+    recovery: Dataset | None = None
 
     def loader(self, split: str, batch_size: int, seed: int = 0) -> DataLoader:
-        """Batches of ``split`` ("train" is shuffled with ``seed``, "test" is in order)."""
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        train = split == "train"
+        """Batches of ``split``: "train" and "recovery" are shuffled with ``seed``, "test" is in order."""
+        if split not in ("train", "recovery", "test"):
+            raise ValueError(f"split must be 'train', 'recovery' or 'test', got {split!r}")
+        train = split != "test"
+        recovery = self.recovery if self.recovery is not None else self.train
+        data = {"train": self.train, "recovery": recovery, "test": self.test}[split]
+        if train and len(data) < batch_size:
+            raise ValueError(
+                f"the {split} split of {self.name} holds {len(data)} images, fewer than one batch of "
+                f"{batch_size}"
+            )
         return DataLoader(
-            self.train if train else self.test,
+            data,
             batch_size=batch_size,
             shuffle=train,
             drop_last=train,
@@ -232,4 +247,158 @@ def image_folder(
         split=split,
         native=True,
         num_workers=min(4, os.cpu_count() or 1) if num_workers is None else num_workers,
+    )
+
+
+class DatasetUnavailableError(DataDirError):
+    """A named dataset whose files are not on this machine and may not be downloaded."""
+
+
+# timm's names of the torchvision datasets the bench reads (``timm.data.create_dataset("torch/...")``),
+# with torchvision's folder name for each and whether a horizontal flip keeps an image's class.
+TORCH_DATASETS: dict[str, tuple[str, bool]] = {
+    "torch/fashion_mnist": ("FashionMNIST", True),
+    "torch/mnist": ("MNIST", False),
+    "torch/kmnist": ("KMNIST", False),
+    "torch/cifar10": ("cifar-10-batches-py", True),
+    "torch/cifar100": ("cifar-100-python", True),
+}
+# Where Debian's dataset-fashion-mnist package installs the four original gzip files.
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+# Pruning and recovery on a named dataset train on a seeded subset of this many training images: an
+# epoch of Fashion-MNIST's 60,000 costs a resnet18 minutes on 2 cores.
+RECOVERY_IMAGES = 8192
+
+
+def fashion_mnist_hint(where: str) -> str:
+    """The one line that says how to get Fashion-MNIST onto this machine."""
+    return (
+        f"Fashion-MNIST is not in {where}: `apt-get install dataset-fashion-mnist` (Debian, offline "
+        "mirrors included), or pass --dataset-download with network access, or --data-dir ROOT holding "
+        "ROOT/FashionMNIST/raw/"
+    )
+
+
+def fashion_mnist_root(debian: Path | None = None) -> Path | None:
+    """A torchvision root holding Fashion-MNIST, laid out in the project's cache from Debian's package
+    (un-gzipped into ``CACHE/datasets/FashionMNIST/raw/``, written atomically, never into a system
+    folder); ``None`` when neither the cache nor the package (``debian``, default
+    :data:`DEBIAN_FASHION_MNIST`) has the files."""
+    debian = DEBIAN_FASHION_MNIST if debian is None else debian
+    root = cache_dir() / "datasets"
+    raw = root / "FashionMNIST" / "raw"
+    if all((raw / name).is_file() for name in FASHION_MNIST_FILES):
+        return root
+    if not all((debian / f"{name}.gz").is_file() for name in FASHION_MNIST_FILES):
+        return None
+    for name in FASHION_MNIST_FILES:
+        if not (raw / name).is_file():
+            with gzip.open(debian / f"{name}.gz", "rb") as packed:
+                data = packed.read()
+            write_atomic(raw / name, lambda f, data=data: f.write(data))
+    return root
+
+
+def _as_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(uint8 images N x C x H x W, int64 labels)`` of a torchvision MNIST- or CIFAR-style dataset."""
+    images = torch.as_tensor(dataset.data)
+    images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
+    return images.contiguous(), torch.as_tensor(dataset.targets, dtype=torch.long)
+
+
+def torch_dataset(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    download: bool = False,
+    img_size: int = 32,
+    train_images: int | None = None,
+    test_images: int | None = None,
+    recovery_images: int | None = RECOVERY_IMAGES,
+    seed: int = 0,
+) -> Workload:
+    """A torchvision dataset named the timm way (``torch/fashion_mnist``, ``torch/cifar10``, ...) as a
+    :class:`Workload`, built through ``timm.data.create_dataset``: its train split for baselines, a seeded
+    ``recovery_images`` subset of it for pruning and recovery, and its test split held out (all of it
+    unless ``test_images`` caps it at a seeded subset; ``train_images`` caps the train split).
+
+    Images are resized (bilinear) to ``img_size`` px, grayscale repeated to three channels, and
+    standardised with the training split's mean and std per channel; training images are shifted by up to
+    ``img_size // 16`` px at random (padding + crop) and, where a flip keeps the class (Fashion-MNIST,
+    CIFAR), flipped horizontally with probability 0.5.
+
+    Without ``root``, Fashion-MNIST comes from Debian's package (:func:`fashion_mnist_root`); other
+    datasets need ``root`` or ``download``. Missing files are a :class:`DatasetUnavailableError`.
+    """
+    if name not in TORCH_DATASETS:
+        raise DataDirError(f"unknown dataset {name!r}; choose from {', '.join(TORCH_DATASETS)}")
+    folder, flips = TORCH_DATASETS[name]
+    if root is None and name == "torch/fashion_mnist" and not download:
+        found = fashion_mnist_root()
+        if found is None:
+            raise DatasetUnavailableError(fashion_mnist_hint(f"{DEBIAN_FASHION_MNIST} or {cache_dir()}"))
+        root = found
+    if root is None:
+        if not download:
+            raise DatasetUnavailableError(
+                f"{name} needs --data-dir ROOT (torchvision's layout, ROOT/{folder}/) or --dataset-download"
+            )
+        root = cache_dir() / "datasets"
+    root = Path(root).expanduser()
+    try:
+        splits = {
+            split: create_dataset(name, root=str(root), split=split, download=download)
+            for split in ("train", "validation")
+        }
+    except RuntimeError as err:
+        if name == "torch/fashion_mnist":
+            raise DatasetUnavailableError(fashion_mnist_hint(str(root))) from None
+        raise DatasetUnavailableError(
+            f"{name} is not in {root} ({str(err).strip()}): pass --data-dir ROOT holding ROOT/{folder}/, "
+            "or --dataset-download with network access"
+        ) from None
+    train_x, train_y = _as_tensors(splits["train"])
+    test_x, test_y = _as_tensors(splits["validation"])
+    train_idx = _first(list(range(len(train_y))), train_images, seed)
+    test_idx = _first(list(range(len(test_y))), test_images, seed + 1)
+    recovery_idx = _first(train_idx, recovery_images, seed + 2)
+    channels = train_x.shape[1]
+    scaled = train_x[train_idx].float() / 255
+    mean = scaled.mean(dim=(0, 2, 3)).tolist() * (3 // channels)
+    std = scaled.std(dim=(0, 2, 3)).tolist() * (3 // channels)
+    base = [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Resize((img_size, img_size), antialias=True),
+        v2.Lambda(lambda x: x.expand(3, -1, -1)),
+    ]
+    normalize = v2.Normalize(mean, std)
+    augment = [
+        v2.RandomCrop(img_size, padding=img_size // 16),
+        *([v2.RandomHorizontalFlip()] if flips else []),
+    ]
+    train_tf, test_tf = v2.Compose([*base, *augment, normalize]), v2.Compose([*base, normalize])
+    train = TensorImageDataset(train_x[train_idx], train_y[train_idx], train_tf)
+    recovery = TensorImageDataset(train_x[recovery_idx], train_y[recovery_idx], train_tf)
+    test = TensorImageDataset(test_x[test_idx], test_y[test_idx], test_tf)
+    family = name.removeprefix("torch/")
+    caps = "-".join(f"{k}{c}" for k, c in (("tr", train_images), ("te", test_images)) if c is not None)
+    return Workload(
+        name=f"{family}{img_size}-s{seed}" + (f"-{caps}" if caps else ""),
+        train=train,
+        test=test,
+        num_classes=int(train_y.max()) + 1,
+        img_size=img_size,
+        split=(
+            f"{name} (timm create_dataset): {len(train)} train images for the baselines, a seeded "
+            f"{len(recovery)} of them for pruning and recovery, {len(test)} test images held out; "
+            f"{img_size} px, {'3' if channels == 3 else 'grayscale repeated to 3'} channels"
+        ),
+        family=family,
+        recovery=recovery,
     )

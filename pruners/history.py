@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .zoo import write_atomic
+from .files import write_atomic
 
 if TYPE_CHECKING:
     import pytest

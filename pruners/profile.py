@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from .files import write_atomic
 from .measure import count_macs_params, device_of, synchronize
-from .zoo import write_atomic
 
 PROFILE_ROUNDS = 10
 TOP_OPS = 15

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
+from .files import write_atomic
 from .gate import Verdict, decode_correct, paired_difference
-from .zoo import write_atomic
 
 # The control every structured method is paired against at the same MACs target.
 CONTROL = "random"

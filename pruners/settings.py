@@ -1,4 +1,5 @@
-"""What a bench run works on, from its options: the data (embedded digits or your folder), the dense weights
+"""What a bench run works on, from its options: the data (embedded digits, a dataset named the timm way such
+as ``torch/fashion_mnist``, or your folder), the dense weights
 (trained here, timm pretrained or a checkpoint), the device and how latency is timed.
 
 :func:`bench_settings` checks every option before any case runs, so a bad one is one clear line.
@@ -14,7 +15,7 @@ import timm
 
 from . import zoo
 from .case import Weights
-from .data import Workload, digits, image_folder
+from .data import TORCH_DATASETS, Workload, digits, image_folder, torch_dataset
 from .measure import TimingOptions, resolve_device
 
 
@@ -24,6 +25,8 @@ class BenchSettings:
     (once in all for the embedded digits, which are the same for every model)."""
 
     data_dir: Path | None = None
+    dataset: str | None = None
+    download: bool = False
     img_size: int | None = None
     train_images: int | None = None
     test_images: int | None = None
@@ -36,9 +39,20 @@ class BenchSettings:
     _workloads: dict[str, Workload] = field(default_factory=dict, repr=False)
 
     def workload(self, model_name: str) -> Workload:
-        """The embedded digits, or the data folder through ``model_name``'s own timm data config."""
-        key = model_name if self.data_dir is not None else ""
+        """The embedded digits, the named dataset (the same for every model), or the data folder through
+        ``model_name``'s own timm data config."""
+        key = model_name if self.data_dir is not None and self.dataset is None else ""
         if key not in self._workloads:
+            if self.dataset is not None:
+                self._workloads[key] = torch_dataset(
+                    self.dataset,
+                    self.data_dir,
+                    download=self.download,
+                    img_size=self.img_size or 32,
+                    train_images=self.train_images,
+                    test_images=self.test_images,
+                )
+                return self._workloads[key]
             self._workloads[key] = (
                 digits()
                 if self.data_dir is None
@@ -73,6 +87,8 @@ def bench_settings(
     *,
     batch_size: int,
     data_dir: str | None = None,
+    dataset: str | None = None,
+    download: bool = False,
     img_size: int | None = None,
     train_images: int | None = None,
     test_images: int | None = None,
@@ -98,8 +114,12 @@ def bench_settings(
         ("--test-images", test_images),
     ):
         _positive(name, value)
-        if value is not None and data_dir is None:
-            raise ValueError(f"{name} applies to --data-dir folders; the embedded digits are fixed")
+        if value is not None and data_dir is None and dataset is None:
+            raise ValueError(f"{name} applies to --dataset and --data-dir; the embedded digits are fixed")
+    if dataset is not None and dataset not in TORCH_DATASETS:
+        raise ValueError(f"unknown --dataset {dataset!r}; choose from {', '.join(TORCH_DATASETS)}")
+    if download and dataset is None:
+        raise ValueError("--dataset-download downloads a --dataset; name one (e.g. torch/cifar10)")
     _positive("--recovery-epochs", recovery_epochs)
     if not 0.0 <= hflip <= 1.0:
         raise ValueError(f"--hflip is a probability in [0, 1], got {hflip}")
@@ -123,6 +143,8 @@ def bench_settings(
         size = int(latency_size)
     settings = BenchSettings(
         data_dir=Path(data_dir) if data_dir else None,
+        dataset=dataset,
+        download=download,
         img_size=img_size,
         train_images=train_images,
         test_images=test_images,

@@ -39,7 +39,7 @@ import torch_pruning as tp
 from torch import nn
 
 from . import pruning, unstructured
-from .zoo import write_atomic
+from .files import write_atomic
 
 STAGES = ("create", "forward", "prune", "macs_dropped", "forward_pruned", "save_load", "state_dict", "onnx")
 NUM_CLASSES = 10

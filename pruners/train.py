@@ -72,9 +72,10 @@ def train(
     teacher: nn.Module | None = None,
     regularize: Callable[[nn.Module], None] | None = None,
     on_epoch: Callable[[], None] | None = None,
+    split: str = "train",
 ) -> None:
-    """Train ``model`` in place on ``workload.train`` with ``recipe``, on the model's device, showing a tqdm
-    progress bar.
+    """Train ``model`` in place on ``workload``'s ``split`` with ``recipe``, on the model's device, showing
+    a tqdm progress bar: ``"train"`` for dense baselines, ``"recovery"`` for what follows pruning.
 
     A recipe that distils needs the ``teacher``, which is only run, never trained. Sparse training passes
     ``regularize(model)``, called between ``backward()`` and the optimizer step, and ``on_epoch()``,
@@ -85,7 +86,7 @@ def train(
     if teacher is not None:
         teacher.eval()
     torch.manual_seed(seed)
-    loader = workload.loader("train", recipe.batch_size, seed=seed)
+    loader = workload.loader(split, recipe.batch_size, seed=seed)
     optimizer = create_optimizer_v2(model, "adamw", lr=recipe.lr, weight_decay=recipe.weight_decay)
     scheduler, _ = create_scheduler_v2(
         optimizer,
@@ -145,7 +146,7 @@ def recalibrate_batchnorm(
     seed: int = 0,
 ) -> tuple[nn.Module, int]:
     """A copy of ``model`` whose BatchNorm running means and variances are re-estimated as plain averages
-    over ``batches`` training batches of ``batch_size`` images, and the number of images it saw. No weight
+    over ``batches`` batches of ``batch_size`` recovery images, and the number of images it saw. No weight
     changes, and every other layer runs in eval mode. Pruning leaves the dense statistics behind, which no
     longer fit the thinner layers: this is the "BN recalibration" of pruning papers (e.g. Li et al., 2020,
     "EagleEye"), the criterion's quality without fine-tuning. A model without BatchNorm comes back as an
@@ -160,7 +161,7 @@ def recalibrate_batchnorm(
         bn.momentum = None
         bn.train()
     device, seen = next(model.parameters()).device, 0
-    for images, _ in islice(workload.loader("train", batch_size, seed=seed), batches):
+    for images, _ in islice(workload.loader("recovery", batch_size, seed=seed), batches):
         model(images.to(device))
         seen += len(images)
     for bn, momentum in zip(norms, momenta, strict=True):

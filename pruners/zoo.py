@@ -10,14 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import timm
 import torch
@@ -28,11 +24,11 @@ from torch import nn
 
 from .adapters import model_kwargs
 from .data import Workload
+from .files import cache_dir, write_atomic
 from .measure import top1
 from .models import check_model_name, get_model
 from .train import Recipe, train
 
-CACHE_ENV = "PRUNEBENCH_CACHE"
 _FORMAT = 1
 
 
@@ -40,14 +36,10 @@ class CorruptCacheError(RuntimeError):
     """A cached baseline could not be read back, or does not hold what its name promises."""
 
 
-def cache_dir() -> Path:
-    """Where baselines live: ``$PRUNEBENCH_CACHE``, else ``~/.cache/prunebench``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "prunebench")
-
-
-def baseline_recipe(model_name: str) -> Recipe:
-    """The recipe that trains ``model_name``'s dense baseline (:mod:`pruners.models`)."""
-    return get_model(model_name).recipe
+def baseline_recipe(model_name: str, workload_family: str = "digits") -> Recipe:
+    """The recipe that trains ``model_name``'s dense baseline on a workload of ``workload_family``
+    (:mod:`pruners.models`)."""
+    return get_model(model_name).recipe_for(workload_family)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -153,25 +145,6 @@ def _meta(model_name: str, workload: Workload, recipe: Recipe, seed: int) -> dic
     }
 
 
-def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, fsync, then rename it over ``path``.
-
-    A crash or interrupt leaves ``path`` as it was, never half-written.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_atomic(payload: dict, path: Path) -> None:
     """``torch.save`` ``payload`` to ``path`` through :func:`write_atomic`."""
     write_atomic(path, lambda f: torch.save(payload, f))
@@ -210,7 +183,7 @@ def load_baseline(
 
     A cache file that cannot be read back is reported with a warning and rebuilt.
     """
-    recipe = recipe or baseline_recipe(check_model_name(model_name))
+    recipe = recipe or baseline_recipe(check_model_name(model_name), workload.family)
     test = workload.loader("test", batch_size=256)
     if pretrained or checkpoint is not None:
         model = create_model(model_name, workload, pretrained=pretrained, checkpoint=checkpoint).to(device)

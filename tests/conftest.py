@@ -17,7 +17,7 @@ TINY_RECIPE = Recipe(epochs=1, lr=2e-3)
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the user's baseline cache."""
-    monkeypatch.setenv(pruners.zoo.CACHE_ENV, str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv(pruners.files.CACHE_ENV, str(tmp_path_factory.getbasetemp() / "cache"))
 
 
 @pytest.fixture(scope="session")

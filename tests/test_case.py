@@ -34,7 +34,7 @@ def run_tiny(method: str = "l1", seeds: tuple[int, ...] = (0,), rounds: int | No
 @pytest.fixture(scope="module")
 def result(tmp_path_factory: pytest.TempPathFactory) -> pruners.CaseResult:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(pruners.zoo.CACHE_ENV, str(tmp_path_factory.mktemp("case-cache")))
+        mp.setenv(pruners.files.CACHE_ENV, str(tmp_path_factory.mktemp("case-cache")))
         return run_tiny(seeds=(0, 1))
 
 

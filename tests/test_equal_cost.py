@@ -190,3 +190,22 @@ def test_the_report_pairs_every_method_against_random_and_draws_the_curves(tmp_p
     assert "curves_resnet18.png" in written
     assert (tmp_path / "report" / "curves_resnet18.png").read_bytes().startswith(b"\x89PNG")
     assert "## At equal cost" in (tmp_path / "report" / "report.md").read_text()
+
+
+UNREACHABLE = """
+
+def _unreachable(*args, **kwargs):
+    raise pruners.TargetUnreachableError("method 'l1' cannot reach 2x fewer MACs on this model: stand-in")
+
+
+pruners.run = _unreachable
+"""
+
+
+def test_the_bench_leaves_out_a_case_whose_target_is_unreachable(pytester: pytest.Pytester) -> None:
+    root = Path(__file__).resolve().parents[1] / "bench"
+    pytester.makeconftest((root / "conftest.py").read_text() + UNREACHABLE)
+    pytester.makepyfile(test_matrix=(root / "test_matrix.py").read_text())
+    result = pytester.runpytest("--models", "resnet18", "--methods", "l1", "--speedup", "2", "-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*left out resnet18-l1-2x (target unreachable: *stand-in)*"])

@@ -138,6 +138,8 @@ def test_asv_selection_from_the_environment_matches_the_options() -> None:
         (["--methods", "nope"], "no pruning method matches 'nope'; available:"),
         (["--seeds", "0,zero"], "seeds must be comma-separated non-negative integers"),
         (["--models", "resnet18", "--methods", "vit_heads"], "no case applies: vit_heads on resnet18"),
+        (["--speedup", "1"], "a MACs target must be > 1"),
+        (["--speedups", "2,2"], "MACs targets must be distinct"),
     ],
 )
 def test_bench_reports_usage_errors(option: list[str], message: str) -> None:
@@ -159,6 +161,13 @@ def test_bench_names_the_pairs_it_leaves_out() -> None:
     assert "prunebench: 1 cases, 2 pairs not applicable, seeds [0]" in proc.stdout
     assert "left out resnet18-vit_heads (not applicable: no attention layers to prune)" in proc.stdout
     assert "test_prune[vit_tiny_patch16_224-vit_heads-0.3]" in proc.stdout
+
+
+def test_bench_collects_every_structured_method_at_each_macs_target() -> None:
+    proc = collect_bench("--models", "resnet18", "--methods", "l1,magnitude", "--speedups", "1.5,3")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for case in ("resnet18-l1-1.5x", "resnet18-l1-3x", "resnet18-magnitude-0.5"):
+        assert f"test_prune[{case}]" in proc.stdout
 
 
 def collect_bench(*options: str) -> subprocess.CompletedProcess:
