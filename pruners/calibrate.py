@@ -29,7 +29,7 @@ import torch
 from filelock import FileLock
 
 from .case import RECOVERY_DISTILL, recovery_recipe, run
-from .data import digits
+from .data import TORCH_DATASETS, DataDirError, digits, torch_dataset
 from .files import write_atomic
 from .gate import CONFIDENCE, PairedDrop, one_sided_z, required_tolerance
 from .matrix import Case, build_cases, parse_seeds, parse_speedups, split_csv
@@ -71,9 +71,10 @@ class CaseCalibration:
         return max(max(required) + MARGIN_POINTS, statistics.fmean(required) + MARGIN_STDS * spread)
 
 
-def recipe_keys(model: str) -> dict[str, str]:
-    """The keys of the recipes a case of ``model`` runs with today; a run under other recipes is stale."""
-    dense = baseline_recipe(model)
+def recipe_keys(model: str, family: str = "digits") -> dict[str, str]:
+    """The keys of the recipes a case of ``model`` runs with today on a workload of ``family``; a run
+    under other recipes is stale."""
+    dense = baseline_recipe(model, family)
     return {"baseline_recipe": dense.key, "recovery_recipe": recovery_recipe(dense).key}
 
 
@@ -104,13 +105,16 @@ def load(path: Path = DEFAULT_PATH) -> list[dict]:
         raise ValueError(f"{path}: not a calibration file ({type(err).__name__}: {err})") from err
 
 
-def calibrations(entries: Iterable[dict], cases: Sequence[Case]) -> dict[Case, CaseCalibration]:
+def calibrations(
+    entries: Iterable[dict], cases: Sequence[Case], family: str = "digits"
+) -> dict[Case, CaseCalibration]:
     """Group the current (non-stale) runs in ``entries`` by case, for each of ``cases``."""
     grouped: dict[Case, list[tuple[int, int, PairedDrop]]] = {case: [] for case in cases}
-    current = {case.model: recipe_keys(case.model) for case in cases}
+    current = {case.model: recipe_keys(case.model, family) for case in cases}
     for e in entries:
         case = entry_case(e)
-        if case in grouped and all(e[k] == v for k, v in current[case.model].items()):
+        fresh = all(e[k] == v for k, v in current[case.model].items())
+        if case in grouped and fresh and e.get("family", "digits") == family:
             paired = PairedDrop(**{f.name: e[f.name] for f in fields(PairedDrop)})
             grouped[case].append((e["seed"], e["threads"], paired))
     return {case: CaseCalibration(case, tuple(runs)) for case, runs in grouped.items()}
@@ -125,9 +129,10 @@ def suggested_tolerance(cals: Iterable[CaseCalibration]) -> float:
     return max(MIN_TOLERANCE, math.ceil(need * 2) / 2)
 
 
-def render(entries: list[dict], cases: Sequence[Case]) -> str:
+def render(entries: list[dict], cases: Sequence[Case], family: str = "digits") -> str:
     """The calibration table as Markdown: per case, then per method against its registered tolerance."""
-    cals = calibrations(entries, cases)
+    cals = calibrations(entries, cases, family)
+    images = sorted({e["n"] for e in entries if e.get("family", "digits") == family})
     machines = sorted({f"{e['machine']}, torch threads={e['threads']}" for e in entries})
     lines = [
         "# Tolerance calibration",
@@ -136,7 +141,8 @@ def render(entries: list[dict], cases: Sequence[Case]) -> str:
         "the full matrix changes (`tests/test_calibration.py` fails until the table covers every case of",
         "`pytest bench/ --full` under today's recipes).",
         "",
-        f"Runs: {', '.join(machines)}. Drops are in top-1 points on the 360 held-out digits; *SE* is",
+        f"Runs: {', '.join(machines)}. Drops are in top-1 points on the "
+        f"{'/'.join(map(str, images)) or 'no'} held-out images of {family}; *SE* is",
         "the paired standard error; *required* is `drop - z x SE` (z = "
         f"{one_sided_z():.2f}, one-sided {CONFIDENCE:.0%}), the tolerance "
         "a single run needs to pass.",
@@ -191,6 +197,11 @@ def rendered_cases(entries: Iterable[dict]) -> list[Case]:
     return cases + [case for case in targeted if case not in cases]
 
 
+def markdown_path(path: Path) -> Path:
+    """``CALIBRATION.md`` beside ``calibration.json``; ``CALIBRATION-X.md`` beside ``calibration-X.json``."""
+    return path.with_name("CALIBRATION" + path.stem.removeprefix("calibration") + ".md")
+
+
 def record(entry: dict, path: Path, cases: Sequence[Case]) -> None:
     """Add (or replace) one run in the calibration file and re-render the Markdown beside it."""
     with FileLock(f"{path}.lock"):
@@ -198,13 +209,14 @@ def record(entry: dict, path: Path, cases: Sequence[Case]) -> None:
         entries = sorted([*entries, entry], key=_entry_key)
         text = json.dumps({"confidence": CONFIDENCE, "runs": entries}, indent=1) + "\n"
         write_atomic(path, lambda f: f.write(text.encode()))
-        write_markdown(entries, path, [*cases, *(c for c in rendered_cases(entries) if c not in cases)])
+        cases = [*cases, *(c for c in rendered_cases(entries) if c not in cases)]
+        write_markdown(entries, path, cases, entry.get("family", "digits"))
 
 
-def write_markdown(entries: list[dict], path: Path, cases: Sequence[Case]) -> str:
+def write_markdown(entries: list[dict], path: Path, cases: Sequence[Case], family: str = "digits") -> str:
     """Render ``entries`` into ``CALIBRATION.md`` beside the JSON at ``path``; return the Markdown."""
-    markdown = render(entries, cases)
-    write_atomic(path.with_name("CALIBRATION.md"), lambda f: f.write(markdown.encode()))
+    markdown = render(entries, cases, family)
+    write_atomic(markdown_path(path), lambda f: f.write(markdown.encode()))
     return markdown
 
 
@@ -243,10 +255,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only re-render CALIBRATION.md from the JSON (after a tolerance edit)",
     )
     parser.add_argument(
-        "--out", type=Path, default=DEFAULT_PATH, help=f"calibration JSON (default {DEFAULT_PATH})"
+        "--dataset",
+        help="calibrate on a dataset named the timm way (e.g. torch/fashion_mnist) instead of the digits; "
+        "its runs go to calibration-FAMILY.json beside the default file",
+    )
+    parser.add_argument(
+        "--out", type=Path, help=f"calibration JSON (default {DEFAULT_PATH}, or calibration-FAMILY.json)"
     )
     args = parser.parse_args(argv)
     try:
+        if args.dataset is not None and args.dataset not in TORCH_DATASETS:
+            raise ValueError(f"unknown --dataset {args.dataset!r}; choose from {', '.join(TORCH_DATASETS)}")
+        family = args.dataset.removeprefix("torch/") if args.dataset else "digits"
+        args.out = args.out or (
+            DEFAULT_PATH if not args.dataset else DEFAULT_PATH.with_name(f"calibration-{family}.json")
+        )
         seeds = parse_seeds(args.seeds)
         todo = build_cases(
             split_csv(args.models),
@@ -267,12 +290,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     full_cases = build_cases(tier="full")
     if args.render:
         entries = load(args.out)
-        print(write_markdown(entries, args.out, rendered_cases(entries)))
+        print(write_markdown(entries, args.out, rendered_cases(entries), family))
         return 0
-    workload, cpu = digits(), machine()
+    try:
+        workload = torch_dataset(args.dataset) if args.dataset else digits()
+    except DataDirError as err:
+        parser.error(str(err))
+    cpu = machine()
     for case in todo:
         for seed in seeds:
-            recovery = recovery_recipe(baseline_recipe(case.model), args.distill)
+            recovery = recovery_recipe(baseline_recipe(case.model, family), args.distill)
             result = run(
                 case.model,
                 case.method,
@@ -289,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "method": case.method,
                 "ratio": case.ratio,
                 "speedup": case.speedup,
+                "family": family,
+                "workload": workload.name,
                 "ratio_found": round(result.ratio, 4),
                 "macs_speedup": round(result.record.macs_speedup, 3),
                 "pruned_top1_recalibrated": round(result.seeds[0].pruned_top1_recalibrated, 2),
@@ -308,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    print(args.out.with_name("CALIBRATION.md").read_text())
+    print(markdown_path(args.out).read_text())
     return 0
 
 

@@ -60,6 +60,7 @@ class SeedResult:
     recalibration_images: int
     record: PruneRecord
     recovery_seconds: float
+    baseline_train_seconds: float
     prune_seconds: float
     budget: tuple[int, int]
     dense: nn.Module = dataclasses.field(repr=False)
@@ -85,6 +86,7 @@ class SeedResult:
             "mcnemar_p": round(self.paired.mcnemar_p, 4),
             "prune_seconds": round(self.prune_seconds, 1),
             "recovery_seconds": round(self.recovery_seconds, 1),
+            "baseline_train_seconds": round(self.baseline_train_seconds, 1),
             "correct": {name: encode_correct(ok) for name, ok in self.correct.items()},
         }
 
@@ -322,6 +324,7 @@ def _run_seed(
         recalibration_images=images,
         record=record,
         recovery_seconds=recovery_seconds,
+        baseline_train_seconds=baseline.train_seconds,
         prune_seconds=prune_seconds,
         budget=budget,
         dense=baseline.model,

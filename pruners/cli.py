@@ -117,11 +117,18 @@ def _list(args: argparse.Namespace) -> str:
                 f"{', '.join(spec.requires) or '-'} | {spec.tolerance:g} | {spec.default_ratio:g} |"
             )
     if args.what in ("models", "all"):
-        lines += ["", "| model | family | baseline recipe | timm kwargs at 32 px |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "| model | family | baseline recipe (digits) | other workloads | timm kwargs at 32 px |",
+            "|---|---|---|---|---|",
+        ]
         for entry in map(get_model, list_models(args.pattern)):
             recipe = f"{entry.recipe.epochs} epochs, lr {entry.recipe.lr:g}"
+            others = (
+                "; ".join(f"{w}: {r.epochs} epochs, lr {r.lr:g}" for w, r in entry.recipes.items()) or "-"
+            )
             kwargs = ", ".join(f"{k}={v}" for k, v in entry.kwargs.items()) or "-"
-            lines.append(f"| {entry.name} | {entry.family} | {recipe} | {kwargs} |")
+            lines.append(f"| {entry.name} | {entry.family} | {recipe} | {others} | {kwargs} |")
     return "\n".join(lines).strip()
 
 

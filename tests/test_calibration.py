@@ -41,7 +41,7 @@ def test_registered_tolerance_is_the_calibrated_one(calibrated, method: str) -> 
 
 
 def test_markdown_table_is_rendered_from_the_json() -> None:
-    markdown = calibrate.DEFAULT_PATH.with_name("CALIBRATION.md").read_text()
+    markdown = calibrate.markdown_path(calibrate.DEFAULT_PATH).read_text()
     assert markdown == calibrate.render(calibrate.load(), build_cases(tier="full"))
 
 

@@ -157,6 +157,7 @@ def test_list_shows_methods_and_models(capsys: pytest.CaptureFixture) -> None:
     text = capsys.readouterr().out
     assert "| l1 | structured | channels | - | - |" in text
     assert "| swin_tiny_patch4_window7_224 | Swin |" in text
+    assert "| resnet18 | ResNet | 6 epochs, lr 0.002 | fashion_mnist: 2 epochs, lr 0.002 |" in text
     assert main(["list", "methods", "--pattern", "l?"]) == 0
     assert capsys.readouterr().out.count("| structured |") == 2
 
@@ -167,6 +168,19 @@ def test_list_shows_methods_and_models(capsys: pytest.CaptureFixture) -> None:
         (["prune", "--model", "no_such_model", "--method", "l1"], "unknown timm model 'no_such_model'"),
         (["prune", "--model", "test_resnet", "--method", "nope"], "unknown pruning method 'nope'"),
         (["prune", "--model", "test_resnet", "--method", "l1", "--ratio", "1.5"], "ratio must be in (0, 1)"),
+        (
+            ["prune", "--model", "test_resnet", "--method", "l1", "--speedup", "0.5"],
+            "MACs target must be > 1",
+        ),
+        (
+            ["prune", "--model", "test_resnet", "--method", "l1", "--ratio", "0.3", "--speedup", "2"],
+            "pass one",
+        ),
+        (["prune", "--model", "test_resnet", "--method", "magnitude", "--speedup", "2"], "mask method"),
+        (
+            ["prune", "--model", "test_resnet", "--method", "l1", "--dataset", "torch/svhn"],
+            "unknown --dataset",
+        ),
         (["profile", "--model", "test_resnet", "--method", "l1", "--device", "tpu"], "unknown device 'tpu'"),
     ],
 )
