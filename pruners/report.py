@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 
 from .files import write_atomic
@@ -297,36 +298,62 @@ def _top1(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
+def recalibrated_se(row: ReportRow) -> float:
+    """Paired SE of ``row``'s recalibrated top-1 against its dense model (0 without saved vectors)."""
+    verdict = pair_within(row, "dense", "recalibrated")
+    return 0.0 if verdict is None else verdict.noise
+
+
+def pair_within(row: ReportRow, first: str, second: str) -> Verdict | None:
+    """``first`` minus ``second`` top-1 of two models of one case (e.g. dense and recalibrated)."""
+    seeds = [s for s in sorted(row.correct) if {first, second} <= row.correct[s].keys()]
+    if not seeds:
+        return None
+    return paired_difference([row.correct[s][first] for s in seeds], [row.correct[s][second] for s in seeds])
+
+
 def plot_curves(model: str, rows: Sequence[ReportRow]) -> bytes:
-    """PNG of ``model``'s operating curves: recovered top-1 (paired SE as error bars) against MACs x and
-    against measured latency x, one line per structured method over its MACs targets, the dense model as
-    a star at 1x."""
-    fig = Figure(figsize=(11, 4.5), dpi=110)
-    axes = fig.subplots(1, 2, sharey=True)
+    """PNG of ``model``'s operating curves, one line per structured method over its MACs targets, the
+    dense model as a star at 1x: recovered top-1 (paired SE as error bars) against MACs x and against
+    measured latency x, and the BatchNorm-recalibrated top-1 without fine-tuning against MACs x."""
+    fig = Figure(figsize=(15, 4.5), dpi=110)
+    axes = fig.subplots(1, 3)
     targeted = [r for r in rows if r.target_speedup]
     dense_top1 = sorted(r.dense_top1 for r in targeted)[len(targeted) // 2]
+    panels = (
+        (axes[0], "macs_speedup", "pruned_top1", lambda r: r.recovered_se, "recovered top-1 (%)"),
+        (axes[1], "measured_speedup", "pruned_top1", lambda r: r.recovered_se, "recovered top-1 (%)"),
+        (
+            axes[2],
+            "macs_speedup",
+            "recalibrated_top1",
+            recalibrated_se,
+            "BN-recalibrated top-1, no fine-tune (%)",
+        ),
+    )
     markers = "osD^vP*Xhp<>"
     for i, method in enumerate(sorted({r.method for r in targeted})):
         line = sorted((r for r in targeted if r.method == method), key=lambda r: r.target_speedup)
-        for ax, x in zip(axes, ("macs_speedup", "measured_speedup"), strict=True):
+        for ax, x, y, se, _ in panels:
+            if any(getattr(r, y) is None for r in line):
+                continue
             ax.errorbar(
                 [getattr(r, x) for r in line],
-                [r.pruned_top1 for r in line],
-                yerr=[r.recovered_se for r in line],
+                [getattr(r, y) for r in line],
+                yerr=[se(r) for r in line],
                 marker=markers[i % len(markers)],
+                color=colormaps["tab20"](i % 20),
                 capsize=3,
                 lw=1.2,
                 ls="--" if method == CONTROL else "-",
                 label=method,
             )
-    for ax, label in zip(
-        axes, ("MACs x (dense / pruned)", "measured latency x (dense / pruned)"), strict=True
-    ):
+    xlabels = ("MACs x (dense / pruned)", "measured latency x (dense / pruned)", "MACs x (dense / pruned)")
+    for (ax, _, _, _, ylabel), xlabel in zip(panels, xlabels, strict=True):
         ax.scatter([1.0], [dense_top1], marker="*", s=220, c="black", zorder=5, label="dense")
-        ax.set(xlabel=label, title=model)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=model)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("recovered top-1 (%)")
-    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")

@@ -192,3 +192,19 @@ def test_a_sparse_training_case_records_how_its_budget_was_split() -> None:
     assert info["recovery_recipe"] == repr(budget), "the row names the whole budget, not its remainder"
     assert result.record.macs_after < result.record.macs_before
     assert info["per_seed"][0]["prune_seconds"] > 0
+
+
+def test_a_case_keeps_the_recalibrated_criterion_and_each_image_verdict(result: pruners.CaseResult) -> None:
+    info = result.summary()
+    assert "re-estimated on 1024 training images (16 batches)" in info["recalibration"]
+    for seed in info["per_seed"]:
+        verdicts = {k: pruners.gate.decode_correct(v) for k, v in seed["correct"].items()}
+        assert set(verdicts) == {"dense", "recalibrated", "recovered"}
+        assert all(len(v) == 360 for v in verdicts.values())
+        for key, field in (("dense", "dense_top1"), ("recovered", "pruned_top1")):
+            assert 100 * verdicts[key].float().mean().item() == pytest.approx(seed[field], abs=0.01)
+        assert 100 * verdicts["recalibrated"].float().mean().item() == pytest.approx(
+            seed["pruned_top1_recalibrated"], abs=0.01
+        )
+        assert seed["baseline_train_seconds"] >= 0
+    assert info["target_speedup"] is None and info["search_probes"] == 1
