@@ -28,7 +28,7 @@ DEFAULT_RECIPE = CNN
 # Recipes on Fashion-MNIST's 60,000 training images at 32 px (README, "Models"): an epoch is 938 steps,
 # 42 digits epochs, so a few epochs suffice.
 FASHION_CNN = Recipe(epochs=2, lr=2e-3)
-FASHION_MOBILE = Recipe(epochs=3, lr=5e-3)
+FASHION_MOBILE = Recipe(epochs=4, lr=3e-3, warmup_epochs=1)
 FASHION_TRANSFORMER = Recipe(epochs=3, lr=1e-3, warmup_epochs=1)
 
 
