@@ -198,7 +198,9 @@ def _unreachable(*args, **kwargs):
     raise pruners.TargetUnreachableError("method 'l1' cannot reach 2x fewer MACs on this model: stand-in")
 
 
-pruners.run = _unreachable
+@pytest.fixture(autouse=True)
+def _no_target_reachable(monkeypatch):
+    monkeypatch.setattr(pruners, "run", _unreachable)
 """
 
 

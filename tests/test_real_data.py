@@ -191,7 +191,7 @@ def test_offline_pretrained_is_one_line_and_a_non_zero_exit(
     [
         (["--batch-size", "1000"], "--batch-size 1000 is larger than the 360 held-out images"),
         (["--data-dir", "/no/such/dir"], "data dir /no/such/dir does not exist"),
-        (["--train-images", "10"], "--train-images applies to --data-dir folders"),
+        (["--train-images", "10"], "--train-images applies to --dataset and --data-dir"),
         (["--recovery-epochs", "0"], "--recovery-epochs must be a positive integer, got 0"),
         (["--checkpoint", "x.pth", "--models", "resnet18,resnet18d"], "--checkpoint holds one model's"),
         (["--device", "tpu"], "unknown device 'tpu'"),
