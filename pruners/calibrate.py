@@ -29,7 +29,7 @@ import torch
 from filelock import FileLock
 
 from .case import RECOVERY_DISTILL, recovery_recipe, run
-from .data import TORCH_DATASETS, DataDirError, digits, torch_dataset
+from .data import DataDirError, dataset_family, digits, torch_dataset
 from .files import write_atomic
 from .gate import CONFIDENCE, PairedDrop, one_sided_z, required_tolerance
 from .matrix import Case, build_cases, parse_seeds, parse_speedups, split_csv
@@ -153,14 +153,14 @@ def render(entries: list[dict], cases: Sequence[Case], family: str = "digits") -
     ]
     for case, cal in cals.items():
         if not cal.runs:
-            lines.append(f"| {case.model} | {case.method} | {_cost(case)} | 0 |{'  |' * 9}")
+            lines.append(f"| {case.model} | {case.method} | {case.cost} | 0 |{'  |' * 9}")
             continue
         drops, ses = cal.drops, [p.se for _, _, p in cal.runs]
         std = statistics.stdev(drops) if len(drops) > 1 else 0.0
         dense = statistics.fmean(p.dense_top1 for _, _, p in cal.runs)
         pruned = statistics.fmean(p.pruned_top1 for _, _, p in cal.runs)
         lines.append(
-            f"| {case.model} | {case.method} | {_cost(case)} | {len(cal.runs)} | "
+            f"| {case.model} | {case.method} | {case.cost} | {len(cal.runs)} | "
             f"{','.join(map(str, sorted(cal.seeds)))} | {dense:.2f} → {pruned:.2f} | "
             f"{statistics.fmean(drops):.2f} | {min(drops):.2f} | {max(drops):.2f} | {std:.2f} | "
             f"{statistics.fmean(ses):.2f} | {max(cal.required):.2f} | {cal.covering_tolerance:.2f} |"
@@ -184,10 +184,6 @@ def render(entries: list[dict], cases: Sequence[Case], family: str = "digits") -
             f"| {method} | {suggested:g} | {registered:g} | {'yes' if registered >= suggested else 'NO'} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def _cost(case: Case) -> str:
-    return f"{case.speedup:g}x" if case.speedup is not None else f"{case.ratio:g}"
 
 
 def rendered_cases(entries: Iterable[dict]) -> list[Case]:
@@ -264,9 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        if args.dataset is not None and args.dataset not in TORCH_DATASETS:
-            raise ValueError(f"unknown --dataset {args.dataset!r}; choose from {', '.join(TORCH_DATASETS)}")
-        family = args.dataset.removeprefix("torch/") if args.dataset else "digits"
+        family = dataset_family(args.dataset) if args.dataset else "digits"
         args.out = args.out or (
             DEFAULT_PATH if not args.dataset else DEFAULT_PATH.with_name(f"calibration-{family}.json")
         )

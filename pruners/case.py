@@ -20,7 +20,7 @@ from . import zoo
 from .data import Workload, digits
 from .gate import PairedDrop, Verdict, encode_correct, judge
 from .measure import LatencyStats, TimingOptions, compare_latency, correct, device_of
-from .pruning import PruneRecord, check_speedup, prune, prune_to_speedup
+from .pruning import PruneRecord, check_target, prune, prune_to_speedup
 from .registry import MethodData, Regularizer, get_method
 from .train import RECALIBRATION_BATCH_SIZE, Recipe, recalibrate_batchnorm, train
 from .unstructured import make_permanent
@@ -403,11 +403,7 @@ def run(
     if speedup is not None:
         if ratio is not None:
             raise ValueError("pass a ratio or a MACs target (speedup), not both")
-        speedup = check_speedup(speedup)
-        if spec.kind != "structured":
-            raise ValueError(
-                f"method {method!r} is a mask method: it has no MACs target; compare it at a ratio"
-            )
+        speedup = check_target(method, speedup)
     else:
         ratio = spec.default_ratio if ratio is None else ratio
     seeds = list(dict.fromkeys(seeds))

@@ -22,9 +22,10 @@ import torch_pruning as tp
 from .case import CaseResult, run
 from .files import write_atomic
 from .history import MergeError, merge_asv_results, merge_benchmark_files
+from .matrix import Case
 from .models import get_model, list_models
 from .profile import profile_pair
-from .pruning import TargetUnreachableError, check_speedup
+from .pruning import check_target
 from .registry import check_ratio, get_method, list_methods
 from .report import write_report
 from .settings import bench_settings
@@ -37,10 +38,8 @@ def _case(args: argparse.Namespace) -> CaseResult:
     spec = get_method(args.method)
     if args.speedup is not None and args.ratio is not None:
         raise ValueError("--ratio and --speedup both set the cost: pass one")
-    speedup = check_speedup(args.speedup) if args.speedup is not None else None
+    speedup = check_target(args.method, args.speedup) if args.speedup is not None else None
     ratio = None if speedup else check_ratio(args.ratio if args.ratio is not None else spec.default_ratio)
-    if speedup and spec.kind != "structured":
-        raise ValueError(f"--speedup: {args.method} is a mask method with no MACs target; pass --ratio")
     settings = bench_settings(
         [args.model],
         batch_size=args.batch_size,
@@ -93,8 +92,10 @@ def _prune(args: argparse.Namespace) -> str:
 
 def _profile(args: argparse.Namespace) -> str:
     result = _case(args)
-    cost = f"{result.target_speedup:g}x" if result.target_speedup else f"{result.ratio:g}"
-    out_dir = args.out_dir / f"{args.model}-{args.method}-{cost}"
+    case = Case(
+        args.model, args.method, None if result.target_speedup else result.ratio, result.target_speedup
+    )
+    out_dir = args.out_dir / case.id
     path = profile_pair(
         result.dense, result.pruned, result.inputs, out_dir, result.record.macs_speedup, out_dir.name
     )
@@ -327,15 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--batch-size must be >= 1 and --latency-rounds >= 2")
     try:
         print(args.run(args))
-    except (
-        MergeError,
-        OSError,
-        ValueError,
-        KeyError,
-        ImportError,
-        WeightsUnavailableError,
-        TargetUnreachableError,
-    ) as err:
+    except (MergeError, OSError, ValueError, KeyError, ImportError, WeightsUnavailableError) as err:
         print(f"prunebench {args.command}: error: {err}", file=sys.stderr)
         return 1
     return 0

@@ -276,6 +276,14 @@ FASHION_MNIST_FILES = (
 RECOVERY_IMAGES = 8192
 
 
+def dataset_family(name: str) -> str:
+    """The :attr:`Workload.family` of the named dataset (``torch/fashion_mnist`` -> ``fashion_mnist``);
+    a :class:`DataDirError` for a name not in :data:`TORCH_DATASETS`."""
+    if name not in TORCH_DATASETS:
+        raise DataDirError(f"unknown --dataset {name!r}; choose from {', '.join(TORCH_DATASETS)}")
+    return name.removeprefix("torch/")
+
+
 def fashion_mnist_hint(where: str) -> str:
     """The one line that says how to get Fashion-MNIST onto this machine."""
     return (
@@ -336,8 +344,7 @@ def torch_dataset(
     Without ``root``, Fashion-MNIST comes from Debian's package (:func:`fashion_mnist_root`); other
     datasets need ``root`` or ``download``. Missing files are a :class:`DatasetUnavailableError`.
     """
-    if name not in TORCH_DATASETS:
-        raise DataDirError(f"unknown dataset {name!r}; choose from {', '.join(TORCH_DATASETS)}")
+    family = dataset_family(name)
     folder, flips = TORCH_DATASETS[name]
     if root is None and name == "torch/fashion_mnist" and not download:
         found = fashion_mnist_root()
@@ -386,7 +393,6 @@ def torch_dataset(
     train = TensorImageDataset(train_x[train_idx], train_y[train_idx], train_tf)
     recovery = TensorImageDataset(train_x[recovery_idx], train_y[recovery_idx], train_tf)
     test = TensorImageDataset(test_x[test_idx], test_y[test_idx], test_tf)
-    family = name.removeprefix("torch/")
     caps = "-".join(f"{k}{c}" for k, c in (("tr", train_images), ("te", test_images)) if c is not None)
     return Workload(
         name=f"{family}{img_size}-s{seed}" + (f"-{caps}" if caps else ""),

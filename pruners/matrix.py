@@ -41,9 +41,13 @@ class Case(NamedTuple):
     speedup: float | None = None
 
     @property
+    def cost(self) -> str:
+        """``2x`` for a MACs target, else the ratio (``0.3``)."""
+        return f"{self.speedup:g}x" if self.speedup is not None else f"{self.ratio:g}"
+
+    @property
     def id(self) -> str:
-        cost = f"{self.speedup:g}x" if self.speedup is not None else f"{self.ratio:g}"
-        return f"{self.model}-{self.method}-{cost}"
+        return f"{self.model}-{self.method}-{self.cost}"
 
 
 def split_csv(text: str | None) -> list[str]:

@@ -203,6 +203,18 @@ def check_speedup(speedup: float) -> float:
     return value
 
 
+def check_target(method: str, speedup: float) -> float:
+    """:func:`check_speedup`, and a ``ValueError`` when ``method`` is a mask method: it zeroes weights
+    inside dense layers, which a dense kernel runs at the dense cost, so it has no MACs target."""
+    value = check_speedup(speedup)
+    if get_method(method).kind != "structured":
+        raise ValueError(
+            f"method {method!r} is a mask method: it zeroes weights in place and has no MACs target; "
+            "compare it at a ratio (sparsity) with the other mask methods"
+        )
+    return value
+
+
 def prune_to_speedup(
     model: nn.Module,
     method: str,
@@ -223,15 +235,10 @@ def prune_to_speedup(
     the others (:meth:`pruners.MethodData.for_search`). The record carries ``target_speedup``, the ratio
     found, the channel multiple and the number of probes. Raises :class:`TargetUnreachableError` with the
     reason when the method cannot remove that much, or MACs jump over the band at every multiple, and
-    ``ValueError`` for a mask method, which a dense kernel runs at the dense cost.
+    ``ValueError`` for a mask method (:func:`check_target`).
     """
     spec = get_method(method)
-    target = check_speedup(speedup)
-    if spec.kind != "structured":
-        raise ValueError(
-            f"method {method!r} zeroes weights in place and has no MACs target: compare it at a sparsity "
-            "(ratio) with the other mask methods"
-        )
+    target = check_target(method, speedup)
     search = _Search(model, spec, target, example_inputs, _method_data(spec, model, calib, sparse_train))
     jumps = []
     for multiple in SEARCH_MULTIPLES:

@@ -24,6 +24,7 @@ from matplotlib.figure import Figure
 
 from .files import write_atomic
 from .gate import Verdict, decode_correct, paired_difference
+from .matrix import Case
 
 # The control every structured method is paired against at the same MACs target.
 CONTROL = "random"
@@ -64,7 +65,7 @@ class ReportRow:
     @property
     def cost(self) -> str:
         """The case's cost as the bench names it: ``2x`` (a MACs target) or the ratio."""
-        return f"{self.target_speedup:g}x" if self.target_speedup else f"{self.ratio:g}"
+        return Case(self.model, self.method, self.ratio, self.target_speedup).cost
 
     @property
     def macs_speedup(self) -> float:
@@ -133,18 +134,23 @@ def _seed_correct(name: str, info: dict) -> dict[int, dict[str, torch.Tensor]]:
         raise ValueError(f"{name} has unreadable per-image correctness ({err})") from err
 
 
-def pair(first: ReportRow, second: ReportRow, which: str = "recovered") -> Verdict | None:
-    """``first`` minus ``second`` top-1 of their ``which`` model (``"recovered"`` or ``"recalibrated"``),
-    paired on the same held-out images over the seeds both ran; ``None`` without shared saved vectors."""
+def pair(
+    first: ReportRow, second: ReportRow, which: str = "recovered", second_which: str | None = None
+) -> Verdict | None:
+    """``first``'s ``which`` model (``"dense"``, ``"recalibrated"`` or ``"recovered"``) minus ``second``'s
+    ``second_which`` model (default: the same) in top-1 points, paired on the same held-out images over the
+    seeds both ran; ``None`` without shared saved vectors. ``pair(row, row, "dense", "recalibrated")``
+    pairs two models of one case."""
+    second_which = second_which or which
     seeds = [
         s
         for s in sorted(first.correct.keys() & second.correct.keys())
-        if which in first.correct[s] and which in second.correct[s]
+        if which in first.correct[s] and second_which in second.correct[s]
     ]
-    if not seeds or any(len(first.correct[s][which]) != len(second.correct[s][which]) for s in seeds):
+    if not seeds or any(len(first.correct[s][which]) != len(second.correct[s][second_which]) for s in seeds):
         return None
     return paired_difference(
-        [first.correct[s][which] for s in seeds], [second.correct[s][which] for s in seeds]
+        [first.correct[s][which] for s in seeds], [second.correct[s][second_which] for s in seeds]
     )
 
 
@@ -300,16 +306,8 @@ def _top1(value: float | None) -> str:
 
 def recalibrated_se(row: ReportRow) -> float:
     """Paired SE of ``row``'s recalibrated top-1 against its dense model (0 without saved vectors)."""
-    verdict = pair_within(row, "dense", "recalibrated")
+    verdict = pair(row, row, "dense", "recalibrated")
     return 0.0 if verdict is None else verdict.noise
-
-
-def pair_within(row: ReportRow, first: str, second: str) -> Verdict | None:
-    """``first`` minus ``second`` top-1 of two models of one case (e.g. dense and recalibrated)."""
-    seeds = [s for s in sorted(row.correct) if {first, second} <= row.correct[s].keys()]
-    if not seeds:
-        return None
-    return paired_difference([row.correct[s][first] for s in seeds], [row.correct[s][second] for s in seeds])
 
 
 def plot_curves(model: str, rows: Sequence[ReportRow]) -> bytes:

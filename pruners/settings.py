@@ -15,7 +15,7 @@ import timm
 
 from . import zoo
 from .case import Weights
-from .data import TORCH_DATASETS, Workload, digits, image_folder, torch_dataset
+from .data import Workload, dataset_family, digits, image_folder, torch_dataset
 from .measure import TimingOptions, resolve_device
 
 
@@ -43,30 +43,30 @@ class BenchSettings:
         ``model_name``'s own timm data config."""
         key = model_name if self.data_dir is not None and self.dataset is None else ""
         if key not in self._workloads:
-            if self.dataset is not None:
-                self._workloads[key] = torch_dataset(
-                    self.dataset,
-                    self.data_dir,
-                    download=self.download,
-                    img_size=self.img_size or 32,
-                    train_images=self.train_images,
-                    test_images=self.test_images,
-                )
-                return self._workloads[key]
-            self._workloads[key] = (
-                digits()
-                if self.data_dir is None
-                else image_folder(
-                    self.data_dir,
-                    model_name,
-                    img_size=self.img_size,
-                    train_images=self.train_images,
-                    test_images=self.test_images,
-                    hflip=self.hflip,
-                    crop_scale=self.crop_scale,
-                )
-            )
+            self._workloads[key] = self._build(model_name)
         return self._workloads[key]
+
+    def _build(self, model_name: str) -> Workload:
+        if self.dataset is not None:
+            return torch_dataset(
+                self.dataset,
+                self.data_dir,
+                download=self.download,
+                img_size=self.img_size or 32,
+                train_images=self.train_images,
+                test_images=self.test_images,
+            )
+        if self.data_dir is None:
+            return digits()
+        return image_folder(
+            self.data_dir,
+            model_name,
+            img_size=self.img_size,
+            train_images=self.train_images,
+            test_images=self.test_images,
+            hflip=self.hflip,
+            crop_scale=self.crop_scale,
+        )
 
     def latency_size_for(self, model_name: str) -> int | None:
         """The extra input size to time ``model_name`` at: ``--latency-size N``, or for ``model`` its
@@ -116,8 +116,8 @@ def bench_settings(
         _positive(name, value)
         if value is not None and data_dir is None and dataset is None:
             raise ValueError(f"{name} applies to --dataset and --data-dir; the embedded digits are fixed")
-    if dataset is not None and dataset not in TORCH_DATASETS:
-        raise ValueError(f"unknown --dataset {dataset!r}; choose from {', '.join(TORCH_DATASETS)}")
+    if dataset is not None:
+        dataset_family(dataset)
     if download and dataset is None:
         raise ValueError("--dataset-download downloads a --dataset; name one (e.g. torch/cifar10)")
     _positive("--recovery-epochs", recovery_epochs)

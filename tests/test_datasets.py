@@ -115,7 +115,7 @@ def test_a_named_dataset_without_files_or_download_is_refused(tmp_path: Path) ->
         torch_dataset("torch/cifar10")
     with pytest.raises(DatasetUnavailableError, match="--dataset-download"):
         torch_dataset("torch/cifar100", tmp_path)
-    with pytest.raises(pruners.DataDirError, match="unknown dataset"):
+    with pytest.raises(pruners.DataDirError, match="unknown --dataset 'torch/svhn'"):
         torch_dataset("torch/svhn")
 
 
