@@ -20,7 +20,7 @@ from pruners.matrix import (
     select_cases,
     split_csv,
 )
-from pruners.report import ReportRow, equal_cost_tables
+from pruners.report import ReportRow, convergence_lines, equal_cost_tables
 from pruners.settings import BenchSettings, bench_settings
 
 
@@ -140,6 +140,8 @@ def pytest_configure(config: pytest.Config) -> None:
     except (ValueError, pruners.WeightsUnavailableError) as err:
         raise pytest.UsageError(str(err)) from None
     config.prunebench_rows = []
+    config.prunebench_dense = DenseRecords()
+    config.pluginmanager.register(config.prunebench_dense, "prunebench-dense")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     torch.set_num_threads(config.option.threads or (1 if worker else os.cpu_count() or 1))
 
@@ -168,10 +170,24 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     if config.prunebench_first_run:
         terminalreporter.write_line(config.prunebench_first_run, yellow=True)
+    for line in convergence_lines(config.prunebench_dense.records):
+        terminalreporter.write_line(line, yellow=True)
     tables = equal_cost_tables(config.prunebench_rows)
     if tables:
         terminalreporter.write_sep("=", "prunebench: methods at equal cost")
         terminalreporter.write_line(tables)
+
+
+class DenseRecords:
+    """Each case's dense baseline and control figures, collected from its report so that xdist workers'
+    cases count too (user properties travel with the report to the controller)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call":
+            self.records += [value for name, value in report.user_properties if name == "prunebench_dense"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

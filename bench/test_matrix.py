@@ -10,7 +10,7 @@ import pruners
 from pruners.matrix import Case
 from pruners.measure import timed_forward
 from pruners.profile import profile_pair
-from pruners.report import ReportRow, row_from_info
+from pruners.report import ReportRow, dense_record, row_from_info
 from pruners.settings import BenchSettings
 
 
@@ -22,12 +22,14 @@ def test_prune(
     benchmark,
     opts,
     rows: list[ReportRow],
+    record_property,
 ) -> None:
     try:
         result = _run(case, workload, settings, seeds, benchmark.enabled, opts)
     except pruners.TargetUnreachableError as err:
         pytest.skip(f"prunebench: left out {case.id} (target unreachable: {err})")
     benchmark.extra_info.update(result.summary())
+    record_property("prunebench_dense", dense_record(result))
     forward = timed_forward(result.pruned, result.inputs, settings.timing)
     benchmark.pedantic(forward, rounds=opts.latency_rounds, warmup_rounds=3, iterations=1)
     if benchmark.enabled:

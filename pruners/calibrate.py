@@ -1,16 +1,21 @@
-"""Calibrate method tolerances by measurement: run the full matrix over several training seeds.
+"""Calibrate both gates by measurement: run the default tier over several training seeds.
 
-``python -m pruners.calibrate --seeds 0,1,2,3,4`` runs every case of the full tier once per seed (no
+``python -m pruners.calibrate --seeds 0,1,2,3,4`` runs every case of the default tier once per seed (no
 latency), adds each run to ``bench/calibration.json`` (under a file lock, written atomically, so several
-processes may calibrate disjoint seeds at once) and renders ``bench/CALIBRATION.md`` from it. A run is one
-seed at one torch thread count: thread counts take different floating-point paths, so they count as
-separate draws.
+processes may calibrate disjoint seeds at once) and renders ``bench/CALIBRATION.md`` and the criterion
+levels (``pruners/gate_levels.json``) from it. A run is one seed at one torch thread count: thread counts
+take different floating-point paths, so they count as separate draws.
 
-A method's tolerance must cover every calibrated run of its cases in the full tier: the single-seed gate
-passes when ``tolerance >= drop - z * se`` (the run's *required* tolerance). :func:`suggested_tolerance`
-asks for the worst run plus :data:`MARGIN_POINTS`, and for the mean plus :data:`MARGIN_STDS` standard
-deviations of the required tolerance across runs, rounded up to half a point, so that an unseen machine or
-seed is covered too. ``tests/test_calibration.py`` checks the registered tolerances against this table.
+*The recovery gate.* A method's tolerance must cover every calibrated run of its cases: the single-seed
+gate passes when ``tolerance >= drop - z * se`` (the run's *required* tolerance), the drop measured from the
+dense control. :func:`suggested_tolerance` asks for the worst run plus :data:`MARGIN_POINTS`, and for the
+mean plus :data:`MARGIN_STDS` standard deviations of the required tolerance across runs, rounded up to half
+a point, so that an unseen machine or seed is covered too.
+
+*The criterion gate.* Per case, the level is the mean paired drop from dense to BatchNorm-recalibrated
+one-shot top-1 over the runs; its band's half-width covers each run's distance from the level less
+``z * se``, by the same margins. ``tests/test_calibration.py`` checks the registered tolerances, the
+levels and the Markdown against this file, and that no tolerance exceeds :data:`MAX_TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from filelock import FileLock
 from .case import RECOVERY_DISTILL, recovery_recipe, run
 from .data import DataDirError, dataset_family, digits, torch_dataset
 from .files import write_atomic
-from .gate import CONFIDENCE, PairedDrop, one_sided_z, required_tolerance
+from .gate import CONFIDENCE, PairedDrop, decode_correct, one_sided_z, paired_difference, required_tolerance
+from .levels import LEVELS_PATH, CriterionLevel, write_levels
 from .matrix import Case, build_cases, parse_seeds, parse_speedups, split_csv
 from .registry import get_method
 from .zoo import baseline_recipe
@@ -41,34 +47,93 @@ MIN_SEEDS = 5
 MARGIN_POINTS = 0.5
 MARGIN_STDS = 3.0
 MIN_TOLERANCE = 0.5
+# No gate on the default workload may be wider than this, in top-1 points.
+MAX_TOLERANCE = 5.0
+# What a run's recovery drop is measured from; runs against another reference are stale.
+REFERENCE = "dense control"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One calibrated run: its seed and thread count, the recovery gate's paired drop (control ->
+    recovered), the criterion gate's (dense -> recalibrated), and the per-image correctness behind them."""
+
+    seed: int
+    threads: int
+    paired: PairedDrop
+    criterion: PairedDrop
+    correct: dict[str, torch.Tensor]
+
+
+def _covering(required: Sequence[float]) -> float:
+    spread = statistics.stdev(required) if len(required) > 1 else 0.0
+    return max(max(required) + MARGIN_POINTS, statistics.fmean(required) + MARGIN_STDS * spread)
+
+
+def _rounded_up(need: float) -> float:
+    return max(MIN_TOLERANCE, math.ceil(need * 2) / 2)
 
 
 @dataclass(frozen=True)
 class CaseCalibration:
-    """The calibrated runs of one case, each as its paired drop."""
+    """The calibrated runs of one case."""
 
     case: Case
-    runs: tuple[tuple[int, int, PairedDrop], ...]  # (seed, threads, paired drop)
+    runs: tuple[Run, ...]
 
     @property
     def seeds(self) -> set[int]:
-        return {seed for seed, _, _ in self.runs}
+        return {r.seed for r in self.runs}
 
     @property
     def drops(self) -> list[float]:
-        return [p.drop for _, _, p in self.runs]
+        return [r.paired.drop for r in self.runs]
 
     @property
     def required(self) -> list[float]:
-        """Per run, the smallest tolerance under which its single-seed gate passes."""
-        return [required_tolerance(p) for _, _, p in self.runs]
+        """Per run, the smallest tolerance under which its single-seed recovery gate passes."""
+        return [required_tolerance(r.paired) for r in self.runs]
 
     @property
     def covering_tolerance(self) -> float:
         """What this case asks of its method's tolerance (see the module docstring)."""
-        required = self.required
-        spread = statistics.stdev(required) if len(required) > 1 else 0.0
-        return max(max(required) + MARGIN_POINTS, statistics.fmean(required) + MARGIN_STDS * spread)
+        return _covering(self.required)
+
+    @property
+    def mean_se(self) -> float:
+        return statistics.fmean(r.paired.se for r in self.runs)
+
+    @property
+    def criterion_level(self) -> float:
+        """The mean paired drop from dense to recalibrated one-shot top-1 over the runs."""
+        return statistics.fmean(r.criterion.drop for r in self.runs)
+
+    @property
+    def criterion_tolerance(self) -> float:
+        """The criterion band's half-width: every run's distance from the level, less ``z * se``, covered
+        with the same margins as the recovery gate, rounded up to half a point."""
+        z, level = one_sided_z(), self.criterion_level
+        return _rounded_up(_covering([abs(r.criterion.drop - level) - z * r.criterion.se for r in self.runs]))
+
+    @property
+    def criterion_se(self) -> float:
+        return statistics.fmean(r.criterion.se for r in self.runs)
+
+    @property
+    def criterion_detects(self) -> float:
+        """The smallest shift of the recalibrated top-1 a single run detects at 99 %: band + z x SE."""
+        return self.criterion_tolerance + one_sided_z() * self.criterion_se
+
+    def level(self, family: str = "digits") -> CriterionLevel:
+        """This case's :class:`~pruners.levels.CriterionLevel` for the gate."""
+        keys = recipe_keys(self.case.model, family)
+        return CriterionLevel(
+            level=round(self.criterion_level, 3),
+            tolerance=self.criterion_tolerance,
+            runs=len(self.runs),
+            baseline_recipe=keys["baseline_recipe"],
+            recovery_recipe=keys["recovery_recipe"],
+        )
 
 
 def recipe_keys(model: str, family: str = "digits") -> dict[str, str]:
@@ -82,6 +147,7 @@ def _entry_key(entry: dict) -> tuple:
     speedup = entry.get("speedup") or 0.0
     ratio = entry["ratio"] if entry["ratio"] is not None else 0.0
     return (
+        entry.get("family", "digits"),
         entry["model"],
         entry["method"],
         ratio,
@@ -105,71 +171,137 @@ def load(path: Path = DEFAULT_PATH) -> list[dict]:
         raise ValueError(f"{path}: not a calibration file ({type(err).__name__}: {err})") from err
 
 
+def _run(entry: dict) -> Run:
+    paired = PairedDrop(**{f.name: entry[f.name] for f in fields(PairedDrop)})
+    correct = {name: decode_correct(packed) for name, packed in entry["correct"].items()}
+    criterion = PairedDrop.from_correct(correct["dense"], correct["recalibrated"])
+    return Run(entry["seed"], entry["threads"], paired, criterion, correct)
+
+
 def calibrations(
     entries: Iterable[dict], cases: Sequence[Case], family: str = "digits"
 ) -> dict[Case, CaseCalibration]:
-    """Group the current (non-stale) runs in ``entries`` by case, for each of ``cases``."""
-    grouped: dict[Case, list[tuple[int, int, PairedDrop]]] = {case: [] for case in cases}
+    """Group the current runs in ``entries`` (today's recipes, measured from the dense control) by case,
+    for each of ``cases``."""
+    grouped: dict[Case, list[Run]] = {case: [] for case in cases}
     current = {case.model: recipe_keys(case.model, family) for case in cases}
     for e in entries:
         case = entry_case(e)
-        fresh = all(e[k] == v for k, v in current[case.model].items())
-        if case in grouped and fresh and e.get("family", "digits") == family:
-            paired = PairedDrop(**{f.name: e[f.name] for f in fields(PairedDrop)})
-            grouped[case].append((e["seed"], e["threads"], paired))
+        if case not in grouped or e.get("family", "digits") != family or e.get("reference") != REFERENCE:
+            continue
+        if all(e[k] == v for k, v in current[case.model].items()):
+            grouped[case].append(_run(e))
     return {case: CaseCalibration(case, tuple(runs)) for case, runs in grouped.items()}
 
 
 def suggested_tolerance(cals: Iterable[CaseCalibration]) -> float:
-    """The tolerance one method needs over its calibrated cases, rounded up to half a point."""
+    """The recovery tolerance one method needs over its calibrated cases, rounded up to half a point."""
     cals = [c for c in cals if c.runs]
     if not cals:
         raise ValueError("no calibrated runs to suggest a tolerance from")
-    need = max(c.covering_tolerance for c in cals)
-    return max(MIN_TOLERANCE, math.ceil(need * 2) / 2)
+    return _rounded_up(max(c.covering_tolerance for c in cals))
+
+
+def lead_over_random(cals: dict[Case, CaseCalibration], case: Case, which: str = "recalibrated") -> str:
+    """``case``'s top-1 lead over ``random`` at the same model and cost, paired image by image over the
+    seeds both calibrated, as ``+4.72 ± 1.58``; empty when there is nothing to pair."""
+    rival = cals.get(case._replace(method="random"))
+    if rival is None or case.method == "random":
+        return ""
+    by_seed = {r.seed: r for r in rival.runs}
+    pairs = [(r.correct[which], by_seed[r.seed].correct[which]) for r in cals[case].runs if r.seed in by_seed]
+    if not pairs:
+        return ""
+    lead = paired_difference([a for a, _ in pairs], [b for _, b in pairs])
+    return f"{lead.mean_drop:+.2f} ± {lead.noise:.2f}"
+
+
+def levels(
+    cals: dict[Case, CaseCalibration], family: str = "digits"
+) -> dict[tuple[str, str], CriterionLevel]:
+    """The criterion levels of every case calibrated over at least :data:`MIN_SEEDS` seeds."""
+    return {(family, case.id): cal.level(family) for case, cal in cals.items() if len(cal.seeds) >= MIN_SEEDS}
 
 
 def render(entries: list[dict], cases: Sequence[Case], family: str = "digits") -> str:
-    """The calibration table as Markdown: per case, then per method against its registered tolerance."""
+    """The calibration tables as Markdown: both gates per case, then per method against its registered
+    tolerance, with the smallest regression each gate detects."""
     cals = calibrations(entries, cases, family)
-    images = sorted({e["n"] for e in entries if e.get("family", "digits") == family})
-    machines = sorted({f"{e['machine']}, torch threads={e['threads']}" for e in entries})
+    current = [e for e in entries if e.get("family", "digits") == family and e.get("reference") == REFERENCE]
+    images = sorted({e["n"] for e in current})
+    machines = sorted({f"{e['machine']}, torch threads={e['threads']}" for e in current})
+    z = one_sided_z()
     lines = [
-        "# Tolerance calibration",
+        "# Gate calibration",
         "",
         "Written by `python -m pruners.calibrate`; do not edit by hand. Re-run it when a method, a recipe or",
-        "the full matrix changes (`tests/test_calibration.py` fails until the table covers every case of",
-        "`pytest bench/ --full` under today's recipes).",
+        "the default tier changes (`tests/test_calibration.py` fails until the tables cover every case of",
+        "`pytest bench/` under today's recipes).",
         "",
-        f"Runs: {', '.join(machines)}. Drops are in top-1 points on the "
-        f"{'/'.join(map(str, images)) or 'no'} held-out images of {family}; *SE* is",
-        "the paired standard error; *required* is `drop - z x SE` (z = "
-        f"{one_sided_z():.2f}, one-sided {CONFIDENCE:.0%}), the tolerance "
-        "a single run needs to pass.",
+        f"Runs: {', '.join(machines) or 'none'}. Top-1 in points on the "
+        f"{'/'.join(map(str, images)) or 'no'} held-out images of {family}; *SE* is the paired standard",
+        f"error, z = {z:.2f} (one-sided {CONFIDENCE:.0%}).",
         "",
-        "| model | method | ratio / MACs target | runs | seeds | mean top-1 dense → pruned | mean drop | min "
-        "| max | std | mean SE | worst required | needs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "## Recovery gate: dense control → pruned and recovered",
+        "",
+        "The drop is from the dense control (the baseline fine-tuned with the same recovery recipe).",
+        "*Required* is `drop - z x SE`, the tolerance a single run needs; *detects* is the smallest drop a",
+        "single run with this case's mean SE fails on: the method's tolerance + z x SE.",
+        "",
+        "| model | method | cost | runs | seeds | control → recovered | mean drop | min | max | std "
+        "| mean SE | worst required | needs | detects |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case, cal in cals.items():
         if not cal.runs:
-            lines.append(f"| {case.model} | {case.method} | {case.cost} | 0 |{'  |' * 9}")
+            lines.append(f"| {case.model} | {case.method} | {case.cost} | 0 |{'  |' * 10}")
             continue
-        drops, ses = cal.drops, [p.se for _, _, p in cal.runs]
+        drops = cal.drops
         std = statistics.stdev(drops) if len(drops) > 1 else 0.0
-        dense = statistics.fmean(p.dense_top1 for _, _, p in cal.runs)
-        pruned = statistics.fmean(p.pruned_top1 for _, _, p in cal.runs)
+        control = statistics.fmean(r.paired.dense_top1 for r in cal.runs)
+        pruned = statistics.fmean(r.paired.pruned_top1 for r in cal.runs)
+        detects = get_method(case.method).tolerance + z * cal.mean_se
         lines.append(
             f"| {case.model} | {case.method} | {case.cost} | {len(cal.runs)} | "
-            f"{','.join(map(str, sorted(cal.seeds)))} | {dense:.2f} → {pruned:.2f} | "
+            f"{','.join(map(str, sorted(cal.seeds)))} | {control:.2f} → {pruned:.2f} | "
             f"{statistics.fmean(drops):.2f} | {min(drops):.2f} | {max(drops):.2f} | {std:.2f} | "
-            f"{statistics.fmean(ses):.2f} | {max(cal.required):.2f} | {cal.covering_tolerance:.2f} |"
+            f"{cal.mean_se:.2f} | {max(cal.required):.2f} | {cal.covering_tolerance:.2f} | {detects:.2f} |"
         )
     lines += [
         "",
         f"*Needs*: the worst run's required tolerance + {MARGIN_POINTS} points, and at least the mean +",
-        f"{MARGIN_STDS:g} std of the required tolerance over the runs. A method's suggested tolerance is the",
-        "largest *needs* of its cases, rounded up to 0.5 points.",
+        f"{MARGIN_STDS:g} std of the required tolerance over the runs.",
+        "",
+        "## Criterion gate: dense → BatchNorm-recalibrated one-shot",
+        "",
+        "The level is the mean paired drop to the recalibrated one-shot model; a run fails when its drop",
+        "± z x SE lies outside level ± band. *Detects* is the smallest shift of the recalibrated top-1 a",
+        "single run fails on (band + z x SE); *vs random* is the case's recalibrated lead over `random` at",
+        "the same cost, paired over images and seeds; *tells random* says whether it is past *detects*.",
+        "",
+        "| model | method | cost | runs | dense → recalibrated | level | std | mean SE | band | detects "
+        "| vs random | tells random |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case, cal in cals.items():
+        if not cal.runs:
+            continue
+        crit = [r.criterion.drop for r in cal.runs]
+        std = statistics.stdev(crit) if len(crit) > 1 else 0.0
+        dense = statistics.fmean(r.criterion.dense_top1 for r in cal.runs)
+        recal = statistics.fmean(r.criterion.pruned_top1 for r in cal.runs)
+        lead = lead_over_random(cals, case)
+        tells = "" if not lead else "yes" if abs(float(lead.split()[0])) > cal.criterion_detects else "no"
+        lines.append(
+            f"| {case.model} | {case.method} | {case.cost} | {len(cal.runs)} | {dense:.2f} → {recal:.2f} | "
+            f"{cal.criterion_level:.2f} | {std:.2f} | {cal.criterion_se:.2f} | {cal.criterion_tolerance:g} | "
+            f"{cal.criterion_detects:.2f} | {lead} | {tells} |"
+        )
+    lines += [
+        "",
+        "## Registered recovery tolerances",
+        "",
+        "A method's suggested tolerance is the largest *needs* of its cases, rounded up to 0.5 points.",
         "",
         "| method | suggested tolerance | registered tolerance | covered |",
         "|---|---|---|---|",
@@ -187,10 +319,10 @@ def render(entries: list[dict], cases: Sequence[Case], family: str = "digits") -
 
 
 def rendered_cases(entries: Iterable[dict]) -> list[Case]:
-    """The cases ``CALIBRATION.md`` lists: the full tier's, then any MACs-target cases calibrated."""
-    cases = build_cases(tier="full")
-    targeted = dict.fromkeys(entry_case(e) for e in entries if e.get("speedup"))
-    return cases + [case for case in targeted if case not in cases]
+    """The cases ``CALIBRATION.md`` lists: the default tier's, then any other case calibrated."""
+    cases = build_cases(tier="default")
+    extra = dict.fromkeys(entry_case(e) for e in entries if e.get("reference") == REFERENCE)
+    return cases + [case for case in extra if case not in cases]
 
 
 def markdown_path(path: Path) -> Path:
@@ -209,10 +341,23 @@ def record(entry: dict, path: Path, cases: Sequence[Case]) -> None:
         write_markdown(entries, path, cases, entry.get("family", "digits"))
 
 
-def write_markdown(entries: list[dict], path: Path, cases: Sequence[Case], family: str = "digits") -> str:
-    """Render ``entries`` into ``CALIBRATION.md`` beside the JSON at ``path``; return the Markdown."""
+def write_markdown(
+    entries: list[dict],
+    path: Path,
+    cases: Sequence[Case],
+    family: str = "digits",
+    levels_path: Path | None = None,
+) -> str:
+    """Render ``entries`` into ``CALIBRATION.md`` beside the JSON at ``path``, and the criterion levels of
+    its cases calibrated over enough seeds into ``levels_path`` (default: the package's for the default
+    calibration file, ``gate_levels.json`` beside any other); return the Markdown."""
     markdown = render(entries, cases, family)
     write_atomic(markdown_path(path), lambda f: f.write(markdown.encode()))
+    if levels_path is None:
+        levels_path = LEVELS_PATH if path == DEFAULT_PATH else path.with_name("gate_levels.json")
+    found = levels(calibrations(entries, cases, family), family)
+    if found:
+        write_levels(found, levels_path)
     return markdown
 
 
@@ -233,6 +378,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", help="comma-separated timm models (default: the bench's models)")
     parser.add_argument("--methods", help="comma-separated method names or wildcards (default: all)")
     parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    parser.add_argument(
+        "--tier", default="default", help="the bench tier to calibrate without --models/--methods (default)"
+    )
     parser.add_argument(
         "--speedup",
         "--speedups",
@@ -268,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         todo = build_cases(
             split_csv(args.models),
             split_csv(args.methods),
-            tier="full",
+            tier=args.tier,
             speedups=parse_speedups(args.speedups),
         )
         load(args.out)
@@ -281,7 +429,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    full_cases = build_cases(tier="full")
+    tier_cases = build_cases(tier=args.tier)
     if args.render:
         entries = load(args.out)
         print(write_markdown(entries, args.out, rendered_cases(entries), family))
@@ -304,8 +452,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 latency_rounds=None,
                 recovery=recovery,
             )
-            paired = result.seeds[0].paired
+            first = result.seeds[0]
+            paired = first.paired
             entry = {
+                "reference": REFERENCE,
                 "model": case.model,
                 "method": case.method,
                 "ratio": case.ratio,
@@ -324,8 +474,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 **asdict(paired),
                 "drop": round(paired.drop, 3),
                 "se": round(paired.se, 3),
+                "criterion_drop": round(first.criterion.drop, 3),
+                "criterion_se": round(first.criterion.se, 3),
+                "control_gain": round(-first.convergence.drop, 3),
+                "correct": first.summary()["correct"],
             }
-            record(entry, args.out, full_cases)
+            record(entry, args.out, tier_cases)
             print(
                 f"{case.id} seed {seed}: drop {paired.drop:.2f} +- {paired.se:.2f} points",
                 file=sys.stderr,

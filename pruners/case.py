@@ -18,7 +18,9 @@ from torch import nn
 
 from . import zoo
 from .data import Workload, digits
-from .gate import PairedDrop, Verdict, encode_correct, judge
+from .gate import BandVerdict, PairedDrop, Verdict, band, encode_correct, judge
+from .levels import CriterionLevel, criterion_level
+from .matrix import Case
 from .measure import LatencyStats, TimingOptions, compare_latency, correct, device_of
 from .pruning import PruneRecord, check_target, prune, prune_to_speedup
 from .registry import MethodData, Regularizer, get_method
@@ -49,12 +51,24 @@ class AccuracyDropError(AssertionError):
     """The pruned model lost more top-1 than its method's tolerance allows, beyond the test-set noise."""
 
 
+class CriterionError(AccuracyDropError):
+    """The BatchNorm-recalibrated one-shot top-1 left the band calibrated for the case: the criterion no
+    longer removes the channels it was calibrated to remove (e.g. it stopped ranking)."""
+
+
 @dataclass
 class SeedResult:
-    """One training seed of a case: the paired scores of its dense baseline and its recovered pruned model."""
+    """One training seed of a case. ``paired`` is the recovery gate's drop, from the dense control (the
+    baseline fine-tuned with the same recovery recipe) to the recovered pruned model; ``criterion`` the
+    criterion gate's, from the dense baseline to its BatchNorm-recalibrated one-shot pruned model;
+    ``convergence`` the control's gain over the baseline (negative drop: the control is more accurate)."""
 
     seed: int
     paired: PairedDrop
+    criterion: PairedDrop
+    convergence: PairedDrop
+    control_train_seconds: float
+    baseline_epoch_top1: tuple[float, ...]
     pruned_top1_before_recovery: float
     pruned_top1_recalibrated: float
     recalibration_images: int
@@ -76,7 +90,13 @@ class SeedResult:
             "seed": self.seed,
             "ratio": round(self.record.ratio, 4),
             "macs_speedup": round(self.record.macs_speedup, 3),
-            "dense_top1": round(self.paired.dense_top1, 2),
+            "dense_top1": round(self.criterion.dense_top1, 2),
+            "dense_control_top1": round(self.paired.dense_top1, 2),
+            "control_gain": round(-self.convergence.drop, 2),
+            "control_gain_se": round(self.convergence.se, 3),
+            "baseline_epoch_top1": list(self.baseline_epoch_top1),
+            "criterion_drop": round(self.criterion.drop, 2),
+            "criterion_drop_se": round(self.criterion.se, 3),
             "pruned_top1_before_recovery": round(self.pruned_top1_before_recovery, 2),
             "pruned_top1_recalibrated": round(self.pruned_top1_recalibrated, 2),
             "pruned_top1": round(self.paired.pruned_top1, 2),
@@ -87,6 +107,7 @@ class SeedResult:
             "prune_seconds": round(self.prune_seconds, 1),
             "recovery_seconds": round(self.recovery_seconds, 1),
             "baseline_train_seconds": round(self.baseline_train_seconds, 1),
+            "control_train_seconds": round(self.control_train_seconds, 1),
             "correct": {name: encode_correct(ok) for name, ok in self.correct.items()},
         }
 
@@ -109,6 +130,15 @@ class CaseResult:
     data: str = ""
     weights: str = "trained here"
     target_speedup: float | None = None
+    family: str = "digits"
+    level: CriterionLevel | None = None
+    level_missing: str = ""
+
+    @property
+    def case(self) -> Case:
+        """The bench case this result belongs to (its cost is the MACs target, else the ratio)."""
+        ratio = None if self.target_speedup is not None else self.ratio
+        return Case(self.model_name, self.method, ratio, self.target_speedup)
 
     @property
     def dense(self) -> nn.Module:
@@ -127,11 +157,35 @@ class CaseResult:
 
     @property
     def verdict(self) -> Verdict:
-        """The accuracy gate's decision over all seeds (see :mod:`pruners.gate`)."""
+        """The recovery gate's decision over all seeds, against the dense control (:mod:`pruners.gate`)."""
         return judge([s.paired for s in self.seeds], self.tolerance)
 
     @property
+    def criterion_verdict(self) -> BandVerdict | None:
+        """The criterion gate's decision, or ``None`` when the case has no calibrated level."""
+        if self.level is None:
+            return None
+        return band([s.criterion for s in self.seeds], self.level.level, self.level.tolerance)
+
+    @property
+    def convergence(self) -> Verdict:
+        """The control's gain over the baseline: ``passed`` is False when the control beats the baseline by
+        more than the noise allows (one-sided 99 %), i.e. the baseline was still learning."""
+        return judge([s.convergence for s in self.seeds], 0.0)
+
+    @property
+    def baseline_converged(self) -> bool:
+        conv = self.convergence
+        return conv.mean_drop + conv.z * conv.noise >= 0
+
+    @property
     def dense_top1(self) -> float:
+        """The dense baseline's top-1 (mean over seeds): the model that was pruned."""
+        return statistics.fmean(s.criterion.dense_top1 for s in self.seeds)
+
+    @property
+    def control_top1(self) -> float:
+        """The dense control's top-1 (mean over seeds): what the recovery gate judges against."""
         return statistics.fmean(s.paired.dense_top1 for s in self.seeds)
 
     @property
@@ -156,7 +210,7 @@ class CaseResult:
 
     def summary(self) -> dict[str, object]:
         """Flat figures for pytest-benchmark's ``extra_info`` and reports; ``per_seed`` holds each seed's."""
-        verdict = self.verdict
+        verdict, criterion, conv = self.verdict, self.criterion_verdict, self.convergence
         drops = [s.paired.drop for s in self.seeds]
         info: dict[str, object] = {
             "model": self.model_name,
@@ -164,7 +218,14 @@ class CaseResult:
             "kind": self.record.kind,
             "ratio": self.ratio,
             "seeds": [s.seed for s in self.seeds],
+            "family": self.family,
             "dense_top1": round(self.dense_top1, 2),
+            "dense_control_top1": round(self.control_top1, 2),
+            "gate_reference": "dense control: the baseline fine-tuned with the same recovery recipe",
+            "control_gain": round(-conv.mean_drop, 2),
+            "control_gain_noise": round(conv.noise, 3),
+            "baseline_converged": self.baseline_converged,
+            "baseline_epoch_top1": list(self.seeds[0].baseline_epoch_top1),
             "pruned_top1_before_recovery": round(
                 statistics.fmean(s.pruned_top1_before_recovery for s in self.seeds), 2
             ),
@@ -180,7 +241,13 @@ class CaseResult:
             "top1_drop_noise": round(verdict.noise, 3),
             "tolerance": self.tolerance,
             "gate": verdict.rule,
-            "passed": verdict.passed,
+            "recovery_passed": verdict.passed,
+            "criterion_drop": round(statistics.fmean(s.criterion.drop for s in self.seeds), 2),
+            "criterion_level": self.level.level if self.level else None,
+            "criterion_tolerance": self.level.tolerance if self.level else None,
+            "criterion_gate": criterion.rule if criterion else f"not judged: {self.level_missing}",
+            "criterion_passed": criterion.passed if criterion else None,
+            "passed": verdict.passed and (criterion is None or criterion.passed),
             "macs_dense": self.record.macs_before,
             "macs_pruned": self.record.macs_after,
             "params_dense": self.record.params_before,
@@ -217,14 +284,29 @@ def _rounded(value: object) -> object:
 
 
 def check_accuracy(result: CaseResult) -> None:
-    """Raise :class:`AccuracyDropError` when the drop exceeds the tolerance by more than the noise allows."""
-    verdict = result.verdict
+    """Raise when a gate fails: :class:`AccuracyDropError` when the recovered drop from the dense control
+    exceeds the tolerance by more than the noise allows (the recovery gate), :class:`CriterionError` when
+    the recalibrated one-shot top-1 left its calibrated band (the criterion gate). Both are checked; the
+    message names every gate that failed."""
+    verdict, criterion = result.verdict, result.criterion_verdict
+    failures = []
     if not verdict.passed:
-        raise AccuracyDropError(
-            f"{result.model_name} / {result.method} @ {result.ratio}: top-1 {result.dense_top1:.2f}% -> "
+        failures.append(
+            f"recovery gate failed: control top-1 {result.control_top1:.2f}% -> recovered "
             f"{result.pruned_top1:.2f}%, a drop of {verdict.mean_drop:.2f} points with noise "
             f"{verdict.noise:.2f} (SE), past the tolerance of {result.tolerance:g} points: {verdict.rule}"
         )
+    if criterion is not None and not criterion.passed:
+        how = "fell below" if criterion.fell else "rose above"
+        failures.append(
+            f"criterion gate failed: recalibrated one-shot top-1 {how} its calibrated band (dense "
+            f"{result.dense_top1:.2f}% -> recalibrated {result.dense_top1 - criterion.mean_drop:.2f}%; "
+            f"calibrated drop {criterion.level:.2f} ± {criterion.tolerance:g}): the criterion no longer "
+            f"removes the channels it was calibrated to remove; {criterion.rule}"
+        )
+    if failures:
+        error = CriterionError if verdict.passed else AccuracyDropError
+        raise error(f"{result.case.id}: " + "; ".join(failures))
 
 
 def calibration_batches(
@@ -290,6 +372,7 @@ def _run_seed(
         checkpoint=weights.checkpoint,
         device=weights.device,
     )
+    control = zoo.load_control(baseline, workload, recovery, device=weights.device)
     test = workload.loader("test", batch_size=256)
     budget = split_budget(recovery, get_method(method).needs)
     data = method_data(method, workload, len(inputs), recovery, baseline.model, seed, desc=model_name)
@@ -316,9 +399,14 @@ def _run_seed(
     recovery_seconds = time.perf_counter() - start
     make_permanent(pruned)
     dense_ok, recovered_ok = correct(baseline.model, test), correct(pruned, test)
+    control_ok = correct(control.model, test)
     return SeedResult(
         seed=seed,
-        paired=PairedDrop.from_correct(dense_ok, recovered_ok),
+        paired=PairedDrop.from_correct(control_ok, recovered_ok),
+        criterion=PairedDrop.from_correct(dense_ok, recalibrated_ok),
+        convergence=PairedDrop.from_correct(dense_ok, control_ok),
+        control_train_seconds=control.train_seconds,
+        baseline_epoch_top1=baseline.epoch_top1,
         pruned_top1_before_recovery=100.0 * one_shot.float().mean().item(),
         pruned_top1_recalibrated=100.0 * recalibrated_ok.float().mean().item(),
         recalibration_images=images,
@@ -329,7 +417,12 @@ def _run_seed(
         budget=budget,
         dense=baseline.model,
         pruned=pruned,
-        correct={"dense": dense_ok, "recalibrated": recalibrated_ok, "recovered": recovered_ok},
+        correct={
+            "dense": dense_ok,
+            "control": control_ok,
+            "recalibrated": recalibrated_ok,
+            "recovered": recovered_ok,
+        },
     )
 
 
@@ -433,6 +526,8 @@ def run(
             at_size, at_size_error = latency_at_size(
                 first.dense, first.pruned, latency_size, batch_size, latency_rounds, timing
             )
+    case = Case(model_name, method, None if speedup is not None else results[0].record.ratio, speedup)
+    level, missing = criterion_level(workload.family, case.id, dense_recipe.key, recovery.key)
     return CaseResult(
         model_name=model_name,
         method=method,
@@ -448,4 +543,7 @@ def run(
         data=workload.split,
         weights=weights.describe(),
         target_speedup=speedup,
+        family=workload.family,
+        level=level,
+        level_missing=missing,
     )

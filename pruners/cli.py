@@ -27,7 +27,7 @@ from .models import get_model, list_models
 from .profile import profile_pair
 from .pruning import check_target
 from .registry import check_ratio, get_method, list_methods
-from .report import write_report
+from .report import convergence_lines, dense_record, write_report
 from .settings import bench_settings
 from .sweep import SweepRow, markdown, merge_rows, read_csv, select_architectures, sweep, write_csv
 from .zoo import WeightsUnavailableError
@@ -73,10 +73,13 @@ def _prune(args: argparse.Namespace) -> str:
     info = result.summary()
     target = f", target {info['target_speedup']:g}x" if info["target_speedup"] else ""
     lines = [
-        f"top-1     dense {info['dense_top1']:.2f} %, one-shot {info['pruned_top1_before_recovery']:.2f} %, "
-        f"BN-recalibrated {info['pruned_top1_recalibrated']:.2f} %, "
-        f"recovered {info['pruned_top1']:.2f} % (drop {info['top1_drop']:+.2f}, "
-        f"tolerance {result.tolerance:g}: {'pass' if info['passed'] else 'FAIL'})",
+        f"top-1     dense {info['dense_top1']:.2f} %, dense control {info['dense_control_top1']:.2f} %, "
+        f"one-shot {info['pruned_top1_before_recovery']:.2f} %, "
+        f"BN-recalibrated {info['pruned_top1_recalibrated']:.2f} %, recovered {info['pruned_top1']:.2f} %",
+        f"recovery  drop from the control {info['top1_drop']:+.2f}, tolerance {result.tolerance:g}: "
+        f"{'pass' if info['recovery_passed'] else 'FAIL'}",
+        f"criterion {info['criterion_gate']}",
+        *convergence_lines([dense_record(info)]),
         f"MACs      {info['macs_dense']:,} -> {info['macs_pruned']:,} ({info['macs_speedup']:.2f}x fewer, "
         f"ratio {info['ratio']:.3f}{target})",
         f"params    {info['params_dense']:,} -> {info['params_pruned']:,}",

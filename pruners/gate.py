@@ -199,3 +199,66 @@ def paired_difference(
         )
     pairs = [PairedDrop.from_correct(a, b) for a, b in zip(first, second, strict=True)]
     return judge(pairs, 0.0, confidence)
+
+
+@dataclass(frozen=True)
+class BandVerdict:
+    """The criterion gate's decision: has a case's paired criterion drop (dense minus BatchNorm-recalibrated
+    one-shot top-1, per seed) left the band ``level ± tolerance`` calibrated for that case?
+
+    A criterion that stops ranking prunes like ``random`` and lands at random's level, which lies below
+    the band of a criterion better than chance and above that of one worse than chance (``lamp`` on
+    resnet18 at 2x), so both edges are gates, each one-sided at ``confidence``: fail when
+    ``mean_drop - z * noise > level + tolerance`` (the criterion lost top-1) or
+    ``mean_drop + z * noise < level - tolerance`` (it now removes other channels than calibrated).
+    """
+
+    drops: tuple[float, ...]
+    ses: tuple[float, ...]
+    level: float
+    tolerance: float
+    confidence: float = CONFIDENCE
+
+    @property
+    def paired(self) -> Verdict:
+        return Verdict(self.drops, self.ses, self.level + self.tolerance, self.confidence)
+
+    @property
+    def mean_drop(self) -> float:
+        return self.paired.mean_drop
+
+    @property
+    def noise(self) -> float:
+        return self.paired.noise
+
+    @property
+    def fell(self) -> bool:
+        """The recalibrated top-1 fell below the band: the criterion ranks worse than calibrated."""
+        return self.paired.bound > self.level + self.tolerance
+
+    @property
+    def rose(self) -> bool:
+        """The recalibrated top-1 rose above the band: the criterion selects other channels."""
+        return self.mean_drop + self.paired.z * self.noise < self.level - self.tolerance
+
+    @property
+    def passed(self) -> bool:
+        return not (self.fell or self.rose)
+
+    @property
+    def rule(self) -> str:
+        """The rule in one sentence, with this case's numbers."""
+        z, seeds = self.paired.z, f"mean over {len(self.drops)} seeds, " if len(self.drops) > 1 else ""
+        low, high = self.level - self.tolerance, self.level + self.tolerance
+        lower, upper = self.mean_drop - z * self.noise, self.mean_drop + z * self.noise
+        return (
+            f"fail if recalibrated drop -/+ {z:.2f} x noise leaves {self.level:.2f} ± {self.tolerance:g} "
+            f"(one-sided {self.confidence:.0%} each way): {seeds}{self.mean_drop:.2f} ± {z:.2f} x "
+            f"{self.noise:.2f} = [{lower:.2f}, {upper:.2f}]"
+            f" {'overlaps' if self.passed else 'is outside'} [{low:.2f}, {high:.2f}] points"
+        )
+
+
+def band(drops: Sequence[PairedDrop], level: float, tolerance: float) -> BandVerdict:
+    """The criterion gate's :class:`BandVerdict` on the paired criterion drops of one case."""
+    return BandVerdict(tuple(d.drop for d in drops), tuple(d.se for d in drops), level, tolerance)

@@ -12,11 +12,13 @@ from .pruning import check_speedup
 from .registry import check_ratio, get_method, list_methods
 
 DEFAULT_MODELS = ("resnet18", "mobilenetv3_small_100", "vit_tiny_patch16_224")
+# Structured methods are compared at this MACs target unless --ratios or --speedups ask otherwise.
+DEFAULT_SPEEDUP = 2.0
 
 # Tiers without --models / --methods: model -> method patterns. "full" is every method on every default
-# model it applies to (what the nightly job runs and what calibration covers); "default" is every method
-# on one CNN, the canonical noisy case (l1 on mobilenetv3) and what only a ViT can run, to keep a plain
-# `pytest bench/` under 10 minutes on 2 cores.
+# model it applies to (what the nightly job runs); "default" is every method on one CNN and l1 on a
+# depthwise CNN and on a ViT, what calibration covers and what keeps a plain `pytest bench/` under 10
+# minutes on 2 cores.
 TIERS: dict[str, dict[str, tuple[str, ...]]] = {
     "quick": {
         "resnet18": ("random", "l1", "global_magnitude"),
@@ -25,7 +27,7 @@ TIERS: dict[str, dict[str, tuple[str, ...]]] = {
     "default": {
         "resnet18": ("*",),
         "mobilenetv3_small_100": ("l1",),
-        "vit_tiny_patch16_224": ("vit_heads",),
+        "vit_tiny_patch16_224": ("l1",),
     },
     "full": dict.fromkeys(DEFAULT_MODELS, ("*",)),
 }
@@ -128,10 +130,10 @@ def build_cases(
     tier: str = "default",
     speedups: Iterable[float] = (),
 ) -> list[Case]:
-    """The bench's cases: model x method pairs, each at every ratio of ``ratios`` (default: its own).
-
-    With ``speedups`` (MACs targets), every structured method runs at each target instead, and mask
-    methods, which have no MACs target, at their ratios: they are compared among themselves.
+    """The bench's cases: model x method pairs at equal cost. Every structured method runs at each MACs
+    target of ``speedups`` (default :data:`DEFAULT_SPEEDUP`, unless ``ratios`` are given), and mask methods,
+    which have no MACs target, at ``ratios`` (default: their own): they are compared among themselves.
+    Given ``ratios`` and no ``speedups``, every method runs at each of those ratios.
 
     Given ``models`` and/or ``methods``, every selected model (default :data:`DEFAULT_MODELS`) meets every
     selected method (default: all registered); given neither, the :data:`TIERS` entry ``tier`` decides.
@@ -147,7 +149,7 @@ def build_cases(
             f"{method} on {model}: {why}" for model, method, why in left_out(models, methods, tier)
         )
         raise ValueError(f"no case applies: {reasons}")
-    speedups = [check_speedup(s) for s in speedups]
+    speedups = [check_speedup(s) for s in speedups] or ([] if ratios else [DEFAULT_SPEEDUP])
 
     def costs(method: str) -> list[tuple[float | None, float | None]]:
         if speedups and get_method(method).kind == "structured":

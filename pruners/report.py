@@ -33,6 +33,40 @@ CONTROL = "random"
 # latency grows by more than this fraction.
 TOP1_REGRESSION = 1.0
 LATENCY_REGRESSION = 0.10
+# A baseline has plateaued when its held-out top-1 over its last recorded epochs spans at most this.
+PLATEAU_POINTS = 1.0
+
+
+def plateaued(epoch_top1: Sequence[float]) -> bool | None:
+    """Whether a baseline's last epochs' held-out top-1 lie within :data:`PLATEAU_POINTS`; ``None`` when
+    fewer than two were recorded."""
+    if len(epoch_top1) < 2:
+        return None
+    return max(epoch_top1) - min(epoch_top1) <= PLATEAU_POINTS
+
+
+def dense_record(info: dict) -> dict:
+    """The dense baseline's and control's figures of one case, from its ``extra_info``."""
+    keys = ("model", "seeds", "dense_top1", "dense_control_top1", "control_gain", "control_gain_noise")
+    return {k: info[k] for k in (*keys, "baseline_converged", "baseline_epoch_top1")}
+
+
+def convergence_lines(records: Sequence[dict]) -> list[str]:
+    """One line per model whose baseline the dense control beat by more than the noise allows: it was
+    still learning, and the drops are judged against the control."""
+    lines, seen = [], set()
+    for r in records:
+        if r["baseline_converged"] or r["model"] in seen:
+            continue
+        seen.add(r["model"])
+        lines.append(
+            f"prunebench: the {r['model']} baseline was still learning (seeds {r['seeds']}): the dense "
+            f"control, fine-tuned with the recovery recipe, scores {r['dense_control_top1']:.2f}% against "
+            f"its {r['dense_top1']:.2f}% (+{r['control_gain']:.2f} ± {r['control_gain_noise']:.2f} points). "
+            "Drops are judged against the control; for a baseline worth pruning, train it longer (a recipe "
+            "with more epochs), or pass --pretrained or --checkpoint"
+        )
+    return lines
 
 
 @dataclass(frozen=True)
@@ -56,6 +90,9 @@ class ReportRow:
     target_speedup: float | None = None
     recalibrated_top1: float | None = None
     recovered_se: float = 0.0
+    control_top1: float | None = None
+    baseline_converged: bool | None = None
+    baseline_epoch_top1: tuple[float, ...] = ()
     correct: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -117,6 +154,9 @@ def row_from_info(info: dict, name: str) -> ReportRow:
         target_speedup=info.get("target_speedup"),
         recalibrated_top1=info.get("pruned_top1_recalibrated"),
         recovered_se=float(info.get("top1_drop_noise", 0.0)),
+        control_top1=info.get("dense_control_top1"),
+        baseline_converged=info.get("baseline_converged"),
+        baseline_epoch_top1=tuple(info.get("baseline_epoch_top1", ())),
         correct=_seed_correct(name, info),
     )
 
@@ -162,7 +202,8 @@ def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[lis
     """Header and cells of the report table: the last run's cases, with the change from the first run when
     there are several (``⚠`` marks a regression)."""
     header = [
-        "model", "method", "ratio / target", "top-1 dense", "one-shot", "recovered", "gate",
+        "model", "method", "ratio / target", "top-1 dense", "dense control", "baseline plateaued",
+        "one-shot", "recalibrated", "recovered", "gate",
         "MACs dense → pruned",
         "params dense → pruned", "latency dense → pruned (ms)", "MACs x", "measured x", "measured / MACs",
     ]  # fmt: skip
@@ -176,7 +217,10 @@ def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[lis
             row.method,
             row.cost,
             f"{row.dense_top1:.2f}",
+            "-" if row.control_top1 is None else f"{row.control_top1:.2f}",
+            _plateau(row.baseline_epoch_top1),
             f"{row.one_shot_top1:.2f}",
+            "-" if row.recalibrated_top1 is None else f"{row.recalibrated_top1:.2f}",
             f"{row.pruned_top1:.2f}",
             "pass" if row.passed else "FAIL",
             f"{_millions(row.macs_dense)} → {_millions(row.macs_pruned)}",
@@ -199,6 +243,14 @@ def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[lis
                 ]
         cells.append(line)
     return header, cells
+
+
+def _plateau(epoch_top1: Sequence[float]) -> str:
+    """``yes (99.2, 99.4, 99.4)``: whether the baseline's last epochs plateaued, with their top-1."""
+    flat = plateaued(epoch_top1)
+    if flat is None:
+        return "not recorded"
+    return f"{'yes' if flat else 'no'} ({', '.join(f'{a:.1f}' for a in epoch_top1)})"
 
 
 def markdown_table(runs: Sequence[Sequence[ReportRow]]) -> str:

@@ -9,6 +9,8 @@ half-written file.
 from __future__ import annotations
 
 import contextlib
+import copy
+import hashlib
 import logging
 import time
 import warnings
@@ -30,6 +32,8 @@ from .models import check_model_name, get_model
 from .train import Recipe, train
 
 _FORMAT = 1
+# A baseline records its held-out top-1 after each of this many last epochs, to show whether it plateaued.
+EPOCH_HISTORY = 3
 
 
 class CorruptCacheError(RuntimeError):
@@ -124,7 +128,9 @@ def create_model(
 @dataclass
 class Baseline:
     """A dense model and its held-out top-1 (percent). ``path`` is its cache file or checkpoint (``None``
-    for timm's pretrained weights); ``train_seconds`` is 0 when it was not trained here."""
+    for timm's pretrained weights); ``train_seconds`` is 0 when it was not trained here. ``epoch_top1`` is
+    its held-out top-1 after each of its last :data:`EPOCH_HISTORY` epochs (empty when it was not trained
+    here, or was cached before the history was kept). ``source`` names pretrained or checkpoint weights."""
 
     model_name: str
     model: nn.Module
@@ -133,6 +139,21 @@ class Baseline:
     seed: int
     path: Path | None
     train_seconds: float
+    epoch_top1: tuple[float, ...] = ()
+    source: str = ""
+
+    @property
+    def key(self) -> str:
+        """What the dense weights are, for the dense control's cache key: ``source`` when set (pretrained
+        or a checkpoint), else the key of the recipe that trained them."""
+        return self.source or self.recipe.key
+
+
+def checkpoint_key(path: Path) -> str:
+    """A short hash of a checkpoint file's path, size and modification time."""
+    stat = path.stat()
+    text = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return "ckpt-" + hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 def _meta(model_name: str, workload: Workload, recipe: Recipe, seed: int) -> dict:
@@ -188,7 +209,8 @@ def load_baseline(
     if pretrained or checkpoint is not None:
         model = create_model(model_name, workload, pretrained=pretrained, checkpoint=checkpoint).to(device)
         path = Path(checkpoint) if checkpoint is not None else None
-        return Baseline(model_name, model.eval(), top1(model, test), recipe, seed, path, 0.0)
+        source = checkpoint_key(path) if path is not None else "pretrained"
+        return Baseline(model_name, model.eval(), top1(model, test), recipe, seed, path, 0.0, (), source)
     meta = _meta(model_name, workload, recipe, seed)
     path = (root or cache_dir()) / f"{model_name}__{workload.name}__{recipe.key}__seed{seed}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,16 +221,87 @@ def load_baseline(
                 payload = _load(path, model, meta)
                 model = model.to(device).eval()
                 return Baseline(
-                    model_name, model, payload["top1"], recipe, seed, path, payload["train_seconds"]
+                    model_name,
+                    model,
+                    payload["top1"],
+                    recipe,
+                    seed,
+                    path,
+                    payload["train_seconds"],
+                    tuple(payload.get("epoch_top1", ())),
                 )
             except CorruptCacheError as err:
                 warnings.warn(f"corrupt baseline cache, retraining: {err}", stacklevel=2)
         torch.manual_seed(seed)
         model = create_model(model_name, workload).to(device)
+        history: list[float] = []
+
+        def score_last_epochs() -> None:
+            epoch = len(history) + 1
+            history.append(top1(model, test) if epoch > recipe.epochs - EPOCH_HISTORY else float("nan"))
+            model.train()
+
         start = time.perf_counter()
-        train(model, workload, recipe, seed=seed, desc=f"baseline {model_name}")
+        train(model, workload, recipe, seed=seed, desc=f"baseline {model_name}", on_epoch=score_last_epochs)
+        seconds = time.perf_counter() - start
+        accuracy = top1(model, test)
+        epochs = tuple(round(a, 2) for a in history[-EPOCH_HISTORY:])
+        state = {k: v.cpu() for k, v in model.state_dict().items()}
+        save_atomic(
+            {
+                **meta,
+                "top1": accuracy,
+                "train_seconds": seconds,
+                "epoch_top1": list(epochs),
+                "state_dict": state,
+            },
+            path,
+        )
+    return Baseline(model_name, model, accuracy, recipe, seed, path, seconds, epochs)
+
+
+def load_control(
+    baseline: Baseline,
+    workload: Workload,
+    recovery: Recipe,
+    *,
+    root: Path | None = None,
+    device: torch.device | str = "cpu",
+) -> Baseline:
+    """The dense control: ``baseline`` fine-tuned with exactly the ``recovery`` recipe every pruned model
+    gets, on the same recovery images and seed, distilling from a frozen copy of itself (the loss is the
+    recipe's: ``(1 - distill) * CE(labels) + distill * T^2 * KL(teacher || student)``). A pruned model is
+    judged against it, so extra training cannot pass for free accuracy (Wang et al., 2023, "Why is the
+    State of Neural Network Pruning so Confusing?": the same fine-tune for every arm). Cached beside the
+    baselines, keyed by the dense weights, the recovery recipe and the seed."""
+    seed, name = baseline.seed, baseline.model_name
+    meta = {**_meta(name, workload, recovery, seed), "control_of": baseline.key}
+    path = (
+        root or cache_dir()
+    ) / f"{name}__{workload.name}__{baseline.key}__control-{recovery.key}__seed{seed}.pt"
+    test = workload.loader("test", batch_size=256)
+    with FileLock(f"{path}.lock"):
+        if path.exists():
+            model = create_model(name, workload)
+            try:
+                payload = _load(path, model, meta)
+                model = model.to(device).eval()
+                return Baseline(name, model, payload["top1"], recovery, seed, path, payload["train_seconds"])
+            except CorruptCacheError as err:
+                warnings.warn(f"corrupt dense-control cache, retraining: {err}", stacklevel=2)
+        model = copy.deepcopy(baseline.model).to(device)
+        start = time.perf_counter()
+        train(
+            model,
+            workload,
+            recovery,
+            seed=seed,
+            desc=f"dense control {name}",
+            teacher=baseline.model,
+            split="recovery",
+        )
         seconds = time.perf_counter() - start
         accuracy = top1(model, test)
         state = {k: v.cpu() for k, v in model.state_dict().items()}
         save_atomic({**meta, "top1": accuracy, "train_seconds": seconds, "state_dict": state}, path)
-    return Baseline(model_name, model, accuracy, recipe, seed, path, seconds)
+    return Baseline(name, model.eval(), accuracy, recovery, seed, path, seconds)

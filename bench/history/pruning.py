@@ -91,6 +91,7 @@ class Accuracy(_Case):
     track_top1_error.unit = "%"
 
     def track_top1_drop(self, saved: dict, model: str, method: str) -> float:
+        """Dense control minus recovered top-1: what the recovery gate judges."""
         return self.summary["top1_drop"]
 
     track_top1_drop.unit = "points"
@@ -100,6 +101,12 @@ class Accuracy(_Case):
         return round(100.0 - self.summary["pruned_top1_recalibrated"], 2)
 
     track_recalibrated_top1_error.unit = "%"
+
+    def track_dense_control_top1_error(self, saved: dict, model: str, method: str) -> float:
+        """Top-1 error of the dense baseline fine-tuned with the same recovery recipe."""
+        return round(100.0 - self.summary["dense_control_top1"], 2)
+
+    track_dense_control_top1_error.unit = "%"
 
 
 class Size(_Case):
