@@ -28,6 +28,8 @@ from .train import RECALIBRATION_BATCH_SIZE, Recipe, recalibrate_batchnorm, trai
 from .unstructured import make_permanent
 
 CALIB_BATCHES = 4
+# Images per calibration batch: what a data-driven method sees does not depend on the latency batch.
+CALIB_BATCH_SIZE = 32
 # Weight of the distillation term in the recovery loss (0 turns distillation off); see recovery_recipe.
 RECOVERY_DISTILL = 0.5
 
@@ -375,7 +377,7 @@ def _run_seed(
     control = zoo.load_control(baseline, workload, recovery, device=weights.device)
     test = workload.loader("test", batch_size=256)
     budget = split_budget(recovery, get_method(method).needs)
-    data = method_data(method, workload, len(inputs), recovery, baseline.model, seed, desc=model_name)
+    data = method_data(method, workload, CALIB_BATCH_SIZE, recovery, baseline.model, seed, desc=model_name)
     torch.manual_seed(seed)
     start = time.perf_counter()
     ratio, speedup = cost

@@ -43,7 +43,8 @@ def test_case_measures_everything(result: pruners.CaseResult) -> None:
     assert result.record.macs_after < result.record.macs_before
     assert info["macs_speedup"] > 1
     assert 0 <= info["pruned_top1"] <= 100 and 0 <= info["dense_top1"] <= 100
-    assert info["top1_drop"] == pytest.approx(info["dense_top1"] - info["pruned_top1"], abs=0.02)
+    assert info["top1_drop"] == pytest.approx(info["dense_control_top1"] - info["pruned_top1"], abs=0.02)
+    assert info["gate_reference"].startswith("dense control")
     assert result.latency is not None and result.latency.dense_ms > 0 and result.latency.pruned_ms > 0
     assert info["latency_speedup"] == pytest.approx(
         result.latency.dense_ms / result.latency.pruned_ms, rel=1e-2
@@ -71,7 +72,9 @@ def test_paired_scores_are_the_models_own(result: pruners.CaseResult) -> None:
     first = result.seeds[0]
     assert torch.equal(correct(first.pruned, test), correct(result.pruned, test))
     assert first.paired.pruned_correct == int(correct(result.pruned, test).sum())
-    assert first.paired.dense_correct == int(correct(result.dense, test).sum())
+    assert first.criterion.dense_correct == int(correct(result.dense, test).sum())
+    control = pruners.gate.decode_correct(first.summary()["correct"]["control"])
+    assert first.paired.dense_correct == int(control.sum()), "the recovery gate's reference is the control"
     assert first.paired.pruned_top1 != first.pruned_top1_before_recovery, "recovery changed nothing"
 
 
@@ -199,9 +202,10 @@ def test_a_case_keeps_the_recalibrated_criterion_and_each_image_verdict(result: 
     assert "re-estimated on 1024 training images (16 batches)" in info["recalibration"]
     for seed in info["per_seed"]:
         verdicts = {k: pruners.gate.decode_correct(v) for k, v in seed["correct"].items()}
-        assert set(verdicts) == {"dense", "recalibrated", "recovered"}
+        assert set(verdicts) == {"dense", "control", "recalibrated", "recovered"}
         assert all(len(v) == 360 for v in verdicts.values())
-        for key, field in (("dense", "dense_top1"), ("recovered", "pruned_top1")):
+        pairs = (("dense", "dense_top1"), ("control", "dense_control_top1"), ("recovered", "pruned_top1"))
+        for key, field in pairs:
             assert 100 * verdicts[key].float().mean().item() == pytest.approx(seed[field], abs=0.01)
         assert 100 * verdicts["recalibrated"].float().mean().item() == pytest.approx(
             seed["pruned_top1_recalibrated"], abs=0.01

@@ -11,6 +11,7 @@ import pytest
 import pruners
 from pruners.matrix import (
     DEFAULT_MODELS,
+    DEFAULT_SPEEDUP,
     TIERS,
     build_cases,
     cases_from_env,
@@ -31,10 +32,12 @@ def test_tiers() -> None:
     assert sorted((c.model, c.method) for c in full) == sorted(
         (m, name) for m in DEFAULT_MODELS for name in pruners.list_methods() if not not_applicable(m, name)
     )
-    assert all(c.ratio == pruners.get_method(c.method).default_ratio for c in full)
+    for c in full:
+        spec = pruners.get_method(c.method)
+        equal_cost = (None, DEFAULT_SPEEDUP) if spec.kind == "structured" else (spec.default_ratio, None)
+        assert (c.ratio, c.speedup) == equal_cost, "structured methods at equal cost, masks at their ratio"
     default, quick = build_cases(), build_cases(tier="quick")
     assert set(default) <= set(full) and set(quick) <= set(full) and len(quick) == 6
-    assert {c.method for c in default} == set(pruners.list_methods()), "every method runs by default"
     assert {c.method for c in default if c.model == DEFAULT_MODELS[0]} == {
         name for name in pruners.list_methods() if not not_applicable(DEFAULT_MODELS[0], name)
     }
@@ -160,7 +163,7 @@ def test_bench_names_the_pairs_it_leaves_out() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "prunebench: 1 cases, 2 pairs not applicable, seeds [0]" in proc.stdout
     assert "left out resnet18-vit_heads (not applicable: no attention layers to prune)" in proc.stdout
-    assert "test_prune[vit_tiny_patch16_224-vit_heads-0.3]" in proc.stdout
+    assert "test_prune[vit_tiny_patch16_224-vit_heads-2x]" in proc.stdout
 
 
 def test_bench_collects_every_structured_method_at_each_macs_target() -> None:

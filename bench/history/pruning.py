@@ -13,7 +13,7 @@ import copy
 import torch
 
 import pruners
-from pruners.case import method_data, recovery_recipe
+from pruners.case import CALIB_BATCH_SIZE, method_data, recovery_recipe
 from pruners.matrix import cases_from_env
 from pruners.zoo import baseline_recipe
 
@@ -131,7 +131,7 @@ class Memory(_Case):
         super().setup(saved, model, method)
         self.dense = torch.load(f"{self.case.id}-dense.pt", weights_only=False)
         recovery = recovery_recipe(baseline_recipe(model))
-        self.data = method_data(method, self.workload, BATCH_SIZE, recovery, self.dense)
+        self.data = method_data(method, self.workload, CALIB_BATCH_SIZE, recovery, self.dense)
 
     def peakmem_prune(self, saved: dict, model: str, method: str) -> None:
         pruners.prune(

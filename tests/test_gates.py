@@ -1,0 +1,145 @@
+"""Both gates and the dense control: the criterion band, the control's cache and convergence flag, and the
+audits the gates must fail, each for its own reason."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch_pruning as tp
+
+import pruners
+from pruners import sparse_training, structured, zoo
+from pruners.case import CALIB_BATCH_SIZE, method_data, recovery_recipe
+from pruners.gate import BandVerdict, PairedDrop, band
+from pruners.levels import criterion_level
+from pruners.matrix import DEFAULT_SPEEDUP, Case, not_applicable
+from pruners.measure import correct
+from pruners.report import convergence_lines, dense_record
+from pruners.train import Recipe, recalibrate_batchnorm
+
+from .conftest import TINY_RECIPE
+
+
+def test_the_criterion_band_fails_on_either_side() -> None:
+    inside = BandVerdict((2.5,), (0.8,), level=2.0, tolerance=1.0)
+    assert inside.passed and "overlaps [1.00, 3.00]" in inside.rule
+    fell = BandVerdict((8.0,), (0.8,), level=2.0, tolerance=1.0)
+    assert fell.fell and not fell.rose and not fell.passed and "is outside" in fell.rule
+    rose = BandVerdict((-4.0,), (0.8,), level=2.0, tolerance=1.0)
+    assert rose.rose and not rose.fell and not rose.passed
+    noisy = BandVerdict((5.0,), (1.0,), level=2.0, tolerance=1.0)
+    assert noisy.passed, "3 points out, but within 2.33 x SE of the band"
+
+
+def test_the_dense_control_is_the_baseline_fine_tuned_with_the_recovery_recipe(
+    workload: pruners.Workload,
+) -> None:
+    baseline = zoo.load_baseline("test_resnet", workload, recipe=TINY_RECIPE)
+    recovery = Recipe(epochs=1, lr=1e-3, distill=0.5)
+    control = zoo.load_control(baseline, workload, recovery)
+    assert control.path is not None and control.path.exists() and control.train_seconds > 0
+    assert f"control-{recovery.key}" in control.path.name and control.recipe == recovery
+    changed = [
+        k for k, v in control.model.state_dict().items() if not torch.equal(v, baseline.model.state_dict()[k])
+    ]
+    assert changed, "the control was not trained"
+    again = zoo.load_control(baseline, workload, recovery)
+    assert again.train_seconds == control.train_seconds, "the second call trains again instead of loading"
+    for k, v in again.model.state_dict().items():
+        assert torch.equal(v, control.model.state_dict()[k]), k
+    assert len(baseline.epoch_top1) == 1 and 0 <= baseline.epoch_top1[0] <= 100
+
+
+def test_a_corrupt_control_cache_is_reported_and_rebuilt(workload: pruners.Workload) -> None:
+    baseline = zoo.load_baseline("test_resnet", workload, recipe=TINY_RECIPE)
+    recovery = Recipe(epochs=1, lr=2e-3, distill=0.5)
+    control = zoo.load_control(baseline, workload, recovery)
+    control.path.write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="corrupt dense-control cache, retraining"):
+        rebuilt = zoo.load_control(baseline, workload, recovery)
+    assert rebuilt.top1 == pytest.approx(control.top1, abs=1.0)
+
+
+def case_with(baseline: Recipe, recovery: Recipe) -> pruners.CaseResult:
+    return pruners.run(
+        "test_resnet",
+        "l1",
+        0.3,
+        pruners.digits(),
+        latency_rounds=None,
+        baseline_recipe=baseline,
+        recovery=recovery,
+    )
+
+
+def test_an_under_trained_baseline_is_flagged_and_a_converged_one_is_not() -> None:
+    under = case_with(Recipe(epochs=1, lr=1e-4), Recipe(epochs=3, lr=3e-3, distill=0.5)).summary()
+    assert under["baseline_converged"] is False
+    assert under["dense_control_top1"] > under["dense_top1"] + 10, "the control kept learning"
+    (line,) = convergence_lines([dense_record(under)])
+    assert "test_resnet baseline was still learning" in line and "--pretrained" in line
+    converged = case_with(Recipe(epochs=8, lr=3e-3, warmup_epochs=1), Recipe(epochs=1, lr=1e-5, distill=0.5))
+    info = converged.summary()
+    assert info["baseline_converged"] is True, (
+        f"control gain {info['control_gain']} ± {info['control_gain_noise']}"
+    )
+    assert convergence_lines([dense_record(info)]) == []
+    assert len(info["baseline_epoch_top1"]) == zoo.EPOCH_HISTORY
+
+
+# The default tier's structured criteria on resnet18, each with a calibrated level at the default target.
+CRITERIA = [
+    m for m in pruners.list_methods(kind="structured") if m != "random" and not not_applicable("resnet18", m)
+]
+
+
+def random_importance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every channel pruner ranks with Torch-Pruning's random importance instead of its criterion's."""
+    build = structured.channel_pruner
+
+    def with_random(model, importance, *args, **kwargs):
+        return build(model, tp.importance.RandomImportance(), *args, **kwargs)
+
+    monkeypatch.setattr(structured, "channel_pruner", with_random)
+    monkeypatch.setattr(sparse_training, "channel_pruner", with_random)
+
+
+@pytest.mark.parametrize("method", CRITERIA)
+def test_audit_a_criterion_swapped_for_random_fails_its_criterion_gate(
+    method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workload = pruners.digits()
+    baseline = zoo.load_baseline("resnet18", workload)
+    recovery = recovery_recipe(baseline.recipe)
+    case = Case("resnet18", method, None, DEFAULT_SPEEDUP)
+    level, missing = criterion_level(workload.family, case.id, baseline.recipe.key, recovery.key)
+    assert level is not None, missing
+    random_importance(monkeypatch)
+    data = method_data(method, workload, CALIB_BATCH_SIZE, recovery, baseline.model, desc="resnet18")
+    torch.manual_seed(0)
+    pruned, _ = pruners.prune_to_speedup(
+        baseline.model,
+        method,
+        DEFAULT_SPEEDUP,
+        workload.test_batch(32),
+        calib=data.calib,
+        sparse_train=data.sparse_train,
+    )
+    recalibrated, _ = recalibrate_batchnorm(pruned, workload)
+    test = workload.loader("test", 256)
+    drop = PairedDrop.from_correct(correct(baseline.model, test), correct(recalibrated, test))
+    verdict = band([drop], level.level, level.tolerance)
+    assert not verdict.passed, (
+        f"{method} ranking at random passed its criterion gate: {verdict.rule}; the gate cannot tell it "
+        "from random"
+    )
+
+
+def test_audit_a_recovery_that_does_not_train_fails_the_recovery_gate() -> None:
+    frozen = Recipe(epochs=1, lr=1e-7, distill=0.5)
+    result = pruners.run("resnet18", "random", speedup=DEFAULT_SPEEDUP, latency_rounds=None, recovery=frozen)
+    with pytest.raises(pruners.AccuracyDropError) as err:
+        pruners.check_accuracy(result)
+    message = str(err.value)
+    assert "recovery gate failed" in message and "criterion gate failed" not in message
+    assert not isinstance(err.value, pruners.CriterionError)
