@@ -27,10 +27,10 @@ from .models import get_model, list_models
 from .profile import profile_pair
 from .pruning import check_target
 from .registry import check_ratio, get_method, list_methods
-from .report import convergence_lines, dense_record, write_report
+from .report import convergence_lines, dense_record, plateau_text, write_report
 from .settings import bench_settings
 from .sweep import SweepRow, markdown, merge_rows, read_csv, select_architectures, sweep, write_csv
-from .zoo import WeightsUnavailableError
+from .zoo import WeightsUnavailableError, cached_histories
 
 
 def _case(args: argparse.Namespace) -> CaseResult:
@@ -123,8 +123,9 @@ def _list(args: argparse.Namespace) -> str:
     if args.what in ("models", "all"):
         lines += [
             "",
-            "| model | family | baseline recipe (digits) | other workloads | timm kwargs at 32 px |",
-            "|---|---|---|---|---|",
+            "| model | family | baseline recipe (digits) | other workloads | timm kwargs at 32 px "
+            "| cached baselines: plateaued? (last epochs' top-1) |",
+            "|---|---|---|---|---|---|",
         ]
         for entry in map(get_model, list_models(args.pattern)):
             recipe = f"{entry.recipe.epochs} epochs, lr {entry.recipe.lr:g}"
@@ -132,7 +133,13 @@ def _list(args: argparse.Namespace) -> str:
                 "; ".join(f"{w}: {r.epochs} epochs, lr {r.lr:g}" for w, r in entry.recipes.items()) or "-"
             )
             kwargs = ", ".join(f"{k}={v}" for k, v in entry.kwargs.items()) or "-"
-            lines.append(f"| {entry.name} | {entry.family} | {recipe} | {others} | {kwargs} |")
+            cached = "; ".join(
+                f"{workload} seed {seed}: {plateau_text(history)}" if seed >= 0 else f"{workload}: unreadable"
+                for workload, seed, history in cached_histories(entry.name)
+            )
+            lines.append(
+                f"| {entry.name} | {entry.family} | {recipe} | {others} | {kwargs} | {cached or 'none'} |"
+            )
     return "\n".join(lines).strip()
 
 

@@ -33,16 +33,16 @@ CONTROL = "random"
 # latency grows by more than this fraction.
 TOP1_REGRESSION = 1.0
 LATENCY_REGRESSION = 0.10
-# A baseline has plateaued when its held-out top-1 over its last recorded epochs spans at most this.
+# A baseline has plateaued when its last epoch gained at most this many held-out top-1 points.
 PLATEAU_POINTS = 1.0
 
 
 def plateaued(epoch_top1: Sequence[float]) -> bool | None:
-    """Whether a baseline's last epochs' held-out top-1 lie within :data:`PLATEAU_POINTS`; ``None`` when
-    fewer than two were recorded."""
+    """Whether a baseline's last epoch gained at most :data:`PLATEAU_POINTS` of held-out top-1 over the
+    one before; ``None`` when fewer than two epochs were recorded."""
     if len(epoch_top1) < 2:
         return None
-    return max(epoch_top1) - min(epoch_top1) <= PLATEAU_POINTS
+    return epoch_top1[-1] - epoch_top1[-2] <= PLATEAU_POINTS
 
 
 def dense_record(info: dict) -> dict:
@@ -218,7 +218,7 @@ def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[lis
             row.cost,
             f"{row.dense_top1:.2f}",
             "-" if row.control_top1 is None else f"{row.control_top1:.2f}",
-            _plateau(row.baseline_epoch_top1),
+            plateau_text(row.baseline_epoch_top1),
             f"{row.one_shot_top1:.2f}",
             "-" if row.recalibrated_top1 is None else f"{row.recalibrated_top1:.2f}",
             f"{row.pruned_top1:.2f}",
@@ -245,7 +245,7 @@ def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[lis
     return header, cells
 
 
-def _plateau(epoch_top1: Sequence[float]) -> str:
+def plateau_text(epoch_top1: Sequence[float]) -> str:
     """``yes (99.2, 99.4, 99.4)``: whether the baseline's last epochs plateaued, with their top-1."""
     flat = plateaued(epoch_top1)
     if flat is None:

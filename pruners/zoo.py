@@ -305,3 +305,18 @@ def load_control(
         state = {k: v.cpu() for k, v in model.state_dict().items()}
         save_atomic({**meta, "top1": accuracy, "train_seconds": seconds, "state_dict": state}, path)
     return Baseline(name, model.eval(), accuracy, recovery, seed, path, seconds)
+
+
+def cached_histories(model_name: str, root: Path | None = None) -> list[tuple[str, int, tuple[float, ...]]]:
+    """``(workload, seed, held-out top-1 of the last epochs)`` of every baseline of ``model_name`` in the
+    cache (the dense controls left out); a file that cannot be read shows as ``(name, -1, ())``."""
+    found = []
+    for path in sorted((root or cache_dir()).glob(f"{model_name}__*__seed*.pt")):
+        if "__control-" in path.name:
+            continue
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+            found.append((payload["workload"], payload["seed"], tuple(payload.get("epoch_top1", ()))))
+        except Exception:
+            found.append((path.name, -1, ()))
+    return found
