@@ -47,8 +47,6 @@ MIN_SEEDS = 5
 MARGIN_POINTS = 0.5
 MARGIN_STDS = 3.0
 MIN_TOLERANCE = 0.5
-# No gate on the default workload may be wider than this, in top-1 points.
-MAX_TOLERANCE = 5.0
 # What a run's recovery drop is measured from; runs against another reference are stale.
 REFERENCE = "dense control"
 

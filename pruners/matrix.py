@@ -7,13 +7,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from .adapters import missing_features, model_features
-from .models import select_models
+from .models import default_target, select_models
 from .pruning import check_speedup
 from .registry import check_ratio, get_method, list_methods
 
 DEFAULT_MODELS = ("resnet18", "mobilenetv3_small_100", "vit_tiny_patch16_224")
-# Structured methods are compared at this MACs target unless --ratios or --speedups ask otherwise.
-DEFAULT_SPEEDUP = 2.0
 
 # Tiers without --models / --methods: model -> method patterns. "full" is every method on every default
 # model it applies to (what the nightly job runs); "default" is every method on one CNN and l1 on a
@@ -131,7 +129,8 @@ def build_cases(
     speedups: Iterable[float] = (),
 ) -> list[Case]:
     """The bench's cases: model x method pairs at equal cost. Every structured method runs at each MACs
-    target of ``speedups`` (default :data:`DEFAULT_SPEEDUP`, unless ``ratios`` are given), and mask methods,
+    target of ``speedups`` (default: the model's own, :func:`pruners.models.default_target`, unless
+    ``ratios`` are given), and mask methods,
     which have no MACs target, at ``ratios`` (default: their own): they are compared among themselves.
     Given ``ratios`` and no ``speedups``, every method runs at each of those ratios.
 
@@ -149,14 +148,14 @@ def build_cases(
             f"{method} on {model}: {why}" for model, method, why in left_out(models, methods, tier)
         )
         raise ValueError(f"no case applies: {reasons}")
-    speedups = [check_speedup(s) for s in speedups] or ([] if ratios else [DEFAULT_SPEEDUP])
+    speedups = [check_speedup(s) for s in speedups]
 
-    def costs(method: str) -> list[tuple[float | None, float | None]]:
-        if speedups and get_method(method).kind == "structured":
-            return [(None, target) for target in speedups]
+    def costs(model: str, method: str) -> list[tuple[float | None, float | None]]:
+        if get_method(method).kind == "structured" and (speedups or not ratios):
+            return [(None, target) for target in speedups or [default_target(model)]]
         return [(ratio, None) for ratio in ratios or [get_method(method).default_ratio]]
 
-    return [Case(model, method, *cost) for model, method in pairs for cost in costs(method)]
+    return [Case(model, method, *cost) for model, method in pairs for cost in costs(model, method)]
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:

@@ -12,8 +12,9 @@ from pruners import sparse_training, structured, zoo
 from pruners.case import CALIB_BATCH_SIZE, method_data, recovery_recipe
 from pruners.gate import BandVerdict, PairedDrop, band
 from pruners.levels import criterion_level
-from pruners.matrix import DEFAULT_SPEEDUP, Case, not_applicable
+from pruners.matrix import Case, not_applicable
 from pruners.measure import correct
+from pruners.models import default_target
 from pruners.report import convergence_lines, dense_record
 from pruners.train import Recipe, recalibrate_batchnorm
 
@@ -111,7 +112,8 @@ def test_audit_a_criterion_swapped_for_random_fails_its_criterion_gate(
     workload = pruners.digits()
     baseline = zoo.load_baseline("resnet18", workload)
     recovery = recovery_recipe(baseline.recipe)
-    case = Case("resnet18", method, None, DEFAULT_SPEEDUP)
+    target = default_target("resnet18")
+    case = Case("resnet18", method, None, target)
     level, missing = criterion_level(workload.family, case.id, baseline.recipe.key, recovery.key)
     assert level is not None, missing
     random_importance(monkeypatch)
@@ -120,7 +122,7 @@ def test_audit_a_criterion_swapped_for_random_fails_its_criterion_gate(
     pruned, _ = pruners.prune_to_speedup(
         baseline.model,
         method,
-        DEFAULT_SPEEDUP,
+        target,
         workload.test_batch(32),
         calib=data.calib,
         sparse_train=data.sparse_train,
@@ -137,7 +139,9 @@ def test_audit_a_criterion_swapped_for_random_fails_its_criterion_gate(
 
 def test_audit_a_recovery_that_does_not_train_fails_the_recovery_gate() -> None:
     frozen = Recipe(epochs=1, lr=1e-7, distill=0.5)
-    result = pruners.run("resnet18", "random", speedup=DEFAULT_SPEEDUP, latency_rounds=None, recovery=frozen)
+    result = pruners.run(
+        "resnet18", "random", speedup=default_target("resnet18"), latency_rounds=None, recovery=frozen
+    )
     with pytest.raises(pruners.AccuracyDropError) as err:
         pruners.check_accuracy(result)
     message = str(err.value)

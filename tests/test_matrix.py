@@ -11,7 +11,6 @@ import pytest
 import pruners
 from pruners.matrix import (
     DEFAULT_MODELS,
-    DEFAULT_SPEEDUP,
     TIERS,
     build_cases,
     cases_from_env,
@@ -23,6 +22,7 @@ from pruners.matrix import (
     shard,
     split_csv,
 )
+from pruners.models import default_target
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,8 @@ def test_tiers() -> None:
     )
     for c in full:
         spec = pruners.get_method(c.method)
-        equal_cost = (None, DEFAULT_SPEEDUP) if spec.kind == "structured" else (spec.default_ratio, None)
+        target = default_target(c.model)
+        equal_cost = (None, target) if spec.kind == "structured" else (spec.default_ratio, None)
         assert (c.ratio, c.speedup) == equal_cost, "structured methods at equal cost, masks at their ratio"
     default, quick = build_cases(), build_cases(tier="quick")
     assert set(default) <= set(full) and set(quick) <= set(full) and len(quick) == 6
