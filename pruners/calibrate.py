@@ -36,7 +36,15 @@ from filelock import FileLock
 from .case import RECOVERY_DISTILL, recovery_recipe, run
 from .data import DataDirError, dataset_family, digits, torch_dataset
 from .files import write_atomic
-from .gate import CONFIDENCE, PairedDrop, decode_correct, one_sided_z, paired_difference, required_tolerance
+from .gate import (
+    CONFIDENCE,
+    PairedDrop,
+    Verdict,
+    decode_correct,
+    one_sided_z,
+    paired_difference,
+    required_tolerance,
+)
 from .levels import LEVELS_PATH, CriterionLevel, write_levels
 from .matrix import Case, build_cases, parse_seeds, parse_speedups, split_csv
 from .registry import get_method
@@ -47,6 +55,8 @@ MIN_SEEDS = 5
 MARGIN_POINTS = 0.5
 MARGIN_STDS = 3.0
 MIN_TOLERANCE = 0.5
+# No recovery tolerance on the default workload may be wider than this, in top-1 points.
+MAX_TOLERANCE = 5.0
 # What a run's recovery drop is measured from; runs against another reference are stale.
 REFERENCE = "dense control"
 
@@ -200,18 +210,24 @@ def suggested_tolerance(cals: Iterable[CaseCalibration]) -> float:
     return _rounded_up(max(c.covering_tolerance for c in cals))
 
 
-def lead_over_random(cals: dict[Case, CaseCalibration], case: Case, which: str = "recalibrated") -> str:
-    """``case``'s top-1 lead over ``random`` at the same model and cost, paired image by image over the
-    seeds both calibrated, as ``+4.72 ± 1.58``; empty when there is nothing to pair."""
+def lead_over_random(
+    cals: dict[Case, CaseCalibration], case: Case, which: str = "recalibrated"
+) -> Verdict | None:
+    """``case``'s top-1 lead over ``random`` at the same model and cost (``mean_drop``, positive when it
+    keeps more), paired image by image over the seeds both calibrated; ``None`` with nothing to pair."""
     rival = cals.get(case._replace(method="random"))
-    if rival is None or case.method == "random":
-        return ""
+    if rival is None or case.method == "random" or case not in cals:
+        return None
     by_seed = {r.seed: r for r in rival.runs}
     pairs = [(r.correct[which], by_seed[r.seed].correct[which]) for r in cals[case].runs if r.seed in by_seed]
-    if not pairs:
-        return ""
-    lead = paired_difference([a for a, _ in pairs], [b for _, b in pairs])
-    return f"{lead.mean_drop:+.2f} ± {lead.noise:.2f}"
+    return paired_difference([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
+
+
+def tells_random(cals: dict[Case, CaseCalibration], case: Case) -> bool | None:
+    """Whether ``case``'s criterion gate fails a run of ``random``'s quality: its recalibrated lead over
+    ``random`` is past the smallest shift it detects (``None`` when there is no ``random`` to compare)."""
+    lead = lead_over_random(cals, case)
+    return None if lead is None else abs(lead.mean_drop) > cals[case].criterion_detects
 
 
 def levels(
@@ -288,8 +304,9 @@ def render(entries: list[dict], cases: Sequence[Case], family: str = "digits") -
         std = statistics.stdev(crit) if len(crit) > 1 else 0.0
         dense = statistics.fmean(r.criterion.dense_top1 for r in cal.runs)
         recal = statistics.fmean(r.criterion.pruned_top1 for r in cal.runs)
-        lead = lead_over_random(cals, case)
-        tells = "" if not lead else "yes" if abs(float(lead.split()[0])) > cal.criterion_detects else "no"
+        lead, tells = lead_over_random(cals, case), tells_random(cals, case)
+        lead = "" if lead is None else f"{lead.mean_drop:+.2f} ± {lead.noise:.2f}"
+        tells = "" if tells is None else "yes" if tells else "no"
         lines.append(
             f"| {case.model} | {case.method} | {case.cost} | {len(cal.runs)} | {dense:.2f} → {recal:.2f} | "
             f"{cal.criterion_level:.2f} | {std:.2f} | {cal.criterion_se:.2f} | {cal.criterion_tolerance:g} | "
