@@ -237,10 +237,13 @@ def levels(
     return {(family, case.id): cal.level(family) for case, cal in cals.items() if len(cal.seeds) >= MIN_SEEDS}
 
 
-def render(entries: list[dict], cases: Sequence[Case], family: str = "digits") -> str:
-    """The calibration tables as Markdown: both gates per case, then per method against its registered
-    tolerance, with the smallest regression each gate detects."""
+def render(
+    entries: list[dict], cases: Sequence[Case], family: str = "digits", gated: Sequence[Case] | None = None
+) -> str:
+    """The calibration tables as Markdown: both gates per case of ``cases``, then per method against its
+    registered tolerance over the ``gated`` cases (default: the default tier's)."""
     cals = calibrations(entries, cases, family)
+    gated = build_cases(tier="default") if gated is None else gated
     current = [e for e in entries if e.get("family", "digits") == family and e.get("reference") == REFERENCE]
     images = sorted({e["n"] for e in current})
     machines = sorted({f"{e['machine']}, torch threads={e['threads']}" for e in current})
@@ -316,13 +319,16 @@ def render(entries: list[dict], cases: Sequence[Case], family: str = "digits") -
         "",
         "## Registered recovery tolerances",
         "",
-        "A method's suggested tolerance is the largest *needs* of its cases, rounded up to 0.5 points.",
+        "A method's suggested tolerance is the largest *needs* of its cases in the default tier, rounded up",
+        f"to 0.5 points; no registered tolerance may exceed {MAX_TOLERANCE:g} points.",
         "",
         "| method | suggested tolerance | registered tolerance | covered |",
         "|---|---|---|---|",
     ]
-    for method in dict.fromkeys(c.method for c in cases):
-        method_cals = [cal for case, cal in cals.items() if case.method == method and cal.runs]
+    for method in dict.fromkeys(c.method for c in gated):
+        method_cals = [
+            cal for case, cal in cals.items() if case in gated and case.method == method and cal.runs
+        ]
         if not method_cals:
             continue
         suggested = suggested_tolerance(method_cals)

@@ -46,7 +46,7 @@ def regularise_then_prune(
     kind="structured",
     needs=("train",),
     requires=("batchnorm",),
-    tolerance=17.5,
+    tolerance=2.0,
     default_ratio=0.3,
 )
 def bn_scale(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
@@ -61,7 +61,7 @@ def bn_scale(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data:
     )
 
 
-@register_method("group_norm", kind="structured", needs=("train",), tolerance=6.5, default_ratio=0.3)
+@register_method("group_norm", kind="structured", needs=("train",), tolerance=2.5, default_ratio=0.3)
 def group_norm(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Group-level sparsity: a group-lasso-like penalty on every DepGraph group (all coupled layers at
     once) while training, then the groups with the smallest L2 norm go.
@@ -74,7 +74,7 @@ def group_norm(model: nn.Module, ratio: float, example_inputs: torch.Tensor, dat
     )
 
 
-@register_method("growing_reg", kind="structured", needs=("train",), tolerance=11.0, default_ratio=0.3)
+@register_method("growing_reg", kind="structured", needs=("train",), tolerance=4.5, default_ratio=0.3)
 def growing_reg(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Growing regularisation: an L2 penalty per channel that grows after every epoch, faster for the
     channels that are already weak, then the weakest groups go.

@@ -173,7 +173,7 @@ def fisher_diagonal(model: nn.Module, calib: CalibBatches, samples: int = FISHER
         p.grad = total / len(images)
 
 
-@register_method("random", kind="structured", tolerance=2.5, default_ratio=0.3)
+@register_method("random", kind="structured", tolerance=1.5, default_ratio=0.3)
 def random_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Random channels: the control every criterion must beat.
 
@@ -191,7 +191,7 @@ def l1_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, da
     prune_channels(model, tp.importance.GroupMagnitudeImportance(p=1), ratio, example_inputs)
 
 
-@register_method("l2", kind="structured", tolerance=2.5, default_ratio=0.3)
+@register_method("l2", kind="structured", tolerance=1.0, default_ratio=0.3)
 def l2_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Channels with the smallest group L2 norm go first.
 
@@ -200,7 +200,7 @@ def l2_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, da
     prune_channels(model, tp.importance.GroupMagnitudeImportance(p=2), ratio, example_inputs)
 
 
-@register_method("fpgm", kind="structured", tolerance=5.5, default_ratio=0.3)
+@register_method("fpgm", kind="structured", tolerance=1.0, default_ratio=0.3)
 def fpgm_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Channels nearest the geometric median of their layer go first: the others can stand in for them.
 
@@ -220,7 +220,7 @@ def lamp_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, 
     prune_channels(model, tp.importance.LAMPImportance(p=2), ratio, example_inputs, global_ranking=True)
 
 
-@register_method("l1_global", kind="structured", tolerance=3.5, default_ratio=0.3)
+@register_method("l1_global", kind="structured", tolerance=1.0, default_ratio=0.3)
 def l1_global_channels(
     model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData
 ) -> None:
@@ -233,7 +233,7 @@ def l1_global_channels(
     )
 
 
-@register_method("isomorphic", kind="structured", tolerance=7.5, default_ratio=0.3)
+@register_method("isomorphic", kind="structured", tolerance=2.0, default_ratio=0.3)
 def isomorphic_channels(
     model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData
 ) -> None:
@@ -251,7 +251,7 @@ def isomorphic_channels(
     )
 
 
-@register_method("taylor", kind="structured", needs=("grad",), tolerance=2.0, default_ratio=0.3)
+@register_method("taylor", kind="structured", needs=("grad",), tolerance=1.5, default_ratio=0.3)
 def taylor_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """First-order Taylor estimate of the loss change, |w · dL/dw|, from the calibration batches.
 
@@ -262,7 +262,7 @@ def taylor_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor
     model.zero_grad()
 
 
-@register_method("hessian", kind="structured", needs=("grad",), tolerance=1.5, default_ratio=0.3)
+@register_method("hessian", kind="structured", needs=("grad",), tolerance=1.0, default_ratio=0.3)
 def hessian_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Optimal Brain Damage: w² times the diagonal Hessian, estimated by the per-sample Fisher.
 
