@@ -40,6 +40,7 @@ from .gate import (
     CONFIDENCE,
     PairedDrop,
     Verdict,
+    band,
     decode_correct,
     one_sided_z,
     paired_difference,
@@ -223,11 +224,15 @@ def lead_over_random(
     return paired_difference([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
 
 
-def tells_random(cals: dict[Case, CaseCalibration], case: Case) -> bool | None:
-    """Whether ``case``'s criterion gate fails a run of ``random``'s quality: its recalibrated lead over
-    ``random`` is past the smallest shift it detects (``None`` when there is no ``random`` to compare)."""
-    lead = lead_over_random(cals, case)
-    return None if lead is None else abs(lead.mean_drop) > cals[case].criterion_detects
+def random_runs_caught(cals: dict[Case, CaseCalibration], case: Case) -> dict[int, bool]:
+    """Per seed, whether ``case``'s criterion gate fails ``random``'s calibrated run at the same model,
+    cost and seed: what a run of ``case`` whose criterion stopped ranking would meet. Empty when there is
+    no ``random`` to compare."""
+    rival, cal = cals.get(case._replace(method="random")), cals.get(case)
+    if rival is None or cal is None or case.method == "random" or not cal.runs:
+        return {}
+    level, tolerance = cal.criterion_level, cal.criterion_tolerance
+    return {r.seed: not band([r.criterion], level, tolerance).passed for r in rival.runs}
 
 
 def levels(
@@ -294,10 +299,12 @@ def render(
         "The level is the mean paired drop to the recalibrated one-shot model; a run fails when its drop",
         "± z x SE lies outside level ± band. *Detects* is the smallest shift of the recalibrated top-1 a",
         "single run fails on (band + z x SE); *vs random* is the case's recalibrated lead over `random` at",
-        "the same cost, paired over images and seeds; *tells random* says whether it is past *detects*.",
+        "the same cost, paired over images and seeds; *random runs caught* counts the calibrated `random`",
+        "runs (same model, cost and seeds) that this case's band fails: the gate's power against a",
+        "criterion that stopped ranking.",
         "",
         "| model | method | cost | runs | dense → recalibrated | level | std | mean SE | band | detects "
-        "| vs random | tells random |",
+        "| vs random | random runs caught |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case, cal in cals.items():
@@ -307,9 +314,9 @@ def render(
         std = statistics.stdev(crit) if len(crit) > 1 else 0.0
         dense = statistics.fmean(r.criterion.dense_top1 for r in cal.runs)
         recal = statistics.fmean(r.criterion.pruned_top1 for r in cal.runs)
-        lead, tells = lead_over_random(cals, case), tells_random(cals, case)
+        lead, caught = lead_over_random(cals, case), random_runs_caught(cals, case)
         lead = "" if lead is None else f"{lead.mean_drop:+.2f} ± {lead.noise:.2f}"
-        tells = "" if tells is None else "yes" if tells else "no"
+        tells = f"{sum(caught.values())}/{len(caught)}" if caught else ""
         lines.append(
             f"| {case.model} | {case.method} | {case.cost} | {len(cal.runs)} | {dense:.2f} → {recal:.2f} | "
             f"{cal.criterion_level:.2f} | {std:.2f} | {cal.criterion_se:.2f} | {cal.criterion_tolerance:g} | "
