@@ -29,7 +29,7 @@ def test_prune(
     except pruners.TargetUnreachableError as err:
         pytest.skip(f"prunebench: left out {case.id} (target unreachable: {err})")
     benchmark.extra_info.update(result.summary())
-    record_property("prunebench_dense", dense_record(result))
+    record_property("prunebench_dense", dense_record(benchmark.extra_info))
     forward = timed_forward(result.pruned, result.inputs, settings.timing)
     benchmark.pedantic(forward, rounds=opts.latency_rounds, warmup_rounds=3, iterations=1)
     if benchmark.enabled:

@@ -42,7 +42,7 @@ def test_tiers() -> None:
     assert {c.method for c in default if c.model == DEFAULT_MODELS[0]} == {
         name for name in pruners.list_methods() if not not_applicable(DEFAULT_MODELS[0], name)
     }
-    assert {c.model for c in default} == set(DEFAULT_MODELS) == set(TIERS["full"])
+    assert {c.model for c in default} == set(TIERS["default"]) < set(DEFAULT_MODELS) == set(TIERS["full"])
     assert build_cases(methods=["l1"]) == [c for c in full if c.method == "l1"]
     assert choose_tier(False, False, False) == "default" and choose_tier(False, True, False) == "full"
     for flags in [(True, True, False), (True, False, True), (False, True, True)]:
