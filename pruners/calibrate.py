@@ -211,15 +211,23 @@ def suggested_tolerance(cals: Iterable[CaseCalibration]) -> float:
     return _rounded_up(max(c.covering_tolerance for c in cals))
 
 
+def rival(case: Case) -> Case:
+    """The chance baseline of ``case``: ``random`` channels for a structured method, ``random_unstructured``
+    weights for a mask method, at the same model and cost."""
+    kind = get_method(case.method).kind
+    return case._replace(method="random" if kind == "structured" else "random_unstructured")
+
+
 def lead_over_random(
     cals: dict[Case, CaseCalibration], case: Case, which: str = "recalibrated"
 ) -> Verdict | None:
-    """``case``'s top-1 lead over ``random`` at the same model and cost (``mean_drop``, positive when it
-    keeps more), paired image by image over the seeds both calibrated; ``None`` with nothing to pair."""
-    rival = cals.get(case._replace(method="random"))
-    if rival is None or case.method == "random" or case not in cals:
+    """``case``'s top-1 lead over its :func:`rival` at the same model and cost (``mean_drop``, positive
+    when it keeps more), paired image by image over the seeds both calibrated; ``None`` with nothing to
+    pair."""
+    chance = cals.get(rival(case))
+    if chance is None or rival(case) == case or case not in cals:
         return None
-    by_seed = {r.seed: r for r in rival.runs}
+    by_seed = {r.seed: r for r in chance.runs}
     pairs = [(r.correct[which], by_seed[r.seed].correct[which]) for r in cals[case].runs if r.seed in by_seed]
     return paired_difference([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
 
@@ -228,11 +236,11 @@ def random_runs_caught(cals: dict[Case, CaseCalibration], case: Case) -> dict[in
     """Per seed, whether ``case``'s criterion gate fails ``random``'s calibrated run at the same model,
     cost and seed: what a run of ``case`` whose criterion stopped ranking would meet. Empty when there is
     no ``random`` to compare."""
-    rival, cal = cals.get(case._replace(method="random")), cals.get(case)
-    if rival is None or cal is None or case.method == "random" or not cal.runs:
+    chance, cal = cals.get(rival(case)), cals.get(case)
+    if chance is None or cal is None or rival(case) == case or not cal.runs:
         return {}
     level, tolerance = cal.criterion_level, cal.criterion_tolerance
-    return {r.seed: not band([r.criterion], level, tolerance).passed for r in rival.runs}
+    return {r.seed: not band([r.criterion], level, tolerance).passed for r in chance.runs}
 
 
 def levels(
@@ -299,9 +307,9 @@ def render(
         "The level is the mean paired drop to the recalibrated one-shot model; a run fails when its drop",
         "± z x SE lies outside level ± band. *Detects* is the smallest shift of the recalibrated top-1 a",
         "single run fails on (band + z x SE); *vs random* is the case's recalibrated lead over `random` at",
-        "the same cost, paired over images and seeds; *random runs caught* counts the calibrated `random`",
-        "runs (same model, cost and seeds) that this case's band fails: the gate's power against a",
-        "criterion that stopped ranking.",
+        "the same cost (`random_unstructured` for mask methods), paired over images and seeds; *random runs",
+        "caught* counts the calibrated runs of that random method (same model, cost and seeds) that this",
+        "case's band fails: the gate's power against a criterion that stopped ranking.",
         "",
         "| model | method | cost | runs | dense → recalibrated | level | std | mean SE | band | detects "
         "| vs random | random runs caught |",

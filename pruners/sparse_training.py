@@ -46,7 +46,7 @@ def regularise_then_prune(
     kind="structured",
     needs=("train",),
     requires=("batchnorm",),
-    tolerance=2.0,
+    tolerance=4.0,
     default_ratio=0.3,
 )
 def bn_scale(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
@@ -74,7 +74,7 @@ def group_norm(model: nn.Module, ratio: float, example_inputs: torch.Tensor, dat
     )
 
 
-@register_method("growing_reg", kind="structured", needs=("train",), tolerance=4.5, default_ratio=0.3)
+@register_method("growing_reg", kind="structured", needs=("train",), tolerance=5.0, default_ratio=0.3)
 def growing_reg(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Growing regularisation: an L2 penalty per channel that grows after every epoch, faster for the
     channels that are already weak, then the weakest groups go.

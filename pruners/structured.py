@@ -182,7 +182,7 @@ def random_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor
     prune_channels(model, tp.importance.RandomImportance(), ratio, example_inputs)
 
 
-@register_method("l1", kind="structured", tolerance=3.0, default_ratio=0.3)
+@register_method("l1", kind="structured", tolerance=2.0, default_ratio=0.3)
 def l1_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Channels with the smallest group L1 norm go first.
 
@@ -200,7 +200,7 @@ def l2_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, da
     prune_channels(model, tp.importance.GroupMagnitudeImportance(p=2), ratio, example_inputs)
 
 
-@register_method("fpgm", kind="structured", tolerance=1.0, default_ratio=0.3)
+@register_method("fpgm", kind="structured", tolerance=0.5, default_ratio=0.3)
 def fpgm_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Channels nearest the geometric median of their layer go first: the others can stand in for them.
 
@@ -233,7 +233,7 @@ def l1_global_channels(
     )
 
 
-@register_method("isomorphic", kind="structured", tolerance=2.0, default_ratio=0.3)
+@register_method("isomorphic", kind="structured", tolerance=1.5, default_ratio=0.3)
 def isomorphic_channels(
     model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData
 ) -> None:
@@ -251,7 +251,7 @@ def isomorphic_channels(
     )
 
 
-@register_method("taylor", kind="structured", needs=("grad",), tolerance=1.5, default_ratio=0.3)
+@register_method("taylor", kind="structured", needs=("grad",), tolerance=1.0, default_ratio=0.3)
 def taylor_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """First-order Taylor estimate of the loss change, |w · dL/dw|, from the calibration batches.
 

@@ -104,13 +104,13 @@ def _magnitudes(model: nn.Module) -> dict[nn.Module, torch.Tensor]:
     return {m: m.weight.detach().abs() for m in prunable_layers(model)}
 
 
-@register_method("global_magnitude", kind="unstructured", tolerance=1.5, default_ratio=0.5)
+@register_method("global_magnitude", kind="unstructured", tolerance=1.0, default_ratio=0.5)
 def global_magnitude(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Smallest |w| across the whole network (Han et al., 2015, "Learning both Weights and Connections")."""
     mask_lowest(_magnitudes(model), ratio)
 
 
-@register_method("magnitude", kind="unstructured", tolerance=2.0, default_ratio=0.5)
+@register_method("magnitude", kind="unstructured", tolerance=1.5, default_ratio=0.5)
 def layer_magnitude(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Smallest |w| of each layer, the same fraction in every layer.
 
@@ -128,7 +128,7 @@ def random_weights(model: nn.Module, ratio: float, example_inputs: torch.Tensor,
     mask_lowest({m: torch.rand_like(m.weight) for m in prunable_layers(model)}, ratio, scope="layer")
 
 
-@register_method("nm_2_4", kind="unstructured", tolerance=1.0, default_ratio=0.5)
+@register_method("nm_2_4", kind="unstructured", tolerance=1.5, default_ratio=0.5)
 def n2_m4(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Semi-structured 2:4 sparsity: the smaller two |w| of every four along the input dimension, the
     pattern sparse tensor cores run at twice the dense rate. Only ``ratio=0.5`` is 2:4.
@@ -140,7 +140,7 @@ def n2_m4(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: Me
     mask_n_of_m(_magnitudes(model), 2, 4)
 
 
-@register_method("wanda", kind="unstructured", needs=("calib",), tolerance=2.0, default_ratio=0.5)
+@register_method("wanda", kind="unstructured", needs=("calib",), tolerance=1.5, default_ratio=0.5)
 def wanda(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Weights and activations: |w| times the L2 norm of its input feature over the calibration batches,
     ranked within each output row.
