@@ -232,15 +232,15 @@ def lead_over_random(
     return paired_difference([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
 
 
-def random_runs_caught(cals: dict[Case, CaseCalibration], case: Case) -> dict[int, bool]:
-    """Per seed, whether ``case``'s criterion gate fails ``random``'s calibrated run at the same model,
-    cost and seed: what a run of ``case`` whose criterion stopped ranking would meet. Empty when there is
-    no ``random`` to compare."""
+def random_runs_caught(cals: dict[Case, CaseCalibration], case: Case) -> dict[tuple[int, int], bool]:
+    """Per ``(seed, threads)``, whether ``case``'s criterion gate fails the calibrated run of its
+    :func:`rival` at the same model and cost: what a run of ``case`` whose criterion stopped ranking would
+    meet. Empty when there is no rival to compare."""
     chance, cal = cals.get(rival(case)), cals.get(case)
     if chance is None or cal is None or rival(case) == case or not cal.runs:
         return {}
     level, tolerance = cal.criterion_level, cal.criterion_tolerance
-    return {r.seed: not band([r.criterion], level, tolerance).passed for r in chance.runs}
+    return {(r.seed, r.threads): not band([r.criterion], level, tolerance).passed for r in chance.runs}
 
 
 def levels(
