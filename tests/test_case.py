@@ -97,8 +97,8 @@ def test_audit_destroyed_model_fails(result: pruners.CaseResult) -> None:
 
 
 # How far past its tolerance an audited drop goes. On 360 images the gate's noise allowance grows with the
-# drop (2.33 x SE is 5.4 points at a 25-point drop), so the margin must clear it for the largest tolerance.
-AUDIT_MARGIN = 8
+# drop (2.33 x SE is 3.7 points at a 10-point drop), so 5 points clear it for every tolerance up to 5.
+AUDIT_MARGIN = 5
 
 
 @pytest.mark.parametrize("method", pruners.list_methods())
