@@ -15,7 +15,7 @@ from pruners.levels import criterion_level
 from pruners.matrix import Case, not_applicable
 from pruners.measure import correct
 from pruners.models import default_target
-from pruners.report import convergence_lines, dense_record
+from pruners.report import convergence_lines, dense_record, plateau_text, plateaued
 from pruners.train import Recipe, recalibrate_batchnorm
 
 from .conftest import TINY_RECIPE
@@ -170,3 +170,11 @@ def test_audit_a_recovery_that_does_not_train_fails_the_recovery_gate() -> None:
     message = str(err.value)
     assert "recovery gate failed" in message and "criterion gate failed" not in message
     assert not isinstance(err.value, pruners.CriterionError)
+
+
+def test_a_baseline_has_plateaued_when_its_last_epoch_gained_at_most_a_point() -> None:
+    assert plateaued((97.5, 99.7, 100.0)) is True
+    assert plateaued((90.0, 92.5)) is False
+    assert plateaued((99.0,)) is None and plateaued(()) is None
+    assert plateau_text((98.6, 99.7, 99.4)) == "yes (98.6, 99.7, 99.4)"
+    assert plateau_text(()) == "not recorded"
