@@ -246,6 +246,7 @@ def image_folder(
         img_size=size,
         split=split,
         native=True,
+        family="folder",
         num_workers=min(4, os.cpu_count() or 1) if num_workers is None else num_workers,
     )
 

@@ -215,6 +215,7 @@ def test_bench_runs_a_case_on_a_data_dir(bench: pytest.Pytester, digits_dir: Pat
     )  # fmt: skip
     info = json.loads(out.read_text())["benchmarks"][0]["extra_info"]
     assert info["data"].endswith("400 train / 200 held-out images") and info["recovery_epochs"] == 1
+    assert info["family"] == "folder" and info["criterion_gate"].startswith("not judged: no calibrated level")
     assert info["latency_img_size"] == 32 and info["latency_at_size_img_size"] == 64
     assert info["latency_at_size_dense_ms"] > info["latency_dense_ms"], "64 px costs more than 32 px"
     assert "| `aten::" in (tmp_path / "prof" / "test_resnet-l1-2x" / "profile.md").read_text()
