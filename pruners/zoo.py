@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -213,25 +214,8 @@ def load_baseline(
         return Baseline(model_name, model.eval(), top1(model, test), recipe, seed, path, 0.0, (), source)
     meta = _meta(model_name, workload, recipe, seed)
     path = (root or cache_dir()) / f"{model_name}__{workload.name}__{recipe.key}__seed{seed}.pt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path}.lock"):
-        if path.exists():
-            model = create_model(model_name, workload)
-            try:
-                payload = _load(path, model, meta)
-                model = model.to(device).eval()
-                return Baseline(
-                    model_name,
-                    model,
-                    payload["top1"],
-                    recipe,
-                    seed,
-                    path,
-                    payload["train_seconds"],
-                    tuple(payload.get("epoch_top1", ())),
-                )
-            except CorruptCacheError as err:
-                warnings.warn(f"corrupt baseline cache, retraining: {err}", stacklevel=2)
+
+    def fit() -> tuple[nn.Module, dict]:
         torch.manual_seed(seed)
         model = create_model(model_name, workload).to(device)
         history: list[float] = []
@@ -244,20 +228,46 @@ def load_baseline(
         start = time.perf_counter()
         train(model, workload, recipe, seed=seed, desc=f"baseline {model_name}", on_epoch=score_last_epochs)
         seconds = time.perf_counter() - start
-        accuracy = top1(model, test)
-        epochs = tuple(round(a, 2) for a in history[-EPOCH_HISTORY:])
+        epochs = [round(a, 2) for a in history[-EPOCH_HISTORY:]]
+        return model, {"top1": top1(model, test), "train_seconds": seconds, "epoch_top1": epochs}
+
+    model, payload = _cached_or_trained(path, meta, model_name, workload, device, "baseline", fit)
+    return Baseline(
+        model_name,
+        model,
+        payload["top1"],
+        recipe,
+        seed,
+        path,
+        payload["train_seconds"],
+        tuple(payload.get("epoch_top1", ())),
+    )
+
+
+def _cached_or_trained(
+    path: Path,
+    meta: dict,
+    model_name: str,
+    workload: Workload,
+    device: torch.device | str,
+    what: str,
+    fit: Callable[[], tuple[nn.Module, dict]],
+) -> tuple[nn.Module, dict]:
+    """Under ``path``'s file lock, the cached model and payload at ``path`` when it reads back (a corrupt
+    file warns and is rebuilt), else ``fit()``'s model and payload, saved atomically with ``meta``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        if path.exists():
+            model = create_model(model_name, workload)
+            try:
+                payload = _load(path, model, meta)
+                return model.to(device).eval(), payload
+            except CorruptCacheError as err:
+                warnings.warn(f"corrupt {what} cache, retraining: {err}", stacklevel=2)
+        model, payload = fit()
         state = {k: v.cpu() for k, v in model.state_dict().items()}
-        save_atomic(
-            {
-                **meta,
-                "top1": accuracy,
-                "train_seconds": seconds,
-                "epoch_top1": list(epochs),
-                "state_dict": state,
-            },
-            path,
-        )
-    return Baseline(model_name, model, accuracy, recipe, seed, path, seconds, epochs)
+        save_atomic({**meta, **payload, "state_dict": state}, path)
+    return model.eval(), payload
 
 
 def load_control(
@@ -280,15 +290,8 @@ def load_control(
         root or cache_dir()
     ) / f"{name}__{workload.name}__{baseline.key}__control-{recovery.key}__seed{seed}.pt"
     test = workload.loader("test", batch_size=256)
-    with FileLock(f"{path}.lock"):
-        if path.exists():
-            model = create_model(name, workload)
-            try:
-                payload = _load(path, model, meta)
-                model = model.to(device).eval()
-                return Baseline(name, model, payload["top1"], recovery, seed, path, payload["train_seconds"])
-            except CorruptCacheError as err:
-                warnings.warn(f"corrupt dense-control cache, retraining: {err}", stacklevel=2)
+
+    def fit() -> tuple[nn.Module, dict]:
         model = copy.deepcopy(baseline.model).to(device)
         start = time.perf_counter()
         train(
@@ -301,10 +304,10 @@ def load_control(
             split="recovery",
         )
         seconds = time.perf_counter() - start
-        accuracy = top1(model, test)
-        state = {k: v.cpu() for k, v in model.state_dict().items()}
-        save_atomic({**meta, "top1": accuracy, "train_seconds": seconds, "state_dict": state}, path)
-    return Baseline(name, model.eval(), accuracy, recovery, seed, path, seconds)
+        return model, {"top1": top1(model, test), "train_seconds": seconds}
+
+    model, payload = _cached_or_trained(path, meta, name, workload, device, "dense-control", fit)
+    return Baseline(name, model, payload["top1"], recovery, seed, path, payload["train_seconds"])
 
 
 def cached_histories(model_name: str, root: Path | None = None) -> list[tuple[str, int, tuple[float, ...]]]:
