@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
 
 import pruners
+from pruners.files import check_writable
 from pruners.history import first_run_without_baseline
 from pruners.matrix import (
     DEFAULT_MODELS,
@@ -20,6 +22,7 @@ from pruners.matrix import (
     select_cases,
     split_csv,
 )
+from pruners.progress import show_progress
 from pruners.report import ReportRow, convergence_lines, equal_cost_tables
 from pruners.settings import BenchSettings, bench_settings
 
@@ -78,6 +81,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     data.addoption(
         "--crop-scale", type=float, help="smallest random-resized-crop area when training (timm's: 0.08)"
     )
+    data.addoption(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave out the unreadable images of --data-dir (counted in extra_info) instead of stopping",
+    )
     data.addoption("--recovery-epochs", type=int, help="recovery fine-tune epochs (default: each recipe's)")
     data.addoption(
         "--pretrained", action="store_true", help="timm's pretrained weights as the dense model (no training)"
@@ -109,13 +117,21 @@ def pytest_configure(config: pytest.Config) -> None:
             shard_spec=config.option.shard,
             speedups=parse_speedups(config.option.speedups),
         )
-        config.prunebench_left_out = left_out(models, methods, tier)
+        config.prunebench_left_out = left_out(
+            models,
+            methods,
+            tier,
+            split_csv(config.option.ratios),
+            parse_speedups(config.option.speedups),
+        )
         config.prunebench_matrix_size = len(matrix)
         config.prunebench_seeds = parse_seeds(config.option.seeds)
     except ValueError as err:
         raise pytest.UsageError(str(err)) from None
     if config.option.batch_size < 1 or config.option.latency_rounds < 2:
         raise pytest.UsageError("--batch-size must be >= 1 and --latency-rounds >= 2")
+    if config.option.threads is not None and config.option.threads < 1:
+        raise pytest.UsageError(f"--threads must be a positive integer, got {config.option.threads}")
     option = config.option
     try:
         config.prunebench_settings = bench_settings(
@@ -129,6 +145,7 @@ def pytest_configure(config: pytest.Config) -> None:
             test_images=option.test_images,
             hflip=option.hflip,
             crop_scale=option.crop_scale,
+            skip_bad_images=option.skip_bad_images,
             recovery_epochs=option.recovery_epochs,
             pretrained=option.pretrained,
             checkpoint=option.checkpoint,
@@ -137,13 +154,21 @@ def pytest_configure(config: pytest.Config) -> None:
             amp=option.amp,
             latency_size=option.latency_size,
         )
+        if option.profile_dir:
+            check_writable(option.profile_dir, "--profile-dir", folder=True)
     except (ValueError, pruners.WeightsUnavailableError) as err:
         raise pytest.UsageError(str(err)) from None
+    config.prunebench_progress = TerminalStream(config)
+    show_progress(config.prunebench_progress, progress_mode(config))
     config.prunebench_rows = []
     config.prunebench_dense = DenseRecords()
     config.pluginmanager.register(config.prunebench_dense, "prunebench-dense")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     torch.set_num_threads(config.option.threads or (1 if worker else os.cpu_count() or 1))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    show_progress()
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -176,6 +201,29 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     if tables:
         terminalreporter.write_sep("=", "prunebench: methods at equal cost")
         terminalreporter.write_line(tables)
+
+
+def progress_mode(config: pytest.Config) -> str:
+    """Live bars on a terminal, a line per epoch in CI logs and other files, nothing under ``-q -q`` or in an
+    xdist worker (whose output the controller does not show)."""
+    if config.option.verbose <= -2 or os.environ.get("PYTEST_XDIST_WORKER"):
+        return "off"
+    return "bar" if os.isatty(2) and not os.environ.get("CI") else "epochs"
+
+
+class TerminalStream:
+    """A file for progress output that writes past pytest's capture, onto the real stderr."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.capture = config.pluginmanager.getplugin("capturemanager")
+
+    def write(self, text: str) -> int:
+        with self.capture.global_and_fixture_disabled():
+            return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        with self.capture.global_and_fixture_disabled():
+            sys.stderr.flush()
 
 
 class DenseRecords:

@@ -130,6 +130,7 @@ class CaseResult:
     latency_at_size: LatencyStats | None = None
     latency_at_size_error: str = ""
     data: str = ""
+    unreadable_images: int = 0
     weights: str = "trained here"
     target_speedup: float | None = None
     family: str = "digits"
@@ -272,7 +273,14 @@ class CaseResult:
         if len(self.seeds) == 1:
             only = info["per_seed"][0]
             info.update({k: only[k] for k in ("top1_drop_se", "top1_drop_ci95", "mcnemar_p")})
-        info.update({"data": self.data, "weights": self.weights, "device": str(device_of(self.pruned))})
+        info.update(
+            {
+                "data": self.data,
+                "unreadable_images": self.unreadable_images,
+                "weights": self.weights,
+                "device": str(device_of(self.pruned)),
+            }
+        )
         for prefix, stats in (("latency", self.latency), ("latency_at_size", self.latency_at_size)):
             if stats is not None:
                 info.update({f"{prefix}_{k}": _rounded(v) for k, v in stats.as_dict().items()})
@@ -505,7 +513,7 @@ def run(
     if not seeds:
         raise ValueError("a case needs at least one seed")
     workload = workload or digits()
-    dense_recipe = baseline_recipe or zoo.baseline_recipe(zoo.check_model_name(model_name), workload.family)
+    dense_recipe = baseline_recipe or zoo.baseline_recipe(zoo.check_model_name(model_name), workload)
     recovery = recovery or recovery_recipe(dense_recipe)
     timing = timing or TimingOptions()
     if recovery_epochs is not None:
@@ -543,6 +551,7 @@ def run(
         latency_at_size=at_size,
         latency_at_size_error=at_size_error,
         data=workload.split,
+        unreadable_images=workload.unreadable,
         weights=weights.describe(),
         target_speedup=speedup,
         family=workload.family,

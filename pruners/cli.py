@@ -20,17 +20,17 @@ import torch
 import torch_pruning as tp
 
 from .case import CaseResult, run
-from .files import write_atomic
+from .files import check_writable, write_atomic
 from .history import MergeError, merge_asv_results, merge_benchmark_files
 from .matrix import Case
-from .models import get_model, list_models
+from .models import check_model_name, get_model, list_models
 from .profile import profile_pair
-from .pruning import check_target
-from .registry import check_ratio, get_method, list_methods
+from .pruning import NothingPrunedError, case_refusal, check_target
+from .registry import get_method, list_methods
 from .report import convergence_lines, dense_record, plateau_text, write_report
 from .settings import bench_settings
 from .sweep import SweepRow, markdown, merge_rows, read_csv, select_architectures, sweep, write_csv
-from .zoo import WeightsUnavailableError, cached_histories
+from .zoo import CorruptCacheError, WeightsUnavailableError, cached_histories
 
 
 def _case(args: argparse.Namespace) -> CaseResult:
@@ -39,13 +39,18 @@ def _case(args: argparse.Namespace) -> CaseResult:
     if args.speedup is not None and args.ratio is not None:
         raise ValueError("--ratio and --speedup both set the cost: pass one")
     speedup = check_target(args.method, args.speedup) if args.speedup is not None else None
-    ratio = None if speedup else check_ratio(args.ratio if args.ratio is not None else spec.default_ratio)
+    asked = args.ratio if args.ratio is not None else spec.default_ratio
+    ratio = None if speedup else spec.check_ratio(asked)
+    refusal = ratio is not None and case_refusal(check_model_name(args.model), args.method, ratio)
+    if refusal:
+        raise ValueError(refusal)
     settings = bench_settings(
         [args.model],
         batch_size=args.batch_size,
         data_dir=args.data_dir,
         dataset=args.dataset,
         download=args.dataset_download,
+        skip_bad_images=args.skip_bad_images,
         pretrained=args.pretrained,
         checkpoint=args.checkpoint,
         device=args.device,
@@ -67,8 +72,8 @@ def _case(args: argparse.Namespace) -> CaseResult:
 
 
 def _prune(args: argparse.Namespace) -> str:
-    if args.out is not None and not args.out.parent.is_dir():
-        raise ValueError(f"--out {args.out}: directory {args.out.parent} does not exist")
+    if args.out is not None:
+        check_writable(args.out, "--out")
     result = _case(args)
     info = result.summary()
     target = f", target {info['target_speedup']:g}x" if info["target_speedup"] else ""
@@ -94,6 +99,7 @@ def _prune(args: argparse.Namespace) -> str:
 
 
 def _profile(args: argparse.Namespace) -> str:
+    check_writable(args.out_dir, "--out-dir", folder=True)
     result = _case(args)
     case = Case(
         args.model, args.method, None if result.target_speedup else result.ratio, result.target_speedup
@@ -118,7 +124,8 @@ def _list(args: argparse.Namespace) -> str:
             spec = get_method(name)
             lines.append(
                 f"| {name} | {spec.kind} | {spec.unit} | {', '.join(spec.needs) or '-'} | "
-                f"{', '.join(spec.requires) or '-'} | {spec.tolerance:g} | {spec.default_ratio:g} |"
+                f"{', '.join(spec.requires) or '-'} | {spec.tolerance:g} | {spec.default_ratio:g}"
+                f"{' only' if spec.ratios == (spec.default_ratio,) else ''} |"
             )
     if args.what in ("models", "all"):
         lines += [
@@ -144,17 +151,23 @@ def _list(args: argparse.Namespace) -> str:
 
 
 def _report(args: argparse.Namespace) -> str:
+    check_writable(args.out_dir, "--out-dir", folder=True)
     written = write_report(args.runs, args.out_dir)
     return "wrote " + ", ".join(str(p) for p in written)
 
 
 def _merge_benchmarks(args: argparse.Namespace) -> str:
+    if args.out is not None:
+        check_writable(args.out, "--out")
+    if args.save_to is not None:
+        check_writable(args.save_to, "--save-to", folder=True)
     merged = merge_benchmark_files(args.runs, out=args.out, save_to=args.save_to)
     where = " and ".join(str(p) for p in (args.out, args.save_to) if p is not None)
     return f"merged {len(merged['benchmarks'])} benchmarks from {len(args.runs)} runs into {where}"
 
 
 def _merge_asv(args: argparse.Namespace) -> str:
+    check_writable(args.out, "--out", folder=True)
     written = merge_asv_results(args.shards, args.out)
     return f"merged {len(args.shards)} asv result sets into {len(written)} result files under {args.out}"
 
@@ -165,7 +178,8 @@ def _sweep(args: argparse.Namespace) -> str:
     spec = get_method(args.method)
     if "train" in spec.needs:
         raise ValueError(f"method {args.method!r} needs sparse training; the sweep runs one-shot methods")
-    ratio = check_ratio(args.ratio if args.ratio is not None else spec.default_ratio)
+    ratio = spec.check_ratio(args.ratio if args.ratio is not None else spec.default_ratio)
+    check_writable(args.out_dir, "--out-dir", folder=True)
     earlier = read_csv(args.update) if args.update else []
     start = time.perf_counter()
     archs = select_architectures(args.patterns, args.per_family)
@@ -322,7 +336,25 @@ def _case_arguments(parser: argparse.ArgumentParser) -> None:
         "--pretrained", action="store_true", help="timm's pretrained weights as the dense model"
     )
     parser.add_argument("--checkpoint", help="local weights of the dense model")
+    parser.add_argument(
+        "--skip-bad-images",
+        action="store_true",
+        help="leave out the unreadable images of --data-dir instead of stopping",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+
+
+# Errors that say what went wrong in their message: printed as one line, never as a traceback.
+KNOWN_ERRORS = (
+    MergeError,
+    OSError,
+    ValueError,
+    KeyError,
+    ImportError,
+    WeightsUnavailableError,
+    NothingPrunedError,
+    CorruptCacheError,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -338,8 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--batch-size must be >= 1 and --latency-rounds >= 2")
     try:
         print(args.run(args))
-    except (MergeError, OSError, ValueError, KeyError, ImportError, WeightsUnavailableError) as err:
-        print(f"prunebench {args.command}: error: {err}", file=sys.stderr)
+    except KNOWN_ERRORS as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"prunebench {args.command}: error: {message}", file=sys.stderr)
         return 1
     return 0
 

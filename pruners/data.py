@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import timm
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from timm.data import ImageDataset, create_dataset, create_transform, resolve_model_data_config
@@ -61,6 +63,7 @@ class Workload:
     num_workers: int = 0
     family: str = "digits"
     recovery: Dataset | None = None
+    unreadable: int = 0
 
     def loader(self, split: str, batch_size: int, seed: int = 0) -> DataLoader:
         """Batches of ``split``: "train" and "recovery" are shuffled with ``seed``, "test" is in order."""
@@ -162,6 +165,50 @@ def _images(root: Path, transform: Callable, class_map: dict[str, int] | str = "
         ) from None
 
 
+# How many unreadable paths an error message names before "and N more".
+SHOWN_PATHS = 3
+
+
+def unreadable_images(dataset: ImageDataset, key: str) -> list[str]:
+    """Paths of ``dataset``'s images that PIL cannot decode. timm's reader would silently serve the next
+    sample in their place. Every image is decoded once; the list is cached under ``key`` (the folder's
+    fingerprint), so a second run of the same folder does not decode it again."""
+    path = cache_dir() / "scans" / f"{key}.json"
+    if path.is_file():
+        try:
+            bad = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            bad = None
+        if isinstance(bad, list) and all(isinstance(p, str) for p in bad):
+            return bad
+        warnings.warn(f"the image scan {path} is corrupt; scanning the folder again", stacklevel=2)
+    bad = []
+    for index in range(len(dataset.reader)):
+        filename = dataset.reader.filename(index, absolute=True)
+        try:
+            with Image.open(filename) as image:
+                image.load()
+        except (OSError, SyntaxError, ValueError):
+            bad.append(filename)
+    text = json.dumps(bad).encode()
+    write_atomic(path, lambda f: f.write(text))
+    return bad
+
+
+def _readable(dataset: ImageDataset, indices: list[int], bad: set[str], skip: bool, where: Path) -> list[int]:
+    """``indices`` less the unreadable images; a :class:`DataDirError` naming them unless ``skip``."""
+    found = [i for i in indices if dataset.reader.filename(i, absolute=True) in bad]
+    if found and not skip:
+        names = [dataset.reader.filename(i, absolute=True) for i in found[:SHOWN_PATHS]]
+        more = f" and {len(found) - SHOWN_PATHS} more" if len(found) > SHOWN_PATHS else ""
+        raise DataDirError(
+            f"{len(found)} image(s) under {where} cannot be read: {', '.join(names)}{more}; fix or remove "
+            "them, or pass --skip-bad-images to leave them out"
+        )
+    left_out = set(found)
+    return [i for i in indices if i not in left_out]
+
+
 def _first(indices: list[int], count: int | None, seed: int) -> list[int]:
     """A seeded random ``count`` of ``indices`` (all of them when ``count`` is None or larger)."""
     if count is None or count >= len(indices):
@@ -181,6 +228,7 @@ def image_folder(
     crop_scale: float | None = None,
     seed: int = 0,
     num_workers: int | None = None,
+    skip_unreadable: bool = False,
 ) -> Workload:
     """Your labelled images as a :class:`Workload` for ``model_name``, read with timm's ``ImageDataset``
     and transformed with ``create_transform`` from the model's own data config (``resolve_model_data_config``:
@@ -193,6 +241,9 @@ def image_folder(
     ``None``), a horizontal flip with probability ``hflip`` and colour jitter. ``train_images`` and
     ``test_images`` cap each split at a seeded random subset. The workload's name, and so every cache key,
     carries a hash of the files (paths, sizes), the data config and these choices.
+
+    Every image is decoded once up front: unreadable ones are a :class:`DataDirError` that counts and names
+    them, or with ``skip_unreadable`` are left out and counted in :attr:`Workload.unreadable`.
     """
     root = Path(root).expanduser().resolve()
     train_dir, val_dir = folder_layout(root)
@@ -222,11 +273,21 @@ def image_folder(
             f"val-only folder: a seeded random {100 * HELD_OUT_FRACTION:g} % held out, "
             "the rest for training and recovery"
         )
+    files = fingerprint(root)
+    bad = set(unreadable_images(train, f"{files}-{'train' if train_dir else 'all'}"))
+    if train_dir is not None:
+        bad |= set(unreadable_images(test, f"{files}-{val_dir.name}"))
+    kept = len(train_idx) + len(test_idx)
+    train_idx = _readable(train, train_idx, bad, skip_unreadable, root)
+    test_idx = _readable(test, test_idx, bad, skip_unreadable, root)
+    skipped = kept - len(train_idx) - len(test_idx)
     train_idx = _first(train_idx, train_images, seed)
     test_idx = _first(test_idx, test_images, seed + 1)
     split += f"; {len(train_idx)} train / {len(test_idx)} held-out images"
+    if skipped:
+        split += f" ({skipped} unreadable left out)"
     choices = {
-        "files": fingerprint(root),
+        "files": files,
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
         "train_images": train_images,
         "test_images": test_images,
@@ -234,6 +295,7 @@ def image_folder(
         "crop_scale": crop_scale,
         "seed": seed,
         "layout": "train/val" if train_dir is not None else "val-only",
+        "skipped": skipped,
     }
     digest = hashlib.sha1(json.dumps(choices, sort_keys=True).encode()).hexdigest()[:10]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", root.name) or "data"
@@ -248,6 +310,7 @@ def image_folder(
         native=True,
         family="folder",
         num_workers=min(4, os.cpu_count() or 1) if num_workers is None else num_workers,
+        unreadable=skipped,
     )
 
 

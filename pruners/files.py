@@ -34,3 +34,28 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: str | os.PathLike, what: str, folder: bool = False) -> Path:
+    """``path`` as a ``Path`` once it is known that it can be written: a file, or with ``folder`` a folder
+    (created later, where it does not exist yet). Otherwise a ``ValueError`` that names ``what`` and why.
+
+    It tries: a probe file is created and removed in the nearest folder that exists, so a read-only file
+    system or a path under a file is found before any work, whoever runs it (root included).
+    """
+    path = Path(path).expanduser()
+    if path.exists() and path.is_dir() != folder:
+        raise ValueError(
+            f"{what} {path} is a {'file' if folder else 'folder'}; name a {'folder' if folder else 'file'}"
+        )
+    existing = path if folder and path.is_dir() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{what} {path} cannot be created: {existing} is a file")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ValueError(f"{what} {path} cannot be written: {existing}: {err.strerror or err}") from None
+    return path

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from .adapters import missing_features, model_features
 from .models import default_target, select_models
-from .pruning import check_speedup
+from .pruning import case_refusal, check_speedup
 from .registry import check_ratio, get_method, list_methods
 
 DEFAULT_MODELS = ("resnet18", "mobilenetv3_small_100", "vit_tiny_patch16_224")
@@ -98,15 +98,16 @@ def _pairs(models: list[str], methods: list[str], tier: str) -> list[tuple[str, 
 
 
 def left_out(
-    models: Iterable[str] = (), methods: Iterable[str] = (), tier: str = "default"
+    models: Iterable[str] = (),
+    methods: Iterable[str] = (),
+    tier: str = "default",
+    ratios: Iterable[float | str] = (),
+    speedups: Iterable[float] = (),
 ) -> list[tuple[str, str, str]]:
     """``(model, method, reason)`` for each selected pair that :func:`build_cases` leaves out because the
-    method does not apply to the model."""
-    return [
-        (model, method, reason)
-        for model, method in _pairs(list(models), list(methods), tier)
-        if (reason := not_applicable(model, method))
-    ]
+    method does not apply to the model, or ``(model, method-ratio, reason)`` for a ratio the method does not
+    take (``nm_2_4`` takes 0.5 only)."""
+    return _matrix(models, methods, ratios, tier, speedups)[1]
 
 
 def parse_speedups(text: str | None) -> list[float]:
@@ -135,26 +136,54 @@ def build_cases(
 
     Given ``models`` and/or ``methods``, every selected model (default :data:`DEFAULT_MODELS`) meets every
     selected method (default: all registered); given neither, the :data:`TIERS` entry ``tier`` decides.
-    Pairs where the method does not apply to the model are left out (:func:`left_out` says why).
-    Raises ``ValueError`` naming any unknown model, method, tier or bad ratio, or when nothing is left.
+    Pairs where the method does not apply to the model, and ratios a method does not take, are left out
+    (:func:`left_out` says why). Raises ``ValueError`` naming any unknown model, method, tier or bad ratio,
+    or when nothing is left.
     """
+    cases, refused = _matrix(models, methods, ratios, tier, speedups)
+    if refused and not cases:
+        where: dict[str, list[str]] = {}
+        for model, method, why in refused:
+            where.setdefault(why, []).append(f"{method} on {model}")
+        raise ValueError(
+            "no case applies: " + "; ".join(f"{why} ({', '.join(w)})" for why, w in where.items())
+        )
+    return cases
+
+
+def _matrix(
+    models: Iterable[str],
+    methods: Iterable[str],
+    ratios: Iterable[float | str],
+    tier: str,
+    speedups: Iterable[float],
+) -> tuple[list[Case], list[tuple[str, str, str]]]:
+    """The cases of :func:`build_cases` and what it left out, with why."""
     models, methods = list(models), list(methods)
     ratios = [check_ratio(r) for r in ratios]
-    every = _pairs(models, methods, tier)
-    pairs = [(model, method) for model, method in every if not not_applicable(model, method)]
-    if every and not pairs:
-        reasons = "; ".join(
-            f"{method} on {model}: {why}" for model, method, why in left_out(models, methods, tier)
-        )
-        raise ValueError(f"no case applies: {reasons}")
     speedups = [check_speedup(s) for s in speedups]
+    refused = []
+    pairs = []
+    for model, method in _pairs(models, methods, tier):
+        reason = not_applicable(model, method)
+        if reason:
+            refused.append((model, method, reason))
+        else:
+            pairs.append((model, method))
 
     def costs(model: str, method: str) -> list[tuple[float | None, float | None]]:
         if get_method(method).kind == "structured" and (speedups or not ratios):
             return [(None, target) for target in speedups or [default_target(model)]]
         return [(ratio, None) for ratio in ratios or [get_method(method).default_ratio]]
 
-    return [Case(model, method, *cost) for model, method in pairs for cost in costs(model, method)]
+    cases = []
+    for case in (Case(model, method, *cost) for model, method in pairs for cost in costs(model, method)):
+        reason = case.ratio is not None and case_refusal(case.model, case.method, case.ratio)
+        if reason:
+            refused.append((case.model, f"{case.method}-{case.cost}", reason))
+        else:
+            cases.append(case)
+    return cases, refused
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:

@@ -8,6 +8,7 @@ that its recipe was never measured.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
 import warnings
@@ -30,6 +31,14 @@ DEFAULT_RECIPE = CNN
 FASHION_CNN = Recipe(epochs=2, lr=2e-3)
 FASHION_MOBILE = Recipe(epochs=4, lr=3e-3, warmup_epochs=1)
 FASHION_TRANSFORMER = Recipe(epochs=3, lr=1e-3, warmup_epochs=1)
+# On an image folder (--data-dir) a baseline gets a number of optimizer steps, not of epochs: at least
+# FOLDER_STEPS (more where the model's digits recipe takes more), times the resolution over
+# FOLDER_STEPS_RESOLUTION above it. The digits written as a folder and read through timm's augmentation
+# plateau at 98 % after about 500 steps at 64 px (README, "Your own data and weights").
+FOLDER_STEPS = 500
+FOLDER_STEPS_RESOLUTION = 112
+# The embedded digits' training split (80 % of 1,797 images) in steps of the recipes' batch of 64.
+DIGITS_STEPS_PER_EPOCH = 1437 // 64
 # Structured methods are compared at this MACs target on a model unless its entry says otherwise.
 DEFAULT_TARGET = 2.0
 
@@ -55,6 +64,23 @@ class ModelEntry:
     def recipe_for(self, workload_family: str = "digits") -> Recipe:
         """The baseline recipe on ``workload_family``: its measured one, else the digits recipe."""
         return self.recipes.get(workload_family, self.recipe)
+
+
+def folder_recipe(recipe: Recipe, train_images: int, img_size: int) -> Recipe:
+    """``recipe`` (a digits recipe) restated for an image folder of ``train_images`` at ``img_size`` px:
+    the optimizer steps of :data:`FOLDER_STEPS` scaled by the resolution, as however many epochs of this
+    folder they take, with as many warm-up steps as on the digits."""
+    steps = max(FOLDER_STEPS, recipe.epochs * DIGITS_STEPS_PER_EPOCH) * max(
+        1.0, img_size / FOLDER_STEPS_RESOLUTION
+    )
+    per_epoch = max(1, train_images // recipe.batch_size)
+    epochs = max(1, round(steps / per_epoch))
+    warmup = (
+        max(1, round(recipe.warmup_epochs * DIGITS_STEPS_PER_EPOCH / per_epoch))
+        if recipe.warmup_epochs
+        else 0
+    )
+    return dataclasses.replace(recipe, epochs=epochs, warmup_epochs=min(warmup, epochs - 1))
 
 
 # 8-px patches on 32-px images: 16 tokens keep attention cheap. Swin: 4-px patches (8x8 tokens) and 4x4

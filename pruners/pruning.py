@@ -5,14 +5,22 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
+from functools import cache
 
+import timm
 import torch
 import torch_pruning as tp
 from torch import nn
 
-from .adapters import attention_head_count, features, missing_features, prunable_layers
+from .adapters import (
+    attention_head_count,
+    channel_rounding,
+    features,
+    missing_features,
+    prunable_layers,
+)
 from .measure import count_macs_params
-from .registry import CalibBatches, MethodData, MethodSpec, SparseTrain, check_ratio, get_method
+from .registry import CalibBatches, MethodData, MethodSpec, SparseTrain, get_method
 from .structured import ROUND_TO, channel_multiple
 
 
@@ -112,7 +120,7 @@ def prune(
     ``MIN_ACHIEVED_FRACTION`` of the channel (or head) ratio asked for.
     """
     spec = get_method(method)
-    ratio = check_ratio(ratio)
+    ratio = spec.check_ratio(ratio)
     data = _method_data(spec, model, calib, sparse_train)
     return _prune_once(model if inplace else copy.deepcopy(model), spec, ratio, example_inputs, data)
 
@@ -150,6 +158,7 @@ def _prune_once(
     channels, weights = _channels(layers), sum(m.weight.numel() for m in layers)
     heads = attention_head_count(model)
     macs, params = count_macs_params(model, example_inputs)
+    refusal = channel_refusal(model, ratio) if spec.unit == "channels" else None
 
     spec.fn(model, ratio, example_inputs, data)
 
@@ -170,18 +179,52 @@ def _prune_once(
         unit=spec.unit,
     )
     if check:
-        _check(record)
+        _check(record, refusal)
     model.train(was_training)
     return model, record
 
 
-def _check(record: PruneRecord) -> None:
-    """Raise :class:`NothingPrunedError` / :class:`UnderPrunedError` for a record that misstates its row."""
+def channel_refusal(model: nn.Module, ratio: float) -> str | None:
+    """Why no layer of ``model`` can lose channels at ``ratio``, or ``None`` when one can.
+
+    A layer of C channels keeps ``int(C * (1 - ratio))`` rounded down to the channel multiple, and
+    Torch-Pruning skips a layer that would keep none, so above ``1 - multiple / C`` a layer cannot shrink.
+    """
+    multiple = channel_rounding(model, ROUND_TO) or 1
+    widths = sorted(
+        {m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for m in prunable_layers(model)}
+    )
+    if not widths or any(int(c * (1 - ratio)) >= multiple for c in widths):
+        return None
+    return (
+        f"ratio {ratio:g} leaves every layer fewer than the {multiple} channels counts are rounded to, even "
+        f"the widest ({widths[-1]}), and Torch-Pruning never empties a layer; ratios up to "
+        f"{1 - multiple / widths[-1]:.3f} shrink the widest layers, up to {1 - multiple / widths[0]:.3f} all"
+    )
+
+
+@cache
+def case_refusal(model_name: str, method: str, ratio: float) -> str | None:
+    """Why ``method`` cannot prune the timm model ``model_name`` at ``ratio`` (a ratio it does not take, or
+    one that leaves no layer a channel), checked on the meta device before any work; else ``None``."""
+    spec = get_method(method)
+    refusal = spec.ratio_refusal(ratio)
+    if refusal or spec.unit != "channels":
+        return refusal
+    with torch.device("meta"):
+        model = timm.create_model(model_name, pretrained=False)
+    reason = channel_refusal(model, ratio)
+    return reason and f"method {method!r} cannot prune {model_name}: {reason}"
+
+
+def _check(record: PruneRecord, refusal: str | None = None) -> None:
+    """Raise :class:`NothingPrunedError` / :class:`UnderPrunedError` for a record that misstates its row;
+    ``refusal`` (:func:`channel_refusal`) says why, when nothing could be pruned."""
     method, ratio, macs, macs_after = record.method, record.ratio, record.macs_before, record.macs_after
     if record.sparsity <= 0.0 or (record.kind == "structured" and macs_after >= macs):
         raise NothingPrunedError(
-            f"method {method!r} at ratio {ratio} pruned nothing: MACs {macs} -> {macs_after}, "
-            f"weight sparsity {record.sparsity:.3f}"
+            f"method {method!r} at ratio {ratio:g} pruned nothing: "
+            + (refusal or f"MACs {macs} -> {macs_after}, weight sparsity {record.sparsity:.3f}")
         )
     if record.kind == "structured" and record.achieved_ratio < MIN_ACHIEVED_FRACTION * ratio:
         raise UnderPrunedError(

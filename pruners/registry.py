@@ -96,7 +96,8 @@ class MethodSpec:
     ``requires`` names model features the method cannot work without (``"attention"`` heads,
     ``"batchnorm"`` layers); models without them are left out of its cases. ``tolerance`` is the largest
     allowed drop in top-1, in absolute percentage points, after the shared recovery fine-tune.
-    ``default_ratio`` is the ratio the bench uses when none is given.
+    ``default_ratio`` is the ratio the bench uses when none is given; ``ratios``, when not empty, are the
+    only ratios the method takes (2:4 sparsity is 0.5 and nothing else).
     """
 
     name: str
@@ -108,6 +109,21 @@ class MethodSpec:
     doc: str
     unit: Unit = "channels"
     requires: tuple[Feature, ...] = ()
+    ratios: tuple[float, ...] = ()
+
+    def check_ratio(self, ratio: float) -> float:
+        """``ratio`` as a float if this method takes it, else a ``ValueError`` that names what it takes."""
+        value = check_ratio(ratio)
+        if self.ratios and value not in self.ratios:
+            raise ValueError(self.ratio_refusal(value))
+        return value
+
+    def ratio_refusal(self, ratio: float) -> str | None:
+        """Why this method does not take ``ratio``, or ``None`` when it does."""
+        if not self.ratios or ratio in self.ratios:
+            return None
+        takes = " or ".join(f"{r:g}" for r in self.ratios)
+        return f"method {self.name!r} takes ratio {takes} only, got {ratio:g}"
 
 
 _METHODS: dict[str, MethodSpec] = {}
@@ -122,10 +138,13 @@ def register_method(
     needs: Iterable[Need] = (),
     unit: Unit | None = None,
     requires: Iterable[Feature] = (),
+    ratios: Iterable[float] = (),
 ) -> Callable[[PruneFn], PruneFn]:
     """Decorator that adds a pruning function to the registry under ``name``.
 
-    ``unit`` defaults to ``"channels"`` for structured methods and ``"weights"`` for unstructured ones.
+    ``ratios`` limits the method to those ratios: the matrix leaves other ratios out and
+    :func:`pruners.prune` refuses them. ``unit`` defaults to ``"channels"`` for structured methods and
+    ``"weights"`` for unstructured ones.
     """
     needs, requires = tuple(needs), tuple(requires)
     unit = unit or ("channels" if kind == "structured" else "weights")
@@ -140,6 +159,9 @@ def register_method(
     if tolerance < 0:
         raise ValueError(f"method {name!r}: tolerance must be >= 0 points, got {tolerance}")
     check_ratio(default_ratio)
+    ratios = tuple(check_ratio(r) for r in ratios)
+    if ratios and default_ratio not in ratios:
+        raise ValueError(f"method {name!r}: default_ratio {default_ratio} is not one of its ratios {ratios}")
 
     def decorator(fn: PruneFn) -> PruneFn:
         if name in _METHODS:
@@ -155,6 +177,7 @@ def register_method(
             doc=doc[0] if doc else "",
             unit=unit,
             requires=requires,
+            ratios=ratios,
         )
         return fn
 

@@ -16,6 +16,7 @@ import timm
 from . import zoo
 from .case import Weights
 from .data import Workload, dataset_family, digits, image_folder, torch_dataset
+from .files import CACHE_ENV, cache_dir, check_writable
 from .measure import TimingOptions, resolve_device
 
 
@@ -32,6 +33,7 @@ class BenchSettings:
     test_images: int | None = None
     hflip: float = 0.5
     crop_scale: float | None = None
+    skip_bad_images: bool = False
     recovery_epochs: int | None = None
     weights: Weights = field(default_factory=Weights)
     timing: TimingOptions = field(default_factory=TimingOptions)
@@ -66,6 +68,7 @@ class BenchSettings:
             test_images=self.test_images,
             hflip=self.hflip,
             crop_scale=self.crop_scale,
+            skip_unreadable=self.skip_bad_images,
         )
 
     def latency_size_for(self, model_name: str) -> int | None:
@@ -94,6 +97,7 @@ def bench_settings(
     test_images: int | None = None,
     hflip: float = 0.5,
     crop_scale: float | None = None,
+    skip_bad_images: bool = False,
     recovery_epochs: int | None = None,
     pretrained: bool = False,
     checkpoint: str | None = None,
@@ -106,8 +110,11 @@ def bench_settings(
     weights once; any problem is a ``ValueError`` (or :class:`pruners.DataDirError` /
     :class:`pruners.WeightsUnavailableError`) with one line that names it.
 
-    ``latency_size`` is a pixel count, or ``"model"`` for each model's pretrained input size.
+    ``latency_size`` is a pixel count, or ``"model"`` for each model's pretrained input size. The cache
+    folder must be writable, and every split must hold a batch: the training splits one of the recipe's,
+    the held-out split ``batch_size`` images.
     """
+    check_writable(cache_dir(), f"the cache folder (${CACHE_ENV}, default ~/.cache/prunebench)", folder=True)
     for name, value in (
         ("--img-size", img_size),
         ("--train-images", train_images),
@@ -118,6 +125,8 @@ def bench_settings(
             raise ValueError(f"{name} applies to --dataset and --data-dir; the embedded digits are fixed")
     if dataset is not None:
         dataset_family(dataset)
+    if skip_bad_images and data_dir is None:
+        raise ValueError("--skip-bad-images applies to --data-dir (an image folder)")
     if download and dataset is None:
         raise ValueError("--dataset-download downloads a --dataset; name one (e.g. torch/cifar10)")
     _positive("--recovery-epochs", recovery_epochs)
@@ -150,6 +159,7 @@ def bench_settings(
         test_images=test_images,
         hflip=hflip,
         crop_scale=crop_scale,
+        skip_bad_images=skip_bad_images,
         recovery_epochs=recovery_epochs,
         weights=weights,
         timing=TimingOptions(channels_last=channels_last, amp=amp),
@@ -162,6 +172,16 @@ def bench_settings(
                 f"--batch-size {batch_size} is larger than the {len(workload.test)} held-out images of "
                 f"{workload.name}"
             )
+        batch = zoo.baseline_recipe(model, workload).batch_size
+        for split in ("train", "recovery"):
+            data = (
+                workload.recovery if split == "recovery" and workload.recovery is not None else workload.train
+            )
+            if len(data) < batch:
+                raise ValueError(
+                    f"the {split} split of {workload.name} holds {len(data)} images, fewer than one training "
+                    f"batch of {batch}: add images (or a larger --train-images)"
+                )
         if pretrained or checkpoint:
             zoo.create_model(model, workload, pretrained=pretrained, checkpoint=weights.checkpoint)
     return settings

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch import nn
-from tqdm.auto import tqdm
 
 from .data import Workload
+from .progress import progress
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,8 @@ def train(
     split: str = "train",
 ) -> None:
     """Train ``model`` in place on ``workload``'s ``split`` with ``recipe``, on the model's device, showing
-    a tqdm progress bar: ``"train"`` for dense baselines, ``"recovery"`` for what follows pruning.
+    its progress (:mod:`pruners.progress`): ``"train"`` for dense baselines, ``"recovery"`` for what
+    follows pruning.
 
     A recipe that distils needs the ``teacher``, which is only run, never trained. Sparse training passes
     ``regularize(model)``, called between ``backward()`` and the optimizer step, and ``on_epoch()``,
@@ -102,7 +103,7 @@ def train(
     device = next(model.parameters()).device
     model.train()
     step = 0
-    with tqdm(total=recipe.epochs * len(loader), desc=desc, unit="batch", leave=False) as bar:
+    with progress(desc, recipe.epochs, len(loader)) as shown:
         for _ in range(recipe.epochs):
             for images, labels in loader:
                 images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
@@ -120,8 +121,8 @@ def train(
                 optimizer.step()
                 step += 1
                 scheduler.step_update(step)
-                bar.update()
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                shown.step(loss.item())
+            shown.epoch()
             if on_epoch is not None:
                 on_epoch()
     model.eval()

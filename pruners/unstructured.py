@@ -128,15 +128,13 @@ def random_weights(model: nn.Module, ratio: float, example_inputs: torch.Tensor,
     mask_lowest({m: torch.rand_like(m.weight) for m in prunable_layers(model)}, ratio, scope="layer")
 
 
-@register_method("nm_2_4", kind="unstructured", tolerance=1.5, default_ratio=0.5)
+@register_method("nm_2_4", kind="unstructured", tolerance=1.5, default_ratio=0.5, ratios=(0.5,))
 def n2_m4(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Semi-structured 2:4 sparsity: the smaller two |w| of every four along the input dimension, the
     pattern sparse tensor cores run at twice the dense rate. Only ``ratio=0.5`` is 2:4.
 
     Mishra et al., 2021, "Accelerating Sparse Deep Neural Networks" (NVIDIA Ampere 2:4 sparsity).
     """
-    if ratio != 0.5:
-        raise ValueError(f"nm_2_4 zeroes 2 of every 4 weights: its ratio is 0.5, got {ratio}")
     mask_n_of_m(_magnitudes(model), 2, 4)
 
 

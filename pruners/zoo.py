@@ -29,7 +29,7 @@ from .adapters import model_kwargs
 from .data import Workload
 from .files import cache_dir, write_atomic
 from .measure import top1
-from .models import check_model_name, get_model
+from .models import check_model_name, folder_recipe, get_model
 from .train import Recipe, train
 
 _FORMAT = 1
@@ -41,10 +41,16 @@ class CorruptCacheError(RuntimeError):
     """A cached baseline could not be read back, or does not hold what its name promises."""
 
 
-def baseline_recipe(model_name: str, workload_family: str = "digits") -> Recipe:
-    """The recipe that trains ``model_name``'s dense baseline on a workload of ``workload_family``
-    (:mod:`pruners.models`)."""
-    return get_model(model_name).recipe_for(workload_family)
+def baseline_recipe(model_name: str, workload: Workload | str = "digits") -> Recipe:
+    """The recipe that trains ``model_name``'s dense baseline on ``workload`` or a workload of that family
+    (:mod:`pruners.models`). On an image folder it is :func:`pruners.models.folder_recipe`: a number of
+    optimizer steps set by the resolution, whatever the folder's size."""
+    if isinstance(workload, str):
+        return get_model(model_name).recipe_for(workload)
+    recipe = get_model(model_name).recipe_for(workload.family)
+    if workload.family == "folder":
+        return folder_recipe(recipe, len(workload.train), workload.img_size)
+    return recipe
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -205,7 +211,7 @@ def load_baseline(
 
     A cache file that cannot be read back is reported with a warning and rebuilt.
     """
-    recipe = recipe or baseline_recipe(check_model_name(model_name), workload.family)
+    recipe = recipe or baseline_recipe(check_model_name(model_name), workload)
     test = workload.loader("test", batch_size=256)
     if pretrained or checkpoint is not None:
         model = create_model(model_name, workload, pretrained=pretrained, checkpoint=checkpoint).to(device)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 import torch
 import torchvision
 from PIL import Image
@@ -17,6 +19,7 @@ import pruners
 from pruners import zoo
 from pruners.data import DataDirError, fingerprint, image_folder
 from pruners.measure import TimingOptions, compare_latency, resolve_device, timed_forward
+from pruners.models import DIGITS_STEPS_PER_EPOCH, FOLDER_STEPS, FOLDER_STEPS_RESOLUTION, folder_recipe
 from pruners.settings import bench_settings
 from pruners.train import Recipe
 
@@ -206,15 +209,22 @@ def test_options_that_cannot_work_are_usage_errors_before_any_case(bench, argv, 
 
 
 def test_bench_runs_a_case_on_a_data_dir(bench: pytest.Pytester, digits_dir: Path, tmp_path: Path) -> None:
-    out = tmp_path / "run.json"
-    options = [f"--data-dir={digits_dir}", "--img-size", "32", "--hflip", "0", "--crop-scale", "0.5"]
+    """A folder with one corrupt image, left out as asked; the dense weights are a checkpoint, so that the
+    folder's baseline recipe (hundreds of steps) is not trained here."""
+    out, folder, checkpoint = tmp_path / "run.json", tmp_path / "digits", tmp_path / "dense.pth"
+    shutil.copytree(digits_dir, folder)
+    (folder / "train" / "0" / "broken.png").write_bytes(b"not a png")
+    torch.save(timm.create_model("test_resnet", num_classes=10).state_dict(), checkpoint)
+    options = [f"--data-dir={folder}", "--img-size", "32", "--hflip", "0", "--crop-scale", "0.5"]
+    options += ["--skip-bad-images", f"--checkpoint={checkpoint}"]
     options += ["--train-images", "400", "--test-images", "200", f"--profile-dir={tmp_path / 'prof'}"]
     result = bench.runpytest(
         "--models", "test_resnet", "--methods", "l1", *options, "--recovery-epochs", "1",
         "--latency-rounds", "3", "--latency-size", "64", "--benchmark-json", out,
     )  # fmt: skip
     info = json.loads(out.read_text())["benchmarks"][0]["extra_info"]
-    assert info["data"].endswith("400 train / 200 held-out images") and info["recovery_epochs"] == 1
+    assert info["data"].endswith("400 train / 200 held-out images (1 unreadable left out)")
+    assert info["unreadable_images"] == 1 and info["recovery_epochs"] == 1
     assert info["family"] == "folder" and info["criterion_gate"].startswith("not judged: no calibrated level")
     assert info["latency_img_size"] == 32 and info["latency_at_size_img_size"] == 64
     assert info["latency_at_size_dense_ms"] > info["latency_dense_ms"], "64 px costs more than 32 px"
@@ -281,3 +291,28 @@ def test_settings_build_each_models_workload_once(digits_dir: Path) -> None:
     )
     assert settings.workload("test_resnet") is settings.workload("test_resnet")
     assert settings.latency_size_for("resnet18") == 224
+
+
+@pytest.mark.parametrize("model", ["resnet18", "mobilenetv3_small_100"])
+def test_a_folder_baseline_is_a_number_of_steps_whatever_the_folders_size(model: str) -> None:
+    digits_recipe = zoo.baseline_recipe(model)
+    steps = {}
+    for images in (400, 1347, 5000):
+        for size in (64, 112, 224):
+            recipe = folder_recipe(digits_recipe, images, size)
+            steps[images, size] = recipe.epochs * (images // recipe.batch_size)
+            assert recipe.lr == digits_recipe.lr and recipe.warmup_epochs >= 1
+    least = max(FOLDER_STEPS, digits_recipe.epochs * DIGITS_STEPS_PER_EPOCH)
+    for (images, size), count in steps.items():
+        wanted = least * max(1, size / FOLDER_STEPS_RESOLUTION)
+        assert abs(count - wanted) <= images // 64 / 2 + 1, (images, size, count, wanted)
+    assert steps[1347, 224] > 1.9 * steps[1347, 112] and steps[1347, 64] == steps[1347, 112]
+
+
+def test_the_folder_recipe_is_what_a_folder_workload_trains_with(digits_dir: Path) -> None:
+    folder = image_folder(digits_dir, "test_resnet", img_size=32, train_images=400)
+    recipe = zoo.baseline_recipe("resnet18", folder)
+    assert (
+        recipe == folder_recipe(zoo.baseline_recipe("resnet18"), 400, 32) != zoo.baseline_recipe("resnet18")
+    )
+    assert zoo.baseline_recipe("resnet18", pruners.digits()) == zoo.baseline_recipe("resnet18")
