@@ -143,7 +143,10 @@ def test_asv_selection_from_the_environment_matches_the_options() -> None:
         (["--full", "--methods", "l1"], "choose one of --quick, --full, or --models / --methods"),
         (["--methods", "nope"], "no pruning method matches 'nope'; available:"),
         (["--seeds", "0,zero"], "seeds must be comma-separated non-negative integers"),
-        (["--models", "resnet18", "--methods", "vit_heads"], "no case applies: vit_heads on resnet18"),
+        (
+            ["--models", "resnet18", "--methods", "vit_heads"],
+            "no case applies: no attention layers to prune (vit_heads on resnet18)",
+        ),
         (["--speedup", "1"], "a MACs target must be > 1"),
         (["--speedups", "2,2"], "MACs targets must be distinct"),
     ],
