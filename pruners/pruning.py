@@ -158,7 +158,7 @@ def _prune_once(
     channels, weights = _channels(layers), sum(m.weight.numel() for m in layers)
     heads = attention_head_count(model)
     macs, params = count_macs_params(model, example_inputs)
-    refusal = channel_refusal(model, ratio) if spec.unit == "channels" else None
+    why = (channel_refusal(model, ratio) or stuck_layers(model, ratio)) if spec.unit == "channels" else None
 
     spec.fn(model, ratio, example_inputs, data)
 
@@ -179,7 +179,7 @@ def _prune_once(
         unit=spec.unit,
     )
     if check:
-        _check(record, refusal)
+        _check(record, why)
     model.train(was_training)
     return model, record
 
@@ -190,16 +190,32 @@ def channel_refusal(model: nn.Module, ratio: float) -> str | None:
     A layer of C channels keeps ``int(C * (1 - ratio))`` rounded down to the channel multiple, and
     Torch-Pruning skips a layer that would keep none, so above ``1 - multiple / C`` a layer cannot shrink.
     """
-    multiple = channel_rounding(model, ROUND_TO) or 1
-    widths = sorted(
-        {m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for m in prunable_layers(model)}
-    )
+    multiple, widths = _widths(model)
     if not widths or any(int(c * (1 - ratio)) >= multiple for c in widths):
         return None
     return (
         f"ratio {ratio:g} leaves every layer fewer than the {multiple} channels counts are rounded to, even "
         f"the widest ({widths[-1]}), and Torch-Pruning never empties a layer; ratios up to "
         f"{1 - multiple / widths[-1]:.3f} shrink the widest layers, up to {1 - multiple / widths[0]:.3f} all"
+    )
+
+
+def _widths(model: nn.Module) -> tuple[int, list[int]]:
+    """The multiple channel counts are rounded to, and the output width of each prunable layer, sorted."""
+    layers = prunable_layers(model)
+    widths = sorted(m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for m in layers)
+    return channel_rounding(model, ROUND_TO) or 1, widths
+
+
+def stuck_layers(model: nn.Module, ratio: float) -> str | None:
+    """How many layers of ``model`` cannot shrink at ``ratio`` (see :func:`channel_refusal`), or ``None``."""
+    multiple, widths = _widths(model)
+    stuck = [c for c in widths if int(c * (1 - ratio)) < multiple]
+    if not stuck:
+        return None
+    return (
+        f"{len(stuck)} of {len(widths)} layers (those of up to {max(stuck)} channels) cannot shrink at ratio "
+        f"{ratio:g}: they would keep fewer than the {multiple} channels counts are rounded to"
     )
 
 
@@ -217,19 +233,19 @@ def case_refusal(model_name: str, method: str, ratio: float) -> str | None:
     return reason and f"method {method!r} cannot prune {model_name}: {reason}"
 
 
-def _check(record: PruneRecord, refusal: str | None = None) -> None:
+def _check(record: PruneRecord, why: str | None = None) -> None:
     """Raise :class:`NothingPrunedError` / :class:`UnderPrunedError` for a record that misstates its row;
-    ``refusal`` (:func:`channel_refusal`) says why, when nothing could be pruned."""
+    ``why`` (:func:`channel_refusal`, :func:`stuck_layers`) says what the dense model allowed."""
     method, ratio, macs, macs_after = record.method, record.ratio, record.macs_before, record.macs_after
     if record.sparsity <= 0.0 or (record.kind == "structured" and macs_after >= macs):
         raise NothingPrunedError(
             f"method {method!r} at ratio {ratio:g} pruned nothing: "
-            + (refusal or f"MACs {macs} -> {macs_after}, weight sparsity {record.sparsity:.3f}")
+            + (why or f"MACs {macs} -> {macs_after}, weight sparsity {record.sparsity:.3f}")
         )
     if record.kind == "structured" and record.achieved_ratio < MIN_ACHIEVED_FRACTION * ratio:
         raise UnderPrunedError(
             f"method {method!r} was asked to remove {ratio} of the {record.unit} and removed "
-            f"{record.achieved_ratio:.3f} (MACs {macs} -> {macs_after})"
+            f"{record.achieved_ratio:.3f} (MACs {macs} -> {macs_after})" + (f"; {why}" if why else "")
         )
 
 

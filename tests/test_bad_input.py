@@ -7,10 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import timm
+import torch
 
 import pruners
 from pruners.cli import main
 from pruners.data import DataDirError, image_folder
+from pruners.pruning import NothingPrunedError, UnderPrunedError
 
 from .test_real_data import ROOT, write_digits
 
@@ -208,3 +211,19 @@ def test_unreadable_images_are_counted_and_named_or_left_out_when_asked(folders:
     assert kept.unreadable == 1 and len(kept.train) == 1437 and "(1 unreadable left out)" in kept.split
     clean = image_folder(folders["small"], "test_resnet", img_size=32)
     assert clean.unreadable == 0 and len(clean.train) == 17
+
+
+def test_the_pruning_step_says_what_was_asked_what_was_possible_and_why() -> None:
+    model, inputs = timm.create_model("resnet18", num_classes=10), torch.randn(2, 3, 32, 32)
+    with pytest.raises(
+        NothingPrunedError,
+        match=r"'l1' at ratio 0\.99 pruned nothing: ratio 0\.99 leaves every layer fewer than the 8 channels "
+        r".* ratios up to 0\.984 shrink the widest layers, up to 0\.875 all",
+    ):
+        pruners.prune(model, "l1", 0.99, inputs)
+    with pytest.raises(
+        UnderPrunedError,
+        match=r"asked to remove 0\.97 of the channels and removed 0\.1\d+ .*; 15 of 20 layers "
+        r"\(those of up to 256 channels\) cannot shrink at ratio 0\.97",
+    ):
+        pruners.prune(model, "l1_global", 0.97, inputs)
