@@ -206,7 +206,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
 def progress_mode(config: pytest.Config) -> str:
     """Live bars on a terminal, a line per epoch in CI logs and other files, nothing under ``-q -q`` or in an
     xdist worker (whose output the controller does not show)."""
-    if config.option.verbose <= -2 or os.environ.get("PYTEST_XDIST_WORKER"):
+    if config.option.verbose <= -2 or hasattr(config, "workerinput"):
         return "off"
     return "bar" if os.isatty(2) and not os.environ.get("CI") else "epochs"
 

@@ -16,8 +16,10 @@ TINY_RECIPE = Recipe(epochs=1, lr=2e-3)
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Never touch the user's baseline cache."""
+    """Never touch the user's baseline cache; a bench run inside a test (pytester) is a run of its own,
+    not an xdist worker, even when this suite runs under ``-n`` (pytest-benchmark would not save its JSON)."""
     monkeypatch.setenv(pruners.files.CACHE_ENV, str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
 
 
 @pytest.fixture(scope="session")
