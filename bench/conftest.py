@@ -100,6 +100,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(profile.md, Chrome traces)",
     )
     data.addoption(
+        "--runtime",
+        "--runtimes",
+        dest="runtimes",
+        help="also time dense and pruned in these runtimes: eager, compile (torch.compile, inductor), "
+        "onnxruntime (ONNX Runtime's CPU provider on the exported model); comma-separated",
+    )
+    data.addoption(
         "--latency-size",
         help="also time dense and pruned at this input size, or 'model' for each model's pretrained size",
     )
@@ -153,6 +160,7 @@ def pytest_configure(config: pytest.Config) -> None:
             channels_last=option.channels_last,
             amp=option.amp,
             latency_size=option.latency_size,
+            runtimes=split_csv(option.runtimes),
         )
         if option.profile_dir:
             check_writable(option.profile_dir, "--profile-dir", folder=True)

@@ -56,4 +56,5 @@ def _run(
         weights=settings.weights,
         timing=settings.timing,
         latency_size=settings.latency_size_for(case.model),
+        runtimes=settings.runtimes,
     )

@@ -9,7 +9,7 @@ import dataclasses
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from .matrix import Case
 from .measure import LatencyStats, TimingOptions, compare_latency, correct, device_of
 from .pruning import PruneRecord, check_target, prune, prune_to_speedup
 from .registry import MethodData, Regularizer, get_method
+from .runtimes import RuntimeLatency, check_runtimes, compare_runtimes
 from .train import RECALIBRATION_BATCH_SIZE, Recipe, recalibrate_batchnorm, train
 from .unstructured import make_permanent
 
@@ -131,6 +132,7 @@ class CaseResult:
     latency_at_size_error: str = ""
     data: str = ""
     unreadable_images: int = 0
+    runtimes: dict[str, tuple[dict[str, RuntimeLatency], dict[str, str]]] = field(default_factory=dict)
     weights: str = "trained here"
     target_speedup: float | None = None
     family: str = "digits"
@@ -286,6 +288,13 @@ class CaseResult:
                 info.update({f"{prefix}_{k}": _rounded(v) for k, v in stats.as_dict().items()})
         if self.latency_at_size_error:
             info["latency_at_size_error"] = self.latency_at_size_error
+        macs = self.record.macs_speedup
+        for size, (timed, errors) in self.runtimes.items():
+            for runtime, stats in timed.items():
+                figures = {k: v for k, v in stats.as_dict().items() if k != "runtime"}
+                figures["per_macs"] = stats.speedup / macs
+                info.update({f"latency_{size}{runtime}_{k}": _rounded(v) for k, v in figures.items()})
+            info.update({f"latency_{size}{runtime}_error": why for runtime, why in errors.items()})
         return info
 
 
@@ -451,6 +460,11 @@ class Weights:
         return "timm pretrained" if self.pretrained else "trained here"
 
 
+def sized_inputs(batch_size: int, img_size: int) -> torch.Tensor:
+    """Seeded random ``img_size`` px inputs, for timing at a size the workload does not have."""
+    return torch.randn(batch_size, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
+
+
 def latency_at_size(
     dense: nn.Module,
     pruned: nn.Module,
@@ -461,9 +475,7 @@ def latency_at_size(
 ) -> tuple[LatencyStats | None, str]:
     """Dense and pruned latency on seeded random ``img_size`` px inputs (the resolution people deploy at),
     or ``(None, why)`` when the architecture cannot take that size."""
-    inputs = torch.randn(batch_size, 3, img_size, img_size, generator=torch.Generator().manual_seed(0)).to(
-        device_of(dense)
-    )
+    inputs = sized_inputs(batch_size, img_size).to(device_of(dense))
     try:
         return compare_latency(dense, pruned, inputs, rounds, options=timing), ""
     except (RuntimeError, AssertionError, ValueError) as err:
@@ -486,6 +498,7 @@ def run(
     timing: TimingOptions | None = None,
     latency_size: int | None = None,
     speedup: float | None = None,
+    runtimes: Sequence[str] = (),
 ) -> CaseResult:
     """Prune the dense ``model_name`` baseline with ``method`` at ``ratio`` (default: the method's own),
     or at the ratio that removes ``speedup`` times the MACs (:func:`pruners.pruning.prune_to_speedup`,
@@ -501,7 +514,10 @@ def run(
     ``weights`` picks the dense model (trained here, timm pretrained, or a checkpoint) and the device every
     step runs on; ``timing`` the memory format and autocast of the latency rounds. ``latency_size`` also
     times both models at that input size (when it differs from the workload's), beside the workload figures.
+    ``runtimes`` (:data:`pruners.runtimes.RUNTIMES`) times them again in each of those runtimes, at the
+    workload's size and at ``latency_size``.
     """
+    runtimes = check_runtimes(runtimes)
     spec = get_method(method)
     if speedup is not None:
         if ratio is not None:
@@ -529,13 +545,21 @@ def run(
     ]
     latency = at_size = None
     at_size_error = ""
+    in_runtimes: dict[str, tuple[dict[str, RuntimeLatency], dict[str, str]]] = {}
     if latency_rounds is not None:
         first = results[0]
         latency = compare_latency(first.dense, first.pruned, inputs, latency_rounds, options=timing)
+        sizes = {"": inputs}
         if latency_size and latency_size != inputs.shape[-1]:
             at_size, at_size_error = latency_at_size(
                 first.dense, first.pruned, latency_size, batch_size, latency_rounds, timing
             )
+            sizes["at_size_"] = sized_inputs(batch_size, latency_size).to(inputs.device)
+        if runtimes:
+            in_runtimes = {
+                prefix: compare_runtimes(runtimes, first.dense, first.pruned, batch, latency_rounds)
+                for prefix, batch in sizes.items()
+            }
     case = Case(model_name, method, None if speedup is not None else results[0].record.ratio, speedup)
     level, missing = criterion_level(workload.family, case.id, dense_recipe.key, recovery.key)
     return CaseResult(
@@ -557,4 +581,5 @@ def run(
         family=workload.family,
         level=level,
         level_missing=missing,
+        runtimes=in_runtimes,
     )

@@ -22,12 +22,13 @@ import torch_pruning as tp
 from .case import CaseResult, run
 from .files import check_writable, write_atomic
 from .history import MergeError, merge_asv_results, merge_benchmark_files
-from .matrix import Case
+from .matrix import Case, split_csv
 from .models import check_model_name, get_model, list_models
 from .profile import profile_pair
 from .pruning import NothingPrunedError, case_refusal, check_target
 from .registry import get_method, list_methods
 from .report import convergence_lines, dense_record, plateau_text, write_report
+from .runtimes import RUNTIMES
 from .settings import bench_settings
 from .sweep import SweepRow, markdown, merge_rows, read_csv, select_architectures, sweep, write_csv
 from .zoo import CorruptCacheError, WeightsUnavailableError, cached_histories
@@ -54,6 +55,7 @@ def _case(args: argparse.Namespace) -> CaseResult:
         pretrained=args.pretrained,
         checkpoint=args.checkpoint,
         device=args.device,
+        runtimes=split_csv(args.runtime),
     )
     workload = settings.workload(args.model)
     cost = f"{speedup:g}x fewer MACs" if speedup else f"{ratio:g}"
@@ -68,6 +70,7 @@ def _case(args: argparse.Namespace) -> CaseResult:
         latency_rounds=args.latency_rounds,
         weights=settings.weights,
         seeds=[args.seed],
+        runtimes=settings.runtimes,
     )
 
 
@@ -91,11 +94,28 @@ def _prune(args: argparse.Namespace) -> str:
         f"latency   {info['latency_dense_ms']:.2f} ms -> {info['latency_pruned_ms']:.2f} ms "
         f"({info['latency_speedup']:.2f}x, batch {info['batch_size']}, {info['threads']} threads, "
         f"{info['latency_device']})",
+        *runtime_lines(info),
     ]
     if args.out is not None:
         write_atomic(args.out, lambda f: torch.save(result.pruned, f))
         lines.append(f"saved the pruned model to {args.out} (torch.load(path, weights_only=False))")
     return "\n".join(lines)
+
+
+def runtime_lines(info: dict) -> list[str]:
+    """One line per runtime the case was timed in: dense and pruned latency and measured ÷ MACs speedup."""
+    lines = []
+    for runtime in RUNTIMES:
+        if f"latency_{runtime}_error" in info:
+            lines.append(f"{runtime:<10}not timed: {info[f'latency_{runtime}_error']}")
+        elif f"latency_{runtime}_dense_ms" in info:
+            lines.append(
+                f"{runtime:<10}{info[f'latency_{runtime}_dense_ms']:.2f} ms -> "
+                f"{info[f'latency_{runtime}_pruned_ms']:.2f} ms ({info[f'latency_{runtime}_speedup']:.2f}x, "
+                f"{info[f'latency_{runtime}_per_macs']:.2f} of the MACs speedup; set-up "
+                f"{info[f'latency_{runtime}_dense_setup_s']:.1f} s)"
+            )
+    return lines
 
 
 def _profile(args: argparse.Namespace) -> str:
@@ -342,6 +362,9 @@ def _case_arguments(parser: argparse.ArgumentParser) -> None:
         help="leave out the unreadable images of --data-dir instead of stopping",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    parser.add_argument(
+        "--runtime", help="also time in these runtimes: eager, compile, onnxruntime (comma-separated)"
+    )
 
 
 # Errors that say what went wrong in their message: printed as one line, never as a traceback.

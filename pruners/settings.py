@@ -18,6 +18,7 @@ from .case import Weights
 from .data import Workload, dataset_family, digits, image_folder, torch_dataset
 from .files import CACHE_ENV, cache_dir, check_writable
 from .measure import TimingOptions, resolve_device
+from .runtimes import check_runtimes
 
 
 @dataclass
@@ -38,6 +39,7 @@ class BenchSettings:
     weights: Weights = field(default_factory=Weights)
     timing: TimingOptions = field(default_factory=TimingOptions)
     latency_size: int | str | None = None
+    runtimes: list[str] = field(default_factory=list)
     _workloads: dict[str, Workload] = field(default_factory=dict, repr=False)
 
     def workload(self, model_name: str) -> Workload:
@@ -105,12 +107,14 @@ def bench_settings(
     channels_last: bool = False,
     amp: bool = False,
     latency_size: str | None = None,
+    runtimes: Sequence[str] = (),
 ) -> BenchSettings:
     """Check the options against the ``models`` the run will prune and build their workloads and dense
     weights once; any problem is a ``ValueError`` (or :class:`pruners.DataDirError` /
     :class:`pruners.WeightsUnavailableError`) with one line that names it.
 
-    ``latency_size`` is a pixel count, or ``"model"`` for each model's pretrained input size. The cache
+    ``latency_size`` is a pixel count, or ``"model"`` for each model's pretrained input size; ``runtimes``
+    the runtimes to time in besides (:data:`pruners.runtimes.RUNTIMES`). The cache
     folder must be writable, and every split must hold a batch: the training splits one of the recipe's,
     the held-out split ``batch_size`` images.
     """
@@ -145,6 +149,9 @@ def bench_settings(
         checkpoint=Path(checkpoint) if checkpoint else None,
         device=str(resolve_device(device)),
     )
+    runtimes = check_runtimes(runtimes)
+    if "onnxruntime" in runtimes and not weights.device.startswith("cpu"):
+        raise ValueError("--runtime onnxruntime times ONNX Runtime's CPU provider: run it with --device cpu")
     size: int | str | None = latency_size
     if latency_size is not None and latency_size != "model":
         if not latency_size.isdigit() or int(latency_size) < 1:
@@ -164,6 +171,7 @@ def bench_settings(
         weights=weights,
         timing=TimingOptions(channels_last=channels_last, amp=amp),
         latency_size=size,
+        runtimes=runtimes,
     )
     for model in dict.fromkeys(models):
         workload = settings.workload(model)

@@ -40,6 +40,7 @@ from torch import nn
 
 from . import pruning, unstructured
 from .files import write_atomic
+from .runtimes import onnx_bytes
 
 STAGES = ("create", "forward", "prune", "macs_dropped", "forward_pruned", "save_load", "state_dict", "onnx")
 NUM_CLASSES = 10
@@ -149,17 +150,9 @@ def _stages(arch: str, method: str, ratio: float, row: SweepRow) -> Iterator[str
 
 
 def export_onnx(model: nn.Module, inputs: torch.Tensor) -> str:
-    """Export ``model`` to ONNX in memory with torch's dynamo exporter or, where that fails, its TorchScript
-    exporter, and name the one that worked; when both fail, the dynamo exporter's error is raised."""
-    try:
-        torch.onnx.export(model, (inputs,), dynamo=True, verbose=False)
-    except Exception as dynamo_error:
-        try:
-            torch.onnx.export(model, (inputs,), io.BytesIO(), dynamo=False)
-        except Exception:
-            raise dynamo_error from None
-        return "torchscript"
-    return "dynamo"
+    """Export ``model`` to ONNX in memory (:func:`pruners.runtimes.onnx_bytes`) and name the exporter that
+    worked: torch's dynamo exporter, else its TorchScript one."""
+    return onnx_bytes(model, inputs)[1]
 
 
 def check_architecture(arch: str, method: str, ratio: float) -> SweepRow:

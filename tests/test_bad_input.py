@@ -80,6 +80,7 @@ BENCH_REFUSALS = [
     (["--profile-dir={file}/profiles"], "cannot be created: {file} is a file"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--latency-size", "big"], "--latency-size is a pixel count or 'model'"),
+    (["--runtime", "tensorrt"], "unknown runtime 'tensorrt'"),
 ]
 
 
@@ -145,6 +146,7 @@ CLI_REFUSALS = [
     (["--method", "l1", "--skip-bad-images"], "--skip-bad-images applies to --data-dir"),
     (["--method", "l1", "--pretrained", "--checkpoint", "w.pth"], "--pretrained and --checkpoint both"),
     (["--method", "l1", "--device", "tpu"], "unknown device 'tpu'"),
+    (["--method", "l1", "--runtime", "eager,eager"], "runtimes must be distinct"),
 ]
 
 

@@ -1,0 +1,77 @@
+"""Dense and pruned timed in the runtimes people deploy with: eager, torch.compile and ONNX Runtime."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+import pruners
+from pruners import runtimes
+from pruners.runtimes import check_runtimes, compare_runtimes
+
+from .conftest import TINY_RECIPE
+
+
+@pytest.fixture(scope="module")
+def pair() -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor]:
+    dense = timm.create_model("test_resnet", num_classes=10).eval()
+    inputs = torch.randn(4, 3, 32, 32)
+    pruned, _ = pruners.prune(dense, "l1", 0.5, inputs)
+    return dense, pruned, inputs
+
+
+def test_each_runtime_times_dense_and_pruned_on_the_same_outputs(pair) -> None:
+    dense, pruned, inputs = pair
+    timed, errors = compare_runtimes(["eager", "compile", "onnxruntime"], dense, pruned, inputs, rounds=3)
+    assert errors == {} and list(timed) == ["eager", "compile", "onnxruntime"]
+    for stats in timed.values():
+        assert stats.dense_ms > 0 and stats.pruned_ms > 0 and stats.rounds == 3
+        assert stats.speedup == pytest.approx(stats.dense_ms / stats.pruned_ms)
+    assert timed["compile"].dense_setup_s > timed["eager"].dense_setup_s, "the compile is timed as set-up"
+    with torch.inference_mode():
+        expected = pruned(inputs)
+        for name in ("compile", "onnxruntime"):
+            out = runtimes.RUNTIMES[name](pruned, inputs)()
+            got = torch.as_tensor(out[0] if isinstance(out, list) else out)
+            torch.testing.assert_close(
+                got, expected, rtol=1e-3, atol=1e-3, msg=f"{name} runs the pruned model"
+            )
+
+
+def test_a_runtime_that_cannot_take_the_model_says_why_and_the_others_run(
+    pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_export(model: torch.nn.Module, inputs: torch.Tensor) -> tuple[bytes, str]:
+        raise RuntimeError("this model does not export\nsecond line")
+
+    monkeypatch.setattr(runtimes, "onnx_bytes", no_export)
+    timed, errors = compare_runtimes(["eager", "onnxruntime"], *pair, rounds=2)
+    assert list(timed) == ["eager"]
+    assert errors == {"onnxruntime": "RuntimeError: this model does not export"}
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [(["eager", "tensorrt"], "unknown runtime 'tensorrt'; choose from eager, compile, onnxruntime"),
+     (["eager", "eager"], "runtimes must be distinct")],
+)  # fmt: skip
+def test_runtimes_are_checked(names: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_runtimes(names)
+
+
+def test_a_case_records_each_runtime_at_both_sizes(workload: pruners.Workload) -> None:
+    result = pruners.run(
+        "test_resnet", "l1", 0.5, workload, batch_size=4, latency_rounds=2, baseline_recipe=TINY_RECIPE,
+        recovery_epochs=1, latency_size=48, runtimes=["eager", "onnxruntime"],
+    )  # fmt: skip
+    info = result.summary()
+    for prefix in ("latency_", "latency_at_size_"):
+        for runtime in ("eager", "onnxruntime"):
+            speedup = info[f"{prefix}{runtime}_speedup"]
+            assert info[f"{prefix}{runtime}_dense_ms"] > 0 and speedup > 0
+            assert info[f"{prefix}{runtime}_per_macs"] == pytest.approx(
+                speedup / info["macs_speedup"], abs=2e-3
+            )
+    assert "latency_compile_dense_ms" not in info
