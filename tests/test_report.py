@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -145,9 +146,12 @@ def test_the_excess_over_the_macs_speedup_sums_to_the_gap() -> None:
 def test_prune_command_end_to_end_saves_a_loadable_model(model: str, tmp_path: Path, capsys) -> None:
     out = tmp_path / "m.pt"
     argv = ["prune", "--model", model, "--method", "l1", "--ratio", "0.3", "--latency-rounds", "2"]
-    assert main([*argv, "--batch-size", "4", "--out", str(out)]) == 0
+    assert main([*argv, "--batch-size", "4", "--out", str(out), "--runtime", "eager"]) == 0
     text = capsys.readouterr().out
     assert "top-1     dense" in text and "MACs" in text and "latency" in text and str(out) in text
+    assert re.search(
+        r"^eager     \d+\.\d\d ms -> \d+\.\d\d ms \(\d+\.\d\dx, \d+\.\d\d of the MACs", text, re.M
+    )
     model = torch.load(out, weights_only=False)
     assert model(pruners.digits().test_batch(2)).shape == (2, 10)
 
