@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from .files import write_atomic
 from .gate import Verdict, decode_correct, paired_difference
 from .matrix import Case
+from .runtimes import RUNTIMES
 
 # The control every structured method is paired against at the same MACs target.
 CONTROL = "random"
@@ -93,6 +94,7 @@ class ReportRow:
     control_top1: float | None = None
     baseline_converged: bool | None = None
     baseline_epoch_top1: tuple[float, ...] = ()
+    runtime_efficiency: dict[str, float] = field(default_factory=dict)
     correct: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -157,6 +159,11 @@ def row_from_info(info: dict, name: str) -> ReportRow:
         control_top1=info.get("dense_control_top1"),
         baseline_converged=info.get("baseline_converged"),
         baseline_epoch_top1=tuple(info.get("baseline_epoch_top1", ())),
+        runtime_efficiency={
+            key.removeprefix("latency_").removesuffix("_per_macs"): value
+            for key, value in info.items()
+            if key.startswith("latency_") and key.endswith("_per_macs")
+        },
         correct=_seed_correct(name, info),
     )
 
@@ -198,6 +205,16 @@ def _millions(n: int) -> str:
     return f"{n / 1e6:.1f}M"
 
 
+def _runtime_columns() -> list[str]:
+    """The ``--runtime`` figures a row can carry, in order: each runtime, then each at the deploy size."""
+    return [*RUNTIMES, *(f"at_size_{name}" for name in RUNTIMES)]
+
+
+def _runtime_header(name: str) -> str:
+    runtime, at_size = name.removeprefix("at_size_"), name.startswith("at_size_")
+    return f"measured / MACs, {runtime}" + (" at --latency-size" if at_size else "")
+
+
 def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the report table: the last run's cases, with the change from the first run when
     there are several (``⚠`` marks a regression)."""
@@ -207,6 +224,8 @@ def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[lis
         "MACs dense → pruned",
         "params dense → pruned", "latency dense → pruned (ms)", "MACs x", "measured x", "measured / MACs",
     ]  # fmt: skip
+    timed = [name for name in _runtime_columns() if any(name in row.runtime_efficiency for row in runs[-1])]
+    header += [_runtime_header(name) for name in timed]
     first = {row.key: row for row in runs[0]} if len(runs) > 1 else {}
     if first:
         header += ["Δ recovered top-1", "Δ pruned latency"]
@@ -229,6 +248,9 @@ def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[lis
             f"{row.macs_speedup:.2f}",
             f"{row.measured_speedup:.2f}",
             f"{row.efficiency:.2f}",
+        ]
+        line += [
+            f"{row.runtime_efficiency[name]:.2f}" if name in row.runtime_efficiency else "-" for name in timed
         ]
         if first:
             before = first.get(row.key)

@@ -75,6 +75,19 @@ def test_the_table_has_a_row_per_case_with_the_speedups(run_file: Path) -> None:
     assert "| vit_tiny | vit_heads | 0.25 |" in table and "FAIL" in table
 
 
+def test_the_table_shows_measured_over_macs_per_runtime_timed(tmp_path: Path) -> None:
+    timed = _case("resnet18", "l1", 0.3, 97.0, 6.0)
+    timed["extra_info"].update(
+        {"latency_onnxruntime_per_macs": 0.78, "latency_at_size_compile_per_macs": 0.89}
+    )
+    run = write_run(tmp_path / "run.json", [timed, _case("resnet18", "random", 0.3, 95.0, 6.5)])
+    lines = markdown_table([load_run(run)]).splitlines()
+    assert lines[0].endswith(
+        "| measured / MACs | measured / MACs, onnxruntime | measured / MACs, compile at --latency-size |"
+    )
+    assert lines[2].endswith("| 0.83 | 0.78 | 0.89 |") and lines[3].endswith("| 0.77 | - | - |")
+
+
 def test_several_runs_show_the_change_and_mark_regressions(run_file: Path, tmp_path: Path) -> None:
     later = write_run(
         tmp_path / "later.json",
