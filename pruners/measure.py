@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -115,6 +115,25 @@ def _p90(samples: list[float]) -> float:
     return statistics.quantiles(samples, n=10, method="inclusive")[-1]
 
 
+def alternated(
+    forwards: Sequence[Callable[[], object]], rounds: int, warmup: int, device: torch.device
+) -> list[list[float]]:
+    """Milliseconds of each of ``forwards`` per round, run in turn round by round after ``warmup`` untimed
+    rounds, so drift hits them alike; on a GPU each reading is taken after ``torch.cuda.synchronize``."""
+    for _ in range(warmup):
+        for forward in forwards:
+            forward()
+    samples: list[list[float]] = [[] for _ in forwards]
+    for _ in range(rounds):
+        for forward, times in zip(forwards, samples, strict=True):
+            synchronize(device)
+            start = time.perf_counter()
+            forward()
+            synchronize(device)
+            times.append((time.perf_counter() - start) * 1e3)
+    return samples
+
+
 @torch.inference_mode()
 def compare_latency(
     dense: nn.Module,
@@ -135,23 +154,15 @@ def compare_latency(
     device = device_of(dense)
     dense, timed = options.prepare(dense.eval(), inputs.to(device))
     pruned, _ = options.prepare(pruned.eval(), timed)
-    samples: dict[nn.Module, list[float]] = {dense: [], pruned: []}
     with options.autocast(device):
-        for _ in range(warmup):
-            dense(timed)
-            pruned(timed)
-        for _ in range(rounds):
-            for model, times in samples.items():
-                synchronize(device)
-                start = time.perf_counter()
-                model(timed)
-                synchronize(device)
-                times.append((time.perf_counter() - start) * 1e3)
+        dense_ms, pruned_ms = alternated(
+            [lambda: dense(timed), lambda: pruned(timed)], rounds, warmup, device
+        )
     return LatencyStats(
-        dense_ms=statistics.median(samples[dense]),
-        pruned_ms=statistics.median(samples[pruned]),
-        dense_p90_ms=_p90(samples[dense]),
-        pruned_p90_ms=_p90(samples[pruned]),
+        dense_ms=statistics.median(dense_ms),
+        pruned_ms=statistics.median(pruned_ms),
+        dense_p90_ms=_p90(dense_ms),
+        pruned_p90_ms=_p90(pruned_ms),
         rounds=rounds,
         batch_size=len(inputs),
         threads=torch.get_num_threads(),

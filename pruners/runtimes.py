@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .measure import device_of, synchronize
+from .measure import alternated, device_of, synchronize
 
 Forward = Callable[[], object]
 
@@ -115,22 +115,12 @@ def compare_runtime(
     inputs = inputs.to(device_of(dense))
     dense_fn, dense_setup = _set_up(runtime, dense.eval(), inputs)
     pruned_fn, pruned_setup = _set_up(runtime, pruned.eval(), inputs)
-    samples: dict[str, list[float]] = {"dense": [], "pruned": []}
     with torch.inference_mode():
-        for _ in range(warmup):
-            dense_fn()
-            pruned_fn()
-        for _ in range(rounds):
-            for name, forward in (("dense", dense_fn), ("pruned", pruned_fn)):
-                synchronize(inputs.device)
-                start = time.perf_counter()
-                forward()
-                synchronize(inputs.device)
-                samples[name].append((time.perf_counter() - start) * 1e3)
+        dense_ms, pruned_ms = alternated([dense_fn, pruned_fn], rounds, warmup, inputs.device)
     return RuntimeLatency(
         runtime=runtime,
-        dense_ms=statistics.median(samples["dense"]),
-        pruned_ms=statistics.median(samples["pruned"]),
+        dense_ms=statistics.median(dense_ms),
+        pruned_ms=statistics.median(pruned_ms),
         dense_setup_s=dense_setup,
         pruned_setup_s=pruned_setup,
         rounds=rounds,
