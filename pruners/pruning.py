@@ -158,7 +158,8 @@ def _prune_once(
     channels, weights = _channels(layers), sum(m.weight.numel() for m in layers)
     heads = attention_head_count(model)
     macs, params = count_macs_params(model, example_inputs)
-    why = (channel_refusal(model, ratio) or stuck_layers(model, ratio)) if spec.unit == "channels" else None
+    explain = check and spec.unit == "channels"
+    why = (channel_refusal(model, ratio) or stuck_layers(model, ratio)) if explain else None
 
     spec.fn(model, ratio, example_inputs, data)
 
