@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from pruners.train import Recipe
 
 pytest_plugins = ["pytester"]
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY_MODELS = ("test_resnet", "test_efficientnet", "test_vit")
 TINY_RECIPE = Recipe(epochs=1, lr=2e-3)
 
@@ -20,6 +23,14 @@ def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyP
     not an xdist worker, even when this suite runs under ``-n`` (pytest-benchmark would not save its JSON)."""
     monkeypatch.setenv(pruners.files.CACHE_ENV, str(tmp_path_factory.getbasetemp() / "cache"))
     monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
+
+
+@pytest.fixture
+def bench(pytester: pytest.Pytester) -> pytest.Pytester:
+    """A directory holding the bench's conftest and test file, to run ``pytest bench/`` inside a test."""
+    pytester.makeconftest((ROOT / "bench" / "conftest.py").read_text())
+    pytester.makepyfile(test_matrix=(ROOT / "bench" / "test_matrix.py").read_text())
+    return pytester
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from pruners.cli import main
 from pruners.data import DataDirError, image_folder
 from pruners.pruning import NothingPrunedError, UnderPrunedError
 
-from .test_real_data import ROOT, write_digits
+from .test_real_data import write_digits
 
 
 @pytest.fixture
@@ -40,13 +40,6 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         for image in sorted(folder.iterdir())[2 if digit < 7 else 1 :]:
             image.unlink()
     return {"corrupt": corrupt, "small": small, "file": Path(shutil.copy(__file__, root / "a_file"))}
-
-
-@pytest.fixture
-def bench(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makeconftest((ROOT / "bench" / "conftest.py").read_text())
-    pytester.makepyfile(test_matrix=(ROOT / "bench" / "test_matrix.py").read_text())
-    return pytester
 
 
 BENCH_REFUSALS = [

@@ -91,16 +91,13 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path: Pat
 
 @pytest.mark.parametrize(("quiet", "shown"), [([], True), (["-q", "-q"], False)])
 def test_training_under_the_bench_shows_a_line_per_epoch_past_the_capture(
-    pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quiet: list[str], shown: bool
+    bench: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quiet: list[str], shown: bool
 ) -> None:
     """Run as CI runs it (``CI`` set, output to a file): a line per epoch on stderr, none under ``-q -q``."""
-    root = Path(__file__).resolve().parents[1]
-    pytester.makeconftest((root / "bench" / "conftest.py").read_text())
-    pytester.makepyfile(test_matrix=(root / "bench" / "test_matrix.py").read_text())
     monkeypatch.setenv("CI", "true")
     monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path))
     argv = ["--models", "test_resnet", "--methods", "l1", "--ratios", "0.3", "--recovery-epochs", "1"]
-    result = pytester.runpytest_subprocess(*argv, "--latency-rounds", "2", "--threads", "1", *quiet)
+    result = bench.runpytest_subprocess(*argv, "--latency-rounds", "2", "--threads", "1", *quiet)
     lines = [line for line in result.stderr.lines if ": epoch " in line]
     if shown:
         assert "baseline test_resnet: epoch 1/6" in lines[0], result.stderr.lines

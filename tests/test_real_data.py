@@ -25,8 +25,6 @@ from pruners.train import Recipe
 
 from .conftest import TINY_RECIPE
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 def write_digits(root: Path, val_only: bool = False) -> Path:
     """scikit-learn's digits as PNGs in an ImageFolder (``train/`` and ``val/`` with the embedded
@@ -166,13 +164,6 @@ def test_a_model_without_pretrained_weights_is_an_error_not_random_weights() -> 
         pruners.WeightsUnavailableError, match="timm has no pretrained weights for botnet50ts_256"
     ):
         zoo.pretrained_source("botnet50ts_256")
-
-
-@pytest.fixture
-def bench(pytester: pytest.Pytester) -> pytest.Pytester:
-    pytester.makeconftest((ROOT / "bench" / "conftest.py").read_text())
-    pytester.makepyfile(test_matrix=(ROOT / "bench" / "test_matrix.py").read_text())
-    return pytester
 
 
 def test_offline_pretrained_is_one_line_and_a_non_zero_exit(
