@@ -5,7 +5,8 @@ equal sparsity, and per model the operating curves: recovered top-1 against MACs
 
 ``prunebench report RUN.json [RUN2.json ...]`` reads pytest-benchmark JSON (``--benchmark-json`` or
 ``--benchmark-autosave``) and the ``extra_info`` every case records. Given several runs, the table shows the
-last run and its change from the first, with regressions marked.
+last run and its change from the first, with regressions marked. Where a run was also timed at
+``--latency-size``, its speedups, latency changes and plots use those figures, marked with the size.
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ def convergence_lines(records: Sequence[dict]) -> list[str]:
 
 @dataclass(frozen=True)
 class ReportRow:
-    """One case of one run, from its pytest-benchmark ``extra_info``."""
+    """One case of one run, from its pytest-benchmark ``extra_info``. Where the run was also timed at
+    ``--latency-size``, the latency figures are those (the size people deploy at, ``latency_img_size``)
+    and ``workload_latency_ms`` keeps dense and pruned at the workload's own size."""
 
     model: str
     method: str
@@ -95,6 +98,8 @@ class ReportRow:
     baseline_converged: bool | None = None
     baseline_epoch_top1: tuple[float, ...] = ()
     runtime_efficiency: dict[str, float] = field(default_factory=dict)
+    latency_img_size: int = 0
+    workload_latency_ms: tuple[float, float] | None = None
     correct: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -138,6 +143,7 @@ def row_from_info(info: dict, name: str) -> ReportRow:
     """One :class:`ReportRow` from a case's ``extra_info``; ``name`` says which case in errors."""
     if "latency_dense_ms" not in info:
         raise ValueError(f"{name} has no latency in extra_info (run without --benchmark-disable)")
+    deploy = "latency_at_size" if "latency_at_size_dense_ms" in info else "latency"
     return ReportRow(
         model=info["model"],
         method=info["method"],
@@ -149,8 +155,12 @@ def row_from_info(info: dict, name: str) -> ReportRow:
         macs_pruned=info["macs_pruned"],
         params_dense=info["params_dense"],
         params_pruned=info["params_pruned"],
-        latency_dense_ms=info["latency_dense_ms"],
-        latency_pruned_ms=info["latency_pruned_ms"],
+        latency_dense_ms=info[f"{deploy}_dense_ms"],
+        latency_pruned_ms=info[f"{deploy}_pruned_ms"],
+        latency_img_size=int(info.get(f"{deploy}_img_size", 0)),
+        workload_latency_ms=(
+            (info["latency_dense_ms"], info["latency_pruned_ms"]) if deploy == "latency_at_size" else None
+        ),
         passed=bool(info.get("passed", False)),
         kind=info.get("kind", "structured"),
         target_speedup=info.get("target_speedup"),
@@ -205,6 +215,24 @@ def _millions(n: int) -> str:
     return f"{n / 1e6:.1f}M"
 
 
+def size_text(row: ReportRow) -> str:
+    """At what size ``row``'s latency was timed: ``224 px (--latency-size)``, ``32 px``, or ``-`` (not
+    recorded, in older runs)."""
+    if not row.latency_img_size:
+        return "-"
+    return f"{row.latency_img_size} px" + (" (--latency-size)" if row.workload_latency_ms else "")
+
+
+def latency_size_label(rows: Sequence[ReportRow]) -> str:
+    """`` at 224 px`` for axis labels and headers: the size ``rows`` were timed at, empty when not recorded,
+    ``at several sizes`` when they differ."""
+    sizes = {size_text(row) for row in rows}
+    if len(sizes) > 1:
+        return ", at several sizes"
+    size = sizes.pop()
+    return "" if size == "-" else f", at {size}"
+
+
 def _runtime_columns() -> list[str]:
     """The ``--runtime`` figures a row can carry, in order: each runtime, then each at the deploy size."""
     return [*RUNTIMES, *(f"at_size_{name}" for name in RUNTIMES)]
@@ -222,8 +250,12 @@ def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[lis
         "model", "method", "ratio / target", "top-1 dense", "dense control", "baseline plateaued",
         "one-shot", "recalibrated", "recovered", "gate",
         "MACs dense → pruned",
-        "params dense → pruned", "latency dense → pruned (ms)", "MACs x", "measured x", "measured / MACs",
+        "params dense → pruned", "latency dense → pruned (ms)", "latency timed at",
+        "MACs x", "measured x", "measured / MACs",
     ]  # fmt: skip
+    at_workload_size = any(row.workload_latency_ms for row in runs[-1])
+    if at_workload_size:
+        header.append("latency at the workload's size (ms)")
     timed = [name for name in _runtime_columns() if any(name in row.runtime_efficiency for row in runs[-1])]
     header += [_runtime_header(name) for name in timed]
     first = {row.key: row for row in runs[0]} if len(runs) > 1 else {}
@@ -245,10 +277,14 @@ def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[lis
             f"{_millions(row.macs_dense)} → {_millions(row.macs_pruned)}",
             f"{_millions(row.params_dense)} → {_millions(row.params_pruned)}",
             f"{row.latency_dense_ms:.2f} → {row.latency_pruned_ms:.2f}",
+            size_text(row),
             f"{row.macs_speedup:.2f}",
             f"{row.measured_speedup:.2f}",
             f"{row.efficiency:.2f}",
         ]
+        if at_workload_size:
+            workload = row.workload_latency_ms
+            line.append("-" if workload is None else f"{workload[0]:.2f} → {workload[1]:.2f}")
         line += [
             f"{row.runtime_efficiency[name]:.2f}" if name in row.runtime_efficiency else "-" for name in timed
         ]
@@ -256,13 +292,15 @@ def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[lis
             before = first.get(row.key)
             if before is None:
                 line += ["new", "new"]
+                cells.append(line)
+                continue
+            d_top1 = row.pruned_top1 - before.pruned_top1
+            line.append(f"{d_top1:+.2f}" + (" ⚠" if d_top1 < -TOP1_REGRESSION else ""))
+            if before.latency_img_size != row.latency_img_size:
+                line.append(f"not comparable ({size_text(before)} then {size_text(row)})")
             else:
-                d_top1 = row.pruned_top1 - before.pruned_top1
                 d_lat = row.latency_pruned_ms / before.latency_pruned_ms - 1
-                line += [
-                    f"{d_top1:+.2f}" + (" ⚠" if d_top1 < -TOP1_REGRESSION else ""),
-                    f"{100 * d_lat:+.1f} %" + (" ⚠" if d_lat > LATENCY_REGRESSION else ""),
-                ]
+                line.append(f"{100 * d_lat:+.1f} %" + (" ⚠" if d_lat > LATENCY_REGRESSION else ""))
         cells.append(line)
     return header, cells
 
@@ -311,7 +349,8 @@ def plot_model(model: str, rows: Sequence[ReportRow]) -> bytes:
     ax.scatter(dense_latency, dense_top1, marker="*", s=220, c="black", label="dense (median of cases)")
     front = pareto_front([(r.latency_pruned_ms, r.pruned_top1) for r in rows] + [(dense_latency, dense_top1)])
     ax.step(*zip(*front, strict=True), where="post", c="grey", lw=1, ls="--", label="Pareto front")
-    ax.set(xlabel="pruned latency (ms, median)", ylabel="recovered top-1 (%)", title=model)
+    xlabel = f"pruned latency (ms, median{latency_size_label(rows)})"
+    ax.set(xlabel=xlabel, ylabel="recovered top-1 (%)", title=model)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
@@ -345,7 +384,7 @@ def equal_cost_tables(rows: Sequence[ReportRow]) -> str:
                 f"### {model} at {target:g}x fewer MACs",
                 "",
                 "| method | ratio found | MACs x | one-shot | recalibrated | recovered ± SE "
-                "| Δ vs random, recalibrated | Δ vs random, recovered | latency x |",
+                f"| Δ vs random, recalibrated | Δ vs random, recovered | latency x{latency_size_label(at)} |",
                 "|---|---|---|---|---|---|---|---|---|",
             ]
             for r in at:
@@ -362,7 +401,8 @@ def equal_cost_tables(rows: Sequence[ReportRow]) -> str:
             lines = [
                 f"### {model}: mask methods at equal sparsity (no MACs target: dense kernels)",
                 "",
-                "| method | sparsity | one-shot | recalibrated | recovered ± SE | latency x |",
+                "| method | sparsity | one-shot | recalibrated | recovered ± SE "
+                f"| latency x{latency_size_label(masks)} |",
                 "|---|---|---|---|---|---|",
             ]
             lines += [
@@ -420,7 +460,11 @@ def plot_curves(model: str, rows: Sequence[ReportRow]) -> bytes:
                 ls="--" if method == CONTROL else "-",
                 label=method,
             )
-    xlabels = ("MACs x (dense / pruned)", "measured latency x (dense / pruned)", "MACs x (dense / pruned)")
+    xlabels = (
+        "MACs x (dense / pruned)",
+        f"measured latency x (dense / pruned{latency_size_label(targeted)})",
+        "MACs x (dense / pruned)",
+    )
     for (ax, _, _, _, ylabel), xlabel in zip(panels, xlabels, strict=True):
         ax.scatter([1.0], [dense_top1], marker="*", s=220, c="black", zorder=5, label="dense")
         ax.set(xlabel=xlabel, ylabel=ylabel, title=model)

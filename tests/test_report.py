@@ -13,7 +13,15 @@ import torch
 import pruners
 from pruners.cli import main
 from pruners.profile import OpTime, compare_ops, profile_model, profile_pair
-from pruners.report import front_methods, load_run, markdown_table, pareto_front, write_report
+from pruners.report import (
+    front_methods,
+    latency_size_label,
+    load_run,
+    markdown_table,
+    pareto_front,
+    table_rows,
+    write_report,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -86,6 +94,43 @@ def test_the_table_shows_measured_over_macs_per_runtime_timed(tmp_path: Path) ->
         "| measured / MACs | measured / MACs, onnxruntime | measured / MACs, compile at --latency-size |"
     )
     assert lines[2].endswith("| 0.83 | 0.78 | 0.89 |") and lines[3].endswith("| 0.77 | - | - |")
+
+
+def _timed_at_224(case: dict, dense_ms: float, pruned_ms: float) -> dict:
+    case["extra_info"].update(
+        {
+            "latency_img_size": 32,
+            "latency_at_size_img_size": 224,
+            "latency_at_size_dense_ms": dense_ms,
+            "latency_at_size_pruned_ms": pruned_ms,
+        }
+    )
+    return case
+
+
+def test_the_deploy_size_figures_drive_speedups_deltas_and_plots(run_file: Path, tmp_path: Path) -> None:
+    later = write_run(
+        tmp_path / "later.json",
+        [
+            _timed_at_224(_case("resnet18", "l1", 0.3, 97.0, 6.0), 200.0, 80.0),
+            _case("resnet18", "random", 0.3, 95.0, 6.5),
+        ],
+    )
+    rows = load_run(later)
+    header, cells = table_rows([rows])
+    l1 = dict(zip(header, cells[0], strict=True))
+    assert l1["latency dense → pruned (ms)"] == "200.00 → 80.00"
+    assert l1["latency timed at"] == "224 px (--latency-size)"
+    assert (l1["measured x"], l1["measured / MACs"]) == ("2.50", "1.25")
+    assert l1["latency at the workload's size (ms)"] == "10.00 → 6.00"
+    random = dict(zip(header, cells[1], strict=True))
+    assert random["latency dense → pruned (ms)"] == "10.00 → 6.50"
+    assert random["latency at the workload's size (ms)"] == "-"
+    assert latency_size_label(rows[:1]) == ", at 224 px (--latency-size)"
+    assert latency_size_label(rows) == ", at several sizes"
+    header, cells = table_rows([load_run(run_file), rows])
+    l1 = dict(zip(header, cells[0], strict=True))
+    assert l1["Δ pruned latency"] == "not comparable (- then 224 px (--latency-size))"
 
 
 def test_several_runs_show_the_change_and_mark_regressions(run_file: Path, tmp_path: Path) -> None:
