@@ -99,7 +99,9 @@ class RuntimeLatency:
         return {**asdict(self), "speedup": self.speedup}
 
 
-def _set_up(runtime: str, model: nn.Module, inputs: torch.Tensor) -> tuple[Forward, float]:
+def set_up(runtime: str, model: nn.Module, inputs: torch.Tensor) -> tuple[Forward, float]:
+    """``model`` set up in ``runtime`` for ``inputs`` (compiled, or exported and loaded in a session) and run
+    once: its forward and the seconds that took."""
     start = time.perf_counter()
     with torch.inference_mode():
         forward = RUNTIMES[runtime](model, inputs)
@@ -113,8 +115,8 @@ def compare_runtime(
 ) -> RuntimeLatency:
     """Set ``dense`` and ``pruned`` up in ``runtime`` and time them on ``inputs`` in alternation."""
     inputs = inputs.to(device_of(dense))
-    dense_fn, dense_setup = _set_up(runtime, dense.eval(), inputs)
-    pruned_fn, pruned_setup = _set_up(runtime, pruned.eval(), inputs)
+    dense_fn, dense_setup = set_up(runtime, dense.eval(), inputs)
+    pruned_fn, pruned_setup = set_up(runtime, pruned.eval(), inputs)
     with torch.inference_mode():
         dense_ms, pruned_ms = alternated([dense_fn, pruned_fn], rounds, warmup, inputs.device)
     return RuntimeLatency(

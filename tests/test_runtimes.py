@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import timm
 import torch
 
 import pruners
 from pruners import runtimes
+from pruners.matrix import Case
 from pruners.runtimes import check_runtimes, compare_runtimes
 
-from .conftest import TINY_RECIPE
+from .conftest import ROOT, TINY_RECIPE
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +42,13 @@ def test_each_runtime_times_dense_and_pruned_on_the_same_outputs(pair) -> None:
             )
 
 
+def no_export(model: torch.nn.Module, inputs: torch.Tensor) -> tuple[bytes, str]:
+    raise RuntimeError("this model does not export\nsecond line")
+
+
 def test_a_runtime_that_cannot_take_the_model_says_why_and_the_others_run(
     pair, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def no_export(model: torch.nn.Module, inputs: torch.Tensor) -> tuple[bytes, str]:
-        raise RuntimeError("this model does not export\nsecond line")
-
     monkeypatch.setattr(runtimes, "onnx_bytes", no_export)
     timed, errors = compare_runtimes(["eager", "onnxruntime"], *pair, rounds=2)
     assert list(timed) == ["eager"]
@@ -75,3 +79,27 @@ def test_a_case_records_each_runtime_at_both_sizes(workload: pruners.Workload) -
                 speedup / info["macs_speedup"], abs=2e-3
             )
     assert "latency_compile_dense_ms" not in info
+
+
+def test_asv_times_each_case_in_each_deploy_runtime(pair, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = importlib.util.spec_from_file_location("asv_pruning", ROOT / "bench" / "history" / "pruning.py")
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    assert suite.RuntimeLatency.params[2] == ["compile", "onnxruntime"], "eager is the Latency class"
+    dense, pruned, _ = pair
+    case = Case("test_resnet", "l1", 0.5)
+    monkeypatch.chdir(tmp_path)
+    torch.save(dense, f"{case.id}-dense.pt")
+    torch.save(pruned, f"{case.id}-pruned.pt")
+    saved = {("test_resnet", "l1"): {"case": case, "summary": {}}}
+    timed = suite.RuntimeLatency()
+    timed.setup(saved, "test_resnet", "l1", "onnxruntime")
+    timed.time_dense(saved, "test_resnet", "l1", "onnxruntime")
+    with torch.inference_mode():
+        out = timed.forwards["pruned"]()[0]
+        torch.testing.assert_close(torch.as_tensor(out), pruned(timed.inputs), rtol=1e-3, atol=1e-3)
+    monkeypatch.setattr(runtimes, "onnx_bytes", lambda *a: (_ for _ in ()).throw(RuntimeError("no export")))
+    with pytest.raises(
+        NotImplementedError, match=r"test_resnet-l1-0.5 \(dense\) does not run in onnxruntime"
+    ):
+        suite.RuntimeLatency().setup(saved, "test_resnet", "l1", "onnxruntime")

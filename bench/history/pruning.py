@@ -15,6 +15,7 @@ import torch
 import pruners
 from pruners.case import CALIB_BATCH_SIZE, method_data, recovery_recipe
 from pruners.matrix import cases_from_env
+from pruners.runtimes import RUNTIMES, set_up
 from pruners.zoo import baseline_recipe
 
 THREADS = 1
@@ -80,6 +81,37 @@ class Latency(_Case):
     @torch.inference_mode()
     def time_pruned(self, saved: dict, model: str, method: str) -> None:
         self.pruned(self.inputs)
+
+
+class RuntimeLatency(_Case):
+    """Forward time of the same batch, dense and pruned, in the other runtimes people deploy with
+    (``torch.compile`` with inductor, ONNX Runtime's CPU provider on the exported model). The compile or the
+    export runs in ``setup``, outside the timing; a model the runtime cannot take is skipped with why."""
+
+    params = (MODELS, METHODS, [name for name in RUNTIMES if name != "eager"])
+    param_names = ("model", "method", "runtime")
+    number = 1
+    repeat = (5, 20, 10.0)
+    warmup_time = 0.5
+
+    def setup(self, saved: dict, model: str, method: str, runtime: str) -> None:
+        super().setup(saved, model, method)
+        self.forwards = {}
+        for which in ("dense", "pruned"):
+            module = torch.load(f"{self.case.id}-{which}.pt", weights_only=False).eval()
+            try:
+                self.forwards[which], _ = set_up(runtime, module, self.inputs)
+            except Exception as err:
+                why = f"{self.case.id} ({which}) does not run in {runtime}: {type(err).__name__}: {err}"
+                raise NotImplementedError(why) from err
+
+    @torch.inference_mode()
+    def time_dense(self, saved: dict, model: str, method: str, runtime: str) -> None:
+        self.forwards["dense"]()
+
+    @torch.inference_mode()
+    def time_pruned(self, saved: dict, model: str, method: str, runtime: str) -> None:
+        self.forwards["pruned"]()
 
 
 class Accuracy(_Case):
