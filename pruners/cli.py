@@ -1,6 +1,7 @@
 """The ``prunebench`` command: ``prune`` one model and print what changed, ``list`` the methods and models,
 ``report`` saved bench runs as a table, Pareto plots and an HTML page, ``profile`` a case with
-torch.profiler, ``sweep`` which timm architectures a method can prune; ``merge-benchmarks`` and
+torch.profiler, ``sweep`` which timm architectures a method can prune, ``gpu-check`` the GPU path on a
+CUDA machine; ``merge-benchmarks`` and
 ``merge-asv`` join the results of a matrix run in shards on several machines (README, "Tracking
 regressions")."""
 
@@ -21,6 +22,7 @@ import torch_pruning as tp
 
 from .case import CaseResult, run
 from .files import check_writable, write_atomic
+from .gpu_check import CheckFailedError, gpu_check
 from .history import MergeError, merge_asv_results, merge_benchmark_files
 from .matrix import Case, split_csv
 from .models import check_model_name, get_model, list_models
@@ -127,10 +129,14 @@ def _profile(args: argparse.Namespace) -> str:
     out_dir = args.out_dir / case.id
     path = profile_pair(
         result.dense, result.pruned, result.inputs, out_dir, result.record.macs_speedup, out_dir.name
-    )
+    ).markdown
     return (
         path.read_text() + f"\nwrote {path}, {out_dir / 'dense.trace.json'}, {out_dir / 'pruned.trace.json'}"
     )
+
+
+def _gpu_check(args: argparse.Namespace) -> str:
+    return gpu_check(args.out_dir, args.device)
 
 
 def _list(args: argparse.Namespace) -> str:
@@ -286,6 +292,17 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--out-dir", type=Path, default=Path("profiles"), help="where to write (profiles/)")
     prof.set_defaults(run=_profile)
 
+    gpu = commands.add_parser(
+        "gpu-check",
+        help="prove the GPU path in minutes: bench cases on CUDA, 2:4 sparse kernels, the profiler",
+        description="On a CUDA machine: run resnet18 l1, random and taylor through pytest bench/ --device "
+        "cuda (also at 224 px), time the 2:4 case on PyTorch's semi-structured sparse kernels (fp16) against "
+        "dense, profile one case, and print one table. Without CUDA it says so and runs nothing.",
+    )
+    gpu.add_argument("--out-dir", type=Path, default=Path("gpu-check"), help="where to write (gpu-check/)")
+    gpu.add_argument("--device", default="cuda", help="cuda or cuda:N (default cuda)")
+    gpu.set_defaults(run=_gpu_check)
+
     listing = commands.add_parser(
         "list", help="list the pruning methods and the bench models", description="List methods and models."
     )
@@ -377,6 +394,7 @@ KNOWN_ERRORS = (
     WeightsUnavailableError,
     NothingPrunedError,
     CorruptCacheError,
+    CheckFailedError,
 )
 
 

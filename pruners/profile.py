@@ -96,6 +96,23 @@ def compare_ops(
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class PairProfile:
+    """What :func:`profile_pair` wrote (``markdown``, beside the two traces) and each model's ops."""
+
+    markdown: Path
+    dense: dict[str, OpTime]
+    pruned: dict[str, OpTime]
+
+    @property
+    def dense_ms(self) -> float:
+        return sum(op.self_ms for op in self.dense.values())
+
+    @property
+    def pruned_ms(self) -> float:
+        return sum(op.self_ms for op in self.pruned.values())
+
+
 def profile_pair(
     dense: nn.Module,
     pruned: nn.Module,
@@ -103,10 +120,10 @@ def profile_pair(
     out_dir: Path,
     macs_speedup: float | None = None,
     title: str = "",
-) -> Path:
+) -> PairProfile:
     """Profile both models on ``inputs``; write ``dense.trace.json``, ``pruned.trace.json`` (open them in
-    chrome://tracing or Perfetto) and ``profile.md`` under ``out_dir``; return the Markdown's path.
-    ``macs_speedup`` defaults to the two models' MACs ratio on ``inputs``."""
+    chrome://tracing or Perfetto) and ``profile.md`` under ``out_dir``. ``macs_speedup`` defaults to the two
+    models' MACs ratio on ``inputs``."""
     if macs_speedup is None:
         macs_speedup = count_macs_params(dense, inputs)[0] / count_macs_params(pruned, inputs)[0]
     dense_ops = profile_model(dense, inputs, out_dir / "dense.trace.json")
@@ -122,4 +139,4 @@ def profile_pair(
     )
     path = out_dir / "profile.md"
     write_atomic(path, lambda f: f.write(text.encode()))
-    return path
+    return PairProfile(path, dense_ops, pruned_ops)

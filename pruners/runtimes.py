@@ -68,6 +68,41 @@ RUNTIMES: dict[str, Callable[[nn.Module, torch.Tensor], Forward]] = {
 }
 
 
+def is_n_of_m(weight: torch.Tensor, n: int = 2, m: int = 4) -> bool:
+    """Whether ``weight`` (2-D) keeps at most ``n`` non-zeros in every ``m`` consecutive weights along its
+    input dimension: the pattern of :func:`pruners.unstructured.mask_n_of_m` (2:4 by default)."""
+    if weight.dim() != 2 or weight.shape[1] % m:
+        return False
+    return bool((weight.reshape(len(weight), -1, m) != 0).sum(dim=2).le(n).all())
+
+
+def semi_structured(model: nn.Module) -> tuple[int, dict[str, str]]:
+    """Swap, in place, the weight of every ``nn.Linear`` that is 2:4 sparse for PyTorch's semi-structured
+    sparse tensor (``torch.sparse.to_sparse_semi_structured``: the kernels of the sparse tensor cores; CUDA,
+    fp16 or bf16, masks made permanent first). Returns how many layers were swapped and, for each ``Linear``
+    left dense, why.
+
+    Mishra et al., 2021, "Accelerating Sparse Deep Neural Networks".
+    """
+    from torch.sparse import to_sparse_semi_structured
+
+    swapped, left = 0, {}
+    for name, layer in model.named_modules():
+        if not isinstance(layer, nn.Linear):
+            continue
+        if not is_n_of_m(layer.weight):
+            left[name] = "not 2:4 sparse"
+            continue
+        try:
+            sparse = to_sparse_semi_structured(layer.weight.detach())
+        except (RuntimeError, ValueError) as err:
+            left[name] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:120]}"
+            continue
+        layer.weight = nn.Parameter(sparse, requires_grad=False)
+        swapped += 1
+    return swapped, left
+
+
 def check_runtimes(names: Sequence[str]) -> list[str]:
     """``names`` if each is a runtime of :data:`RUNTIMES` and none repeats, else a ``ValueError``."""
     unknown = [n for n in names if n not in RUNTIMES]

@@ -181,8 +181,9 @@ def test_the_profiler_table_compares_ops_and_explains_the_gap(tmp_path: Path) ->
     model = timm.create_model("test_resnet", num_classes=10).eval()
     inputs = torch.randn(4, 3, 32, 32)
     pruned, record = pruners.prune(model, "l1", 0.5, inputs)
-    path = profile_pair(model, pruned, inputs, tmp_path, record.macs_speedup, "test_resnet l1")
-    text = path.read_text()
+    profiled = profile_pair(model, pruned, inputs, tmp_path, record.macs_speedup, "test_resnet l1")
+    text = profiled.markdown.read_text()
+    assert f"profiled time {profiled.dense_ms / profiled.pruned_ms:.2f}x less" in text
     assert "`aten::mkldnn_convolution`" in text or "`aten::convolution`" in text
     assert "**total**" in text and f"MACs {record.macs_speedup:.2f}x fewer" in text
     for trace in ("dense.trace.json", "pruned.trace.json"):
