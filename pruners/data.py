@@ -22,8 +22,6 @@ import timm
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from timm.data import ImageDataset, create_dataset, create_transform, resolve_model_data_config
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
@@ -101,6 +99,10 @@ def digits(img_size: int = 32, test_fraction: float = 0.2, seed: int = 0) -> Wor
     Training images are shifted by up to 2 px at random (padding + crop); both splits are standardised
     with the training split's mean and std.
     """
+    # scikit-learn takes a second to import; only this workload needs it.
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     images = F.interpolate(images, size=(img_size, img_size), mode="bilinear", align_corners=False)

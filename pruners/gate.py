@@ -18,14 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.stats import binomtest, norm
 
 CONFIDENCE = 0.99
 
 
 def one_sided_z(confidence: float = CONFIDENCE) -> float:
     """The standard normal quantile of ``confidence``: 2.33 for 99 %."""
-    return float(norm.ppf(confidence))
+    return statistics.NormalDist().inv_cdf(confidence)
 
 
 @dataclass(frozen=True)
@@ -86,6 +85,8 @@ class PairedDrop:
         Of the ``m`` discordant images, ``dense_only`` is Binomial(m, p); the Clopper-Pearson interval
         for ``p`` maps to the drop as ``m / n * (2p - 1)``.
         """
+        from scipy.stats import binomtest  # scipy.stats takes most of a second to import
+
         m = self.dense_only + self.pruned_only
         if m == 0:
             return (0.0, 0.0)
@@ -95,6 +96,8 @@ class PairedDrop:
     @property
     def mcnemar_p(self) -> float:
         """One-sided exact McNemar p-value that pruning lost accuracy at all (1.0 without discordance)."""
+        from scipy.stats import binomtest
+
         m = self.dense_only + self.pruned_only
         return float(binomtest(self.dense_only, m, alternative="greater").pvalue) if m else 1.0
 

@@ -75,6 +75,9 @@ def test_two_runs_started_at_once_train_a_baseline_once(tmp_path: Path, lock: st
 
 
 def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    # Ctrl-C raises KeyboardInterrupt, even where this process was started with SIGINT ignored (a shell's
+    # background job).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     path = tmp_path / "baseline.pt"
     path.write_bytes(b"the old baseline")
 
@@ -83,8 +86,11 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path: Pat
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(1)
 
-    with pytest.raises(KeyboardInterrupt):
-        write_atomic(path, half_then_interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            write_atomic(path, half_then_interrupt)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert path.read_bytes() == b"the old baseline"
     assert [p.name for p in tmp_path.iterdir()] == ["baseline.pt"]
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -151,39 +149,32 @@ def test_asv_selection_from_the_environment_matches_the_options() -> None:
         (["--speedups", "2,2"], "MACs targets must be distinct"),
     ],
 )
-def test_bench_reports_usage_errors(option: list[str], message: str) -> None:
-    proc = collect_bench("-q", *option)
-    assert proc.returncode == 4, proc.stdout + proc.stderr
-    assert message in proc.stderr
+def test_bench_reports_usage_errors(bench: pytest.Pytester, option: list[str], message: str) -> None:
+    result = bench.runpytest("--collect-only", "-q", *option)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    assert message in result.stderr.str()
 
 
-def test_bench_collects_the_quick_matrix() -> None:
-    proc = collect_bench("-q", "--quick")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+def test_bench_collects_the_quick_matrix(bench: pytest.Pytester) -> None:
+    result = bench.runpytest("--collect-only", "-q", "--quick")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     ids = {c.id for c in build_cases(tier="quick")}
-    assert {line.split("[")[-1].rstrip("]") for line in proc.stdout.splitlines() if "::" in line} == ids
+    assert {line.split("[")[-1].rstrip("]") for line in result.outlines if "::" in line} == ids
 
 
-def test_bench_names_the_pairs_it_leaves_out() -> None:
-    proc = collect_bench("--methods", "vit_heads")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "prunebench: 1 cases, 2 pairs not applicable, seeds [0]" in proc.stdout
-    assert "left out resnet18-vit_heads (not applicable: no attention layers to prune)" in proc.stdout
-    assert "test_prune[vit_tiny_patch16_224-vit_heads-2x]" in proc.stdout
+def test_bench_names_the_pairs_it_leaves_out(bench: pytest.Pytester) -> None:
+    result = bench.runpytest("--collect-only", "--methods", "vit_heads")
+    out = result.stdout.str()
+    assert result.ret == pytest.ExitCode.OK, out + result.stderr.str()
+    assert "prunebench: 1 cases, 2 pairs not applicable, seeds [0]" in out
+    assert "left out resnet18-vit_heads (not applicable: no attention layers to prune)" in out
+    assert "test_prune[vit_tiny_patch16_224-vit_heads-2x]" in out
 
 
-def test_bench_collects_every_structured_method_at_each_macs_target() -> None:
-    proc = collect_bench("--models", "resnet18", "--methods", "l1,magnitude", "--speedups", "1.5,3")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    for case in ("resnet18-l1-1.5x", "resnet18-l1-3x", "resnet18-magnitude-0.5"):
-        assert f"test_prune[{case}]" in proc.stdout
-
-
-def collect_bench(*options: str) -> subprocess.CompletedProcess:
-    """``pytest bench --collect-only`` with ``options``, in a fresh process."""
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "bench", "--collect-only", *options],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+def test_bench_collects_every_structured_method_at_each_macs_target(bench: pytest.Pytester) -> None:
+    result = bench.runpytest(
+        "--collect-only", "--models", "resnet18", "--methods", "l1,magnitude", "--speedups", "1.5,3"
     )
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
+    for case in ("resnet18-l1-1.5x", "resnet18-l1-3x", "resnet18-magnitude-0.5"):
+        assert f"test_prune[{case}]" in result.stdout.str()
