@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -151,17 +149,20 @@ def test_the_criterion_band_holds_every_calibrated_run() -> None:
     assert level.tolerance == cal.criterion_tolerance and level.runs == 5
 
 
-def test_corrupt_calibration_file_is_one_clear_error(tmp_path: Path) -> None:
+def calibrate_exit(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    """``python -m pruners.calibrate ARGS``'s exit code and stderr, for arguments it refuses."""
+    with pytest.raises(SystemExit) as exit_info:
+        calibrate.main(args)
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_corrupt_calibration_file_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     path = tmp_path / "calibration.json"
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not a calibration file"):
         calibrate.load(path)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pruners.calibrate", "--out", str(path), "--models", "resnet18"],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2 and "not a calibration file" in proc.stderr
+    code, err = calibrate_exit(["--out", str(path), "--models", "resnet18"], capsys)
+    assert code == 2 and "not a calibration file" in err
     assert path.read_text() == "{not json", "the file was touched"
 
 
@@ -173,6 +174,8 @@ def test_corrupt_calibration_file_is_one_clear_error(tmp_path: Path) -> None:
         (["--distill", "1"], "distill"),
     ],
 )
-def test_bad_calibration_arguments_exit_2(args: list[str], message: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pruners.calibrate", *args], capture_output=True, text=True)
-    assert proc.returncode == 2 and message in proc.stderr
+def test_bad_calibration_arguments_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    code, err = calibrate_exit(args, capsys)
+    assert code == 2 and message in err

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -72,14 +70,16 @@ def test_without_the_files_fashion_mnist_is_one_line_that_says_how_to_get_them(
         torch_dataset("torch/fashion_mnist", tmp_path)
 
 
-def test_the_bench_stops_with_that_line_when_the_root_lacks_the_files(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "bench", "--collect-only", "-q", "--dataset", "torch/fashion_mnist",
-         "--data-dir", str(tmp_path), "--models", "resnet18", "--methods", "l1"],
-        cwd=ROOT, capture_output=True, text=True,
+def test_the_bench_stops_with_that_line_when_the_root_lacks_the_files(
+    bench: pytest.Pytester, tmp_path: Path
+) -> None:
+    (tmp_path / "empty").mkdir()
+    result = bench.runpytest(
+        "--collect-only", "-q", "--dataset", "torch/fashion_mnist", "--data-dir", str(tmp_path / "empty"),
+        "--models", "resnet18", "--methods", "l1",
     )  # fmt: skip
-    assert proc.returncode == 4, proc.stdout + proc.stderr
-    assert "apt-get install dataset-fashion-mnist" in proc.stderr
+    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+    assert "apt-get install dataset-fashion-mnist" in result.stderr.str()
 
 
 def _write_fake_cifar10(root: Path, per_batch: int = 40) -> None:

@@ -73,6 +73,7 @@ def case_with(baseline: Recipe, recovery: Recipe) -> pruners.CaseResult:
     )
 
 
+@pytest.mark.slow
 def test_an_under_trained_baseline_is_flagged_and_a_converged_one_is_not() -> None:
     under = case_with(Recipe(epochs=1, lr=1e-4), Recipe(epochs=3, lr=3e-3, distill=0.5)).summary()
     assert under["baseline_converged"] is False
@@ -128,6 +129,7 @@ def random_importance(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sparse_training, "channel_pruner", with_random)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", criteria())
 def test_audit_a_criterion_swapped_for_random_fails_its_criterion_gate(
     method: str, monkeypatch: pytest.MonkeyPatch
@@ -160,6 +162,7 @@ def test_audit_a_criterion_swapped_for_random_fails_its_criterion_gate(
     )
 
 
+@pytest.mark.slow
 def test_audit_a_recovery_that_does_not_train_fails_the_recovery_gate() -> None:
     frozen = Recipe(epochs=1, lr=1e-7, distill=0.5)
     result = pruners.run(

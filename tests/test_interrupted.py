@@ -43,6 +43,7 @@ def start(cache: Path, epochs: int, lock: str = "locked") -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_a_baseline_killed_while_training_leaves_nothing_and_is_trained_again(tmp_path: Path) -> None:
     first = start(tmp_path, epochs=12)
     for line in first.stderr:
@@ -62,6 +63,7 @@ def test_a_baseline_killed_while_training_leaves_nothing_and_is_trained_again(tm
     assert out.startswith("top1 ") and len(list(tmp_path.glob("*.pt"))) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("lock", "trainers"), [("locked", 1), ("unlocked", 2)])
 def test_two_runs_started_at_once_train_a_baseline_once(tmp_path: Path, lock: str, trainers: int) -> None:
     """Without the file lock both runs train, which shows the race is real: both start before either ends."""
@@ -95,6 +97,7 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path: Pat
     assert [p.name for p in tmp_path.iterdir()] == ["baseline.pt"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("quiet", "shown"), [([], True), (["-q", "-q"], False)])
 def test_training_under_the_bench_shows_a_line_per_epoch_past_the_capture(
     bench: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quiet: list[str], shown: bool

@@ -115,6 +115,7 @@ def test_an_unusable_data_dir_is_one_clear_error(tmp_path: Path, layout: str, me
         image_folder(root, "test_resnet")
 
 
+@pytest.mark.slow
 def test_a_case_on_an_image_folder_lands_near_the_embedded_run(digits_dir: Path) -> None:
     recipe = Recipe(epochs=3, lr=2e-3)
     folder = image_folder(digits_dir, "test_resnet", img_size=32, hflip=0.0, crop_scale=0.5)

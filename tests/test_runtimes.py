@@ -24,6 +24,7 @@ def pair() -> tuple[torch.nn.Module, torch.nn.Module, torch.Tensor]:
     return dense, pruned, inputs
 
 
+@pytest.mark.slow
 def test_each_runtime_times_dense_and_pruned_on_the_same_outputs(pair) -> None:
     dense, pruned, inputs = pair
     timed, errors = compare_runtimes(["eager", "compile", "onnxruntime"], dense, pruned, inputs, rounds=3)

@@ -130,9 +130,9 @@ def test_a_crash_costs_one_row_and_names_its_stage(plugin: str) -> None:
 
 
 def test_a_hang_is_cut_off_at_the_time_limit(plugin: str) -> None:
-    row = run_isolated("test_resnet", "sleeper", 0.3, timeout=45, imports=[plugin])
-    assert (row.reached, row.failed_stage, row.reason) == ("forward", "prune", "timed out after 45 s")
-    assert 45 <= row.seconds < 120
+    row = run_isolated("test_resnet", "sleeper", 0.3, timeout=20, imports=[plugin])
+    assert (row.reached, row.failed_stage, row.reason) == ("forward", "prune", "timed out after 20 s")
+    assert 20 <= row.seconds < 60
 
 
 def test_architectures_are_chosen_by_pattern_and_per_family() -> None:
