@@ -75,7 +75,7 @@ def test_the_bench_stops_with_that_line_when_the_root_lacks_the_files(
 ) -> None:
     (tmp_path / "empty").mkdir()
     result = bench.runpytest(
-        "--collect-only", "-q", "--dataset", "torch/fashion_mnist", "--data-dir", str(tmp_path / "empty"),
+        bench.path, "--collect-only", "-q", "--dataset", "torch/fashion_mnist", "--data-dir", str(tmp_path / "empty"),
         "--models", "resnet18", "--methods", "l1",
     )  # fmt: skip
     assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
