@@ -73,9 +73,10 @@ def test_without_the_files_fashion_mnist_is_one_line_that_says_how_to_get_them(
 def test_the_bench_stops_with_that_line_when_the_root_lacks_the_files(
     bench: pytest.Pytester, tmp_path: Path
 ) -> None:
-    (tmp_path / "empty").mkdir()
+    empty = tmp_path / "empty"
+    empty.mkdir()
     result = bench.runpytest(
-        bench.path, "--collect-only", "-q", "--dataset", "torch/fashion_mnist", "--data-dir", str(tmp_path / "empty"),
+        bench.path, "--collect-only", "-q", "--dataset", "torch/fashion_mnist", "--data-dir", str(empty),
         "--models", "resnet18", "--methods", "l1",
     )  # fmt: skip
     assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()

@@ -50,6 +50,7 @@ def _names(run: dict) -> list[str]:
     return sorted(b["fullname"] for b in run["benchmarks"])
 
 
+@pytest.mark.slow
 def test_two_shards_merge_into_the_unsharded_run(bench: pytest.Pytester, tmp_path: Path) -> None:
     bench.runpytest(*SELECTION, "--benchmark-json", tmp_path / "all.json").assert_outcomes(passed=4)
     for i in (1, 2):
@@ -63,6 +64,7 @@ def test_two_shards_merge_into_the_unsharded_run(bench: pytest.Pytester, tmp_pat
     assert {b["extra_info"]["case"] for b in merged["benchmarks"]} == ids
 
 
+@pytest.mark.slow
 def test_compare_gate_first_run_then_a_deliberate_slowdown(
     bench: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -129,6 +129,7 @@ def test_a_case_on_an_image_folder_lands_near_the_embedded_run(digits_dir: Path)
     assert info["dense_top1"] > embedded.top1 - 15, "the same digits, read from PNGs by timm"
 
 
+@pytest.mark.slow
 def test_a_checkpoint_is_the_dense_model_end_to_end(workload: pruners.Workload, tmp_path: Path) -> None:
     trained = zoo.load_baseline("test_resnet", workload, recipe=TINY_RECIPE, root=tmp_path)
     checkpoint = tmp_path / "test_resnet.pth"
@@ -200,6 +201,7 @@ def test_options_that_cannot_work_are_usage_errors_before_any_case(bench, argv, 
     assert message in result.stderr.str()
 
 
+@pytest.mark.slow
 def test_bench_runs_a_case_on_a_data_dir(bench: pytest.Pytester, digits_dir: Path, tmp_path: Path) -> None:
     """A folder with one corrupt image, left out as asked; the dense weights are a checkpoint, so that the
     folder's baseline recipe (hundreds of steps) is not trained here."""

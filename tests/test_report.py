@@ -201,6 +201,7 @@ def test_the_excess_over_the_macs_speedup_sums_to_the_gap() -> None:
     assert "| **total** |  | 10.000 | 6.000 | 1.67 | +1.000 | 100 % |" in table
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["test_resnet", "test_vit"])
 def test_prune_command_end_to_end_saves_a_loadable_model(model: str, tmp_path: Path, capsys) -> None:
     out = tmp_path / "m.pt"

@@ -66,6 +66,7 @@ def test_runtimes_are_checked(names: list[str], message: str) -> None:
         check_runtimes(names)
 
 
+@pytest.mark.slow
 def test_a_case_records_each_runtime_at_both_sizes(workload: pruners.Workload) -> None:
     result = pruners.run(
         "test_resnet", "l1", 0.5, workload, batch_size=4, latency_rounds=2, baseline_recipe=TINY_RECIPE,

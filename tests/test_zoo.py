@@ -87,6 +87,7 @@ def _train_in_child(root: str, out: str) -> None:
     Path(out).write_text(repr(baseline.train_seconds))
 
 
+@pytest.mark.slow
 def test_parallel_workers_train_a_baseline_once(tmp_path: Path) -> None:
     ctx = multiprocessing.get_context("spawn")
     outs = [tmp_path / f"out{i}" for i in range(2)]
