@@ -89,7 +89,7 @@ def bench_rows(run: dict) -> list[CheckRow]:
         at_workload = f"; {workload[0]:.2f} → {workload[1]:.2f} ms at the workload's size" if workload else ""
         rows.append(
             CheckRow(
-                check=f"bench, {info.get('device', '?')}, {row.latency_img_size} px",
+                check=f"bench, {info['device']}, {row.latency_img_size} px",
                 case=f"{row.model} {row.method} {row.cost}",
                 dense_ms=row.latency_dense_ms,
                 pruned_ms=row.latency_pruned_ms,
