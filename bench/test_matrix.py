@@ -24,10 +24,15 @@ def test_prune(
     rows: list[ReportRow],
     record_property,
 ) -> None:
+    corrupt = ""
     try:
         result = _run(case, workload, settings, seeds, benchmark.enabled, opts)
     except pruners.TargetUnreachableError as err:
         pytest.skip(f"prunebench: left out {case.id} (target unreachable: {err})")
+    except pruners.CorruptCacheError as err:
+        corrupt = str(err)
+    if corrupt:
+        pytest.fail(corrupt, pytrace=False)
     benchmark.extra_info.update(result.summary())
     record_property("prunebench_dense", dense_record(benchmark.extra_info))
     forward = timed_forward(result.pruned, result.inputs, settings.timing)

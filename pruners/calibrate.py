@@ -49,7 +49,7 @@ from .gate import (
 from .levels import LEVELS_PATH, CriterionLevel, write_levels
 from .matrix import Case, build_cases, parse_seeds, parse_speedups, split_csv
 from .registry import get_method
-from .zoo import baseline_recipe
+from .zoo import CorruptCacheError, baseline_recipe
 
 DEFAULT_PATH = Path(__file__).resolve().parents[1] / "bench" / "calibration.json"
 MIN_SEEDS = 5
@@ -478,16 +478,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     for case in todo:
         for seed in seeds:
             recovery = recovery_recipe(baseline_recipe(case.model, family), args.distill)
-            result = run(
-                case.model,
-                case.method,
-                case.ratio,
-                workload,
-                speedup=case.speedup,
-                seeds=[seed],
-                latency_rounds=None,
-                recovery=recovery,
-            )
+            try:
+                result = run(
+                    case.model,
+                    case.method,
+                    case.ratio,
+                    workload,
+                    speedup=case.speedup,
+                    seeds=[seed],
+                    latency_rounds=None,
+                    recovery=recovery,
+                )
+            except CorruptCacheError as err:
+                parser.exit(1, f"{parser.prog}: error: {err}\n")
             first = result.seeds[0]
             paired = first.paired
             entry = {

@@ -13,7 +13,6 @@ import copy
 import hashlib
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,7 +208,7 @@ def load_baseline(
     with ``pretrained`` / ``checkpoint``, those weights (see :func:`create_model`), scored, never trained.
     The model is returned on ``device``, where it is also trained.
 
-    A cache file that cannot be read back is reported with a warning and rebuilt.
+    A cache file that cannot be read back is a :class:`CorruptCacheError` naming it, and is left as it is.
     """
     recipe = recipe or baseline_recipe(check_model_name(model_name), workload)
     test = workload.loader("test", batch_size=256)
@@ -259,17 +258,20 @@ def _cached_or_trained(
     what: str,
     fit: Callable[[], tuple[nn.Module, dict]],
 ) -> tuple[nn.Module, dict]:
-    """Under ``path``'s file lock, the cached model and payload at ``path`` when it reads back (a corrupt
-    file warns and is rebuilt), else ``fit()``'s model and payload, saved atomically with ``meta``."""
+    """Under ``path``'s file lock, the cached model and payload at ``path``, else ``fit()``'s model and
+    payload, saved atomically with ``meta``. A file that does not read back is a :class:`CorruptCacheError`
+    and stays untouched: never silently trained again."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(f"{path}.lock"):
         if path.exists():
             model = create_model(model_name, workload)
             try:
                 payload = _load(path, model, meta)
-                return model.to(device).eval(), payload
             except CorruptCacheError as err:
-                warnings.warn(f"corrupt {what} cache, retraining: {err}", stacklevel=2)
+                raise CorruptCacheError(
+                    f"the {what} cache {err}; nothing was changed: delete the file to train it again"
+                ) from None
+            return model.to(device).eval(), payload
         model, payload = fit()
         state = {k: v.cpu() for k, v in model.state_dict().items()}
         save_atomic({**meta, **payload, "state_dict": state}, path)

@@ -14,6 +14,7 @@ from pruners import calibrate
 from pruners.gate import PairedDrop, band, encode_correct, judge, required_tolerance
 from pruners.levels import load_levels
 from pruners.matrix import Case, build_cases
+from pruners.zoo import CorruptCacheError
 
 RERUN = "re-run `python -m pruners.calibrate` (see bench/CALIBRATION.md)"
 DEFAULT_TIER = build_cases(tier="default")
@@ -179,3 +180,17 @@ def test_bad_calibration_arguments_exit_2(
 ) -> None:
     code, err = calibrate_exit(args, capsys)
     assert code == 2 and message in err
+
+
+def test_a_corrupt_cache_stops_the_calibration_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def corrupt(*args, **kwargs):
+        raise CorruptCacheError("the baseline cache /c/r.pt: EOFError: ; nothing was changed")
+
+    monkeypatch.setattr(calibrate, "run", corrupt)
+    out = tmp_path / "calibration.json"
+    code, err = calibrate_exit(["--models", "resnet18", "--methods", "l1", "--out", str(out)], capsys)
+    assert code == 1
+    assert err.strip().endswith("error: the baseline cache /c/r.pt: EOFError: ; nothing was changed")
+    assert not out.exists()

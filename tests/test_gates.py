@@ -51,13 +51,16 @@ def test_the_dense_control_is_the_baseline_fine_tuned_with_the_recovery_recipe(
     assert len(baseline.epoch_top1) == 1 and 0 <= baseline.epoch_top1[0] <= 100
 
 
-def test_a_corrupt_control_cache_is_reported_and_rebuilt(workload: pruners.Workload) -> None:
+def test_a_corrupt_control_cache_is_an_error_until_deleted(workload: pruners.Workload) -> None:
     baseline = zoo.load_baseline("test_resnet", workload, recipe=TINY_RECIPE)
     recovery = Recipe(epochs=1, lr=2e-3, distill=0.5)
     control = zoo.load_control(baseline, workload, recovery)
     control.path.write_bytes(b"not a checkpoint")
-    with pytest.warns(UserWarning, match="corrupt dense-control cache, retraining"):
-        rebuilt = zoo.load_control(baseline, workload, recovery)
+    with pytest.raises(zoo.CorruptCacheError, match=f"the dense-control cache {control.path}: "):
+        zoo.load_control(baseline, workload, recovery)
+    assert control.path.read_bytes() == b"not a checkpoint"
+    control.path.unlink()
+    rebuilt = zoo.load_control(baseline, workload, recovery)
     assert rebuilt.top1 == pytest.approx(control.top1, abs=1.0)
 
 

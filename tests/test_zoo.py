@@ -39,26 +39,30 @@ def test_cache_key_separates_seed_and_recipe(workload, tmp_path: Path) -> None:
     assert "test_resnet" in base.path.name and workload.name in base.path.name
 
 
-def test_truncated_cache_is_detected_and_rebuilt(workload, tmp_path: Path) -> None:
+def test_a_truncated_cache_is_an_error_that_leaves_it_alone_until_deleted(workload, tmp_path: Path) -> None:
     path = _load(workload, tmp_path).path
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.warns(UserWarning, match=f"corrupt baseline cache.*{path.name}"):
-        rebuilt = _load(workload, tmp_path)
+    with pytest.raises(zoo.CorruptCacheError, match=f"the baseline cache {path}: .*delete the file") as err:
+        _load(workload, tmp_path)
+    assert "\n" not in str(err.value)
+    assert path.read_bytes() == data[: len(data) // 2], "nothing was changed"
+    path.unlink()
+    rebuilt = _load(workload, tmp_path)
     assert rebuilt.top1 > 30
     assert torch.load(path, weights_only=True)["top1"] == rebuilt.top1
 
 
-def test_cache_holding_another_model_is_rebuilt(workload, tmp_path: Path) -> None:
+def test_a_cache_holding_another_model_is_an_error(workload, tmp_path: Path) -> None:
     path = _load(workload, tmp_path).path
     payload = torch.load(path, weights_only=True)
     torch.save({**payload, "model": "resnet50"}, path)
-    with pytest.warns(UserWarning, match="metadata does not match"):
+    with pytest.raises(zoo.CorruptCacheError, match="metadata does not match"):
         _load(workload, tmp_path)
-    assert torch.load(path, weights_only=True)["model"] == "test_resnet"
+    assert torch.load(path, weights_only=True)["model"] == "resnet50", "nothing was changed"
     del payload["top1"]
     torch.save(payload, path)
-    with pytest.warns(UserWarning, match="top-1 or training time missing"):
+    with pytest.raises(zoo.CorruptCacheError, match="top-1 or training time missing"):
         _load(workload, tmp_path)
 
 
