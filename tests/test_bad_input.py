@@ -15,7 +15,7 @@ from pruners.cli import main
 from pruners.data import DataDirError, image_folder
 from pruners.pruning import NothingPrunedError, UnderPrunedError
 
-from .conftest import ROOT
+from .conftest import bench_where_run_raises
 from .test_real_data import write_digits
 
 
@@ -225,22 +225,12 @@ def test_the_pruning_step_says_what_was_asked_what_was_possible_and_why() -> Non
         pruners.prune(model, "l1_global", 0.97, inputs)
 
 
-CORRUPT_CACHE = """
-
-def _corrupt(*args, **kwargs):
-    raise pruners.CorruptCacheError("the baseline cache /c/r.pt: UnpicklingError: bad; nothing was changed")
-
-
-@pytest.fixture(autouse=True)
-def _cache_is_corrupt(monkeypatch):
-    monkeypatch.setattr(pruners, "run", _corrupt)
-"""
-
-
 def test_a_corrupt_cache_fails_its_case_in_one_line_without_a_traceback(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest((ROOT / "bench" / "conftest.py").read_text() + CORRUPT_CACHE)
-    pytester.makepyfile(test_matrix=(ROOT / "bench" / "test_matrix.py").read_text())
-    result = pytester.runpytest("--models", "resnet18", "--methods", "l1,random")
+    bench = bench_where_run_raises(
+        pytester,
+        'pruners.CorruptCacheError("the baseline cache /c/r.pt: UnpicklingError: bad; nothing was changed")',
+    )
+    result = bench.runpytest("--models", "resnet18", "--methods", "l1,random")
     result.assert_outcomes(failed=2)
     assert "Traceback" not in result.stdout.str() and "raise pruners" not in result.stdout.str()
     result.stdout.fnmatch_lines(

@@ -17,7 +17,7 @@ from pruners.pruning import SPEEDUP_TOLERANCE, check_speedup
 from pruners.report import equal_cost_tables, load_run, write_report
 from pruners.train import recalibrate_batchnorm
 
-from .conftest import SparseTrainSpy
+from .conftest import SparseTrainSpy, bench_where_run_raises
 
 
 @pytest.fixture(scope="module")
@@ -192,22 +192,11 @@ def test_the_report_pairs_every_method_against_random_and_draws_the_curves(tmp_p
     assert "## At equal cost" in (tmp_path / "report" / "report.md").read_text()
 
 
-UNREACHABLE = """
-
-def _unreachable(*args, **kwargs):
-    raise pruners.TargetUnreachableError("method 'l1' cannot reach 2x fewer MACs on this model: stand-in")
-
-
-@pytest.fixture(autouse=True)
-def _no_target_reachable(monkeypatch):
-    monkeypatch.setattr(pruners, "run", _unreachable)
-"""
-
-
 def test_the_bench_leaves_out_a_case_whose_target_is_unreachable(pytester: pytest.Pytester) -> None:
-    root = Path(__file__).resolve().parents[1] / "bench"
-    pytester.makeconftest((root / "conftest.py").read_text() + UNREACHABLE)
-    pytester.makepyfile(test_matrix=(root / "test_matrix.py").read_text())
-    result = pytester.runpytest("--models", "resnet18", "--methods", "l1", "--speedup", "2", "-rs")
+    bench = bench_where_run_raises(
+        pytester,
+        "pruners.TargetUnreachableError(\"method 'l1' cannot reach 2x fewer MACs on this model: stand-in\")",
+    )
+    result = bench.runpytest("--models", "resnet18", "--methods", "l1", "--speedup", "2", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*left out resnet18-l1-2x (target unreachable: *stand-in)*"])
