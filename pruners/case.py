@@ -332,8 +332,10 @@ def calibration_batches(
     workload: Workload, batch_size: int, seed: int = 0, device: torch.device | str = "cpu"
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The labelled training batches a data-driven method sees while pruning (the same for every method),
-    on ``device``."""
-    batches = islice(workload.loader("recovery", batch_size, seed=seed), CALIB_BATCHES)
+    on ``device``: drawn with ``seed``, augmentation included, whatever ran before in the process."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        batches = list(islice(workload.loader("recovery", batch_size, seed=seed), CALIB_BATCHES))
     return [(images.to(device), labels.to(device)) for images, labels in batches]
 
 

@@ -1,7 +1,7 @@
 """The ``prunebench`` command: ``prune`` one model and print what changed, ``list`` the methods and models,
 ``report`` saved bench runs as a table, Pareto plots and an HTML page, ``profile`` a case with
-torch.profiler, ``sweep`` which timm architectures a method can prune, ``gpu-check`` the GPU path on a
-CUDA machine; ``merge-benchmarks`` and
+torch.profiler, ``sweep`` which timm architectures a method can prune, ``golden`` the methods' decisions on
+the pinned reference models, ``gpu-check`` the GPU path on a CUDA machine; ``merge-benchmarks`` and
 ``merge-asv`` join the results of a matrix run in shards on several machines (README, "Tracking
 regressions")."""
 
@@ -20,6 +20,7 @@ import timm
 import torch
 import torch_pruning as tp
 
+from . import golden
 from .case import CaseResult, run
 from .files import check_writable, write_atomic
 from .gpu_check import CheckFailedError, gpu_check
@@ -244,6 +245,30 @@ def _sweep(args: argparse.Namespace) -> str:
     )
 
 
+def _golden(args: argparse.Namespace) -> str:
+    if args.rebuild_models:
+        top1 = golden.rebuild_models()
+        print(
+            "rebuilt " + ", ".join(f"{m} ({t:.2f} % held-out top-1)" for m, t in top1.items()),
+            file=sys.stderr,
+        )
+    cases = golden.golden_cases(methods=split_csv(args.methods) or None)
+    if args.update or args.rebuild_models:
+        golden.update({case.id: golden.decide(case) for case in cases})
+        return f"wrote {len(cases)} golden entries to {golden.GOLDEN_PATH}; review the diff"
+    changed = {case.id: golden.check(case) for case in cases}
+    for case_id, lines in changed.items():
+        for line in lines:
+            print(f"{case_id}: {line}", file=sys.stderr)
+    failed = [case_id for case_id, lines in changed.items() if lines]
+    if failed:
+        raise golden.GoldenMismatchError(
+            f"{len(failed)} of {len(cases)} cases decide differently from their golden entries: "
+            f"{', '.join(failed)}; if that is intended, {golden.UPDATE_HINT}"
+        )
+    return f"all {len(cases)} cases decide what their golden entries say"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prunebench", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -321,6 +346,21 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out-dir", type=Path, default=Path("report"), help="where to write (report/)")
     report.set_defaults(run=_report)
 
+    gold = commands.add_parser(
+        "golden",
+        help="check (or --update) the golden pruning decisions on the pinned reference models",
+        description="Recompute every method's decisions on the reference models in pruners/reference/ and "
+        "compare them with golden.json: the layers and groups that changed, one line each; exit 1 on any.",
+    )
+    gold.add_argument("--methods", help="comma-separated method names (default: all registered)")
+    gold.add_argument("--update", action="store_true", help="rewrite the entries instead of checking them")
+    gold.add_argument(
+        "--rebuild-models",
+        action="store_true",
+        help="train the reference models again (minutes), then rewrite every entry",
+    )
+    gold.set_defaults(run=_golden)
+
     check = commands.add_parser(
         "sweep",
         help="check which timm architectures a method can prune, stage by stage",
@@ -395,6 +435,7 @@ KNOWN_ERRORS = (
     NothingPrunedError,
     CorruptCacheError,
     CheckFailedError,
+    golden.GoldenMismatchError,
 )
 
 

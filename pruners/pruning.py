@@ -19,6 +19,7 @@ from .adapters import (
     missing_features,
     prunable_layers,
 )
+from .decisions import Decision, collected, recording
 from .measure import count_macs_params
 from .registry import CalibBatches, MethodData, MethodSpec, SparseTrain, get_method
 from .structured import ROUND_TO, channel_multiple
@@ -60,7 +61,8 @@ class PruneRecord:
 
     ``channel_ratio`` is the fraction of output channels removed from prunable layers (0 for mask methods);
     ``sparsity`` is the fraction of the dense prunable weights that are gone or zero; ``head_ratio`` the
-    fraction of attention heads removed. ``unit`` says which of them ``ratio`` asked for.
+    fraction of attention heads removed. ``unit`` says which of them ``ratio`` asked for. ``decision``
+    is what it kept and removed, layer by layer (:class:`pruners.decisions.Decision`).
     """
 
     method: str
@@ -77,6 +79,7 @@ class PruneRecord:
     target_speedup: float | None = None
     probes: int = 1
     channel_multiple: int = ROUND_TO
+    decision: Decision = dataclasses.field(default_factory=Decision, compare=False, repr=False)
 
     @property
     def achieved_ratio(self) -> float:
@@ -161,7 +164,8 @@ def _prune_once(
     explain = check and spec.unit == "channels"
     why = (channel_refusal(model, ratio) or stuck_layers(model, ratio)) if explain else None
 
-    spec.fn(model, ratio, example_inputs, data)
+    with recording() as log:
+        spec.fn(model, ratio, example_inputs, data)
 
     model.eval()
     macs_after, params_after = count_macs_params(model, example_inputs)
@@ -178,6 +182,7 @@ def _prune_once(
         sparsity=1.0 - _nonzero(layers) / weights,
         head_ratio=1.0 - attention_head_count(model) / heads if heads else 0.0,
         unit=spec.unit,
+        decision=collected(log, model),
     )
     if check:
         _check(record, why)

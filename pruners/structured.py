@@ -16,6 +16,7 @@ import torch_pruning as tp
 from torch import nn
 from torch.nn import functional as F
 
+from . import decisions
 from .adapters import (
     attention_heads,
     channel_rounding,
@@ -125,8 +126,12 @@ _OUT_CHANNEL_RULES = (tp.prune_conv_out_channels, tp.prune_linear_out_channels)
 
 def apply(pruner: tp.pruner.BasePruner, model: nn.Module) -> None:
     """Run ``pruner`` on ``model``, pruning the extra per-channel parameters of layer subclasses along with
-    their layers, and bring attention and layer-scale bookkeeping in line with the new widths."""
+    their layers, and bring attention and layer-scale bookkeeping in line with the new widths. Inside
+    :func:`pruners.decisions.recording` every group is logged before it is pruned."""
+    note = decisions.watch(pruner, model)
     for group in pruner.step(interactive=True):
+        if note is not None:
+            note(group)
         for dep, idxs in group:
             if dep.handler in _OUT_CHANNEL_RULES:
                 prune_channel_extras(dep.target.module, idxs)

@@ -17,6 +17,15 @@ TINY_MODELS = ("test_resnet", "test_efficientnet", "test_vit")
 TINY_RECIPE = Recipe(epochs=1, lr=2e-3)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite the golden decisions of the cases run (pruners/reference/golden.json) instead of "
+        "checking them; review the diff",
+    )
+
+
 @pytest.fixture(autouse=True)
 def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Never touch the user's baseline cache; a bench run inside a test (pytester) is a run of its own,
