@@ -11,7 +11,7 @@
 
 from . import sparse_training, structured, unstructured  # noqa: F401  (register the methods)
 from .adapters import HeadNotFoundError
-from .case import AccuracyDropError, CaseResult, CriterionError, SeedResult, Weights, check_accuracy, run
+from .case import AccuracyDropError, CaseResult, SeedResult, Weights, check_accuracy, run
 from .data import DataDirError, Workload, digits, image_folder
 from .gate import CONFIDENCE, PairedDrop, Verdict, judge
 from .measure import TimingOptions, resolve_device
@@ -37,7 +37,6 @@ __all__ = [
     "Baseline",
     "CaseResult",
     "CorruptCacheError",
-    "CriterionError",
     "DataDirError",
     "HeadNotFoundError",
     "MethodData",

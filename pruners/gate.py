@@ -206,12 +206,14 @@ def paired_difference(
 
 @dataclass(frozen=True)
 class BandVerdict:
-    """The criterion gate's decision: has a case's paired criterion drop (dense minus BatchNorm-recalibrated
-    one-shot top-1, per seed) left the band ``level ± tolerance`` calibrated for that case?
+    """The criterion band, reported beside each case and never failing it: has a case's paired criterion
+    drop (dense minus BatchNorm-recalibrated one-shot top-1, per seed) left the band ``level ± tolerance``
+    calibrated for that case? On training seeds the calibration never saw, sound criteria left it (README,
+    "The criterion band"), so it is a figure to read, and the golden decisions are the criterion's test.
 
     A criterion that stops ranking prunes like ``random`` and lands at random's level, which lies below
     the band of a criterion better than chance and above that of one worse than chance (``lamp`` on
-    resnet18 at 2x), so both edges are gates, each one-sided at ``confidence``: fail when
+    resnet18 at 2x), so both edges count, each one-sided at ``confidence``: outside when
     ``mean_drop - z * noise > level + tolerance`` (the criterion lost top-1) or
     ``mean_drop + z * noise < level - tolerance`` (it now removes other channels than calibrated).
     """
@@ -255,7 +257,8 @@ class BandVerdict:
         low, high = self.level - self.tolerance, self.level + self.tolerance
         lower, upper = self.mean_drop - z * self.noise, self.mean_drop + z * self.noise
         return (
-            f"fail if recalibrated drop -/+ {z:.2f} x noise leaves {self.level:.2f} ± {self.tolerance:g} "
+            f"band (reported, not gated): outside if recalibrated drop -/+ {z:.2f} x noise leaves "
+            f"{self.level:.2f} ± {self.tolerance:g} "
             f"(one-sided {self.confidence:.0%} each way): {seeds}{self.mean_drop:.2f} ± {z:.2f} x "
             f"{self.noise:.2f} = [{lower:.2f}, {upper:.2f}]"
             f" {'overlaps' if self.passed else 'is outside'} [{low:.2f}, {high:.2f}] points"
@@ -263,5 +266,5 @@ class BandVerdict:
 
 
 def band(drops: Sequence[PairedDrop], level: float, tolerance: float) -> BandVerdict:
-    """The criterion gate's :class:`BandVerdict` on the paired criterion drops of one case."""
+    """The criterion band's :class:`BandVerdict` on the paired criterion drops of one case."""
     return BandVerdict(tuple(d.drop for d in drops), tuple(d.se for d in drops), level, tolerance)

@@ -174,8 +174,9 @@ def decide(case: GoldenCase) -> dict:
     }
 
 
-def load_golden(path: Path = GOLDEN_PATH) -> dict[str, dict]:
-    """The golden entries by case id (none when the file does not exist)."""
+def load_golden(path: Path | None = None) -> dict[str, dict]:
+    """The golden entries by case id in ``path`` (default :data:`GOLDEN_PATH`; none when it is missing)."""
+    path = path or GOLDEN_PATH
     if not path.exists():
         return {}
     try:
@@ -197,8 +198,9 @@ def _dumps(value: object, indent: str = "") -> str:
     return "{\n" + ",\n".join(rows) + f"\n{indent}}}"
 
 
-def update(entries: Mapping[str, dict], path: Path = GOLDEN_PATH) -> None:
+def update(entries: Mapping[str, dict], path: Path | None = None) -> None:
     """Write ``entries`` (by case id) into the golden file, keeping the others; safe across processes."""
+    path = path or GOLDEN_PATH
     with FileLock(f"{path}.lock"):
         merged = {**load_golden(path), **entries}
         text = _dumps(dict(sorted(merged.items()))) + "\n"
@@ -225,7 +227,7 @@ def compare(golden: dict, now: dict) -> list[str]:
     return lines
 
 
-def check(case: GoldenCase, path: Path = GOLDEN_PATH) -> list[str]:
+def check(case: GoldenCase, path: Path | None = None) -> list[str]:
     """Recompute ``case`` and compare it with its golden entry: the differences, a line each. A case with
     no entry is a ``KeyError`` that says how to add it."""
     golden = load_golden(path).get(case.id)

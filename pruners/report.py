@@ -100,6 +100,8 @@ class ReportRow:
     runtime_efficiency: dict[str, float] = field(default_factory=dict)
     latency_img_size: int = 0
     workload_latency_ms: tuple[float, float] | None = None
+    baseline_fingerprint: str = ""
+    decision_fingerprint: str = ""
     correct: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -174,8 +176,39 @@ def row_from_info(info: dict, name: str) -> ReportRow:
             for key, value in info.items()
             if key.startswith("latency_") and key.endswith("_per_macs")
         },
+        baseline_fingerprint=info.get("baseline_fingerprint", ""),
+        decision_fingerprint=info.get("decision_fingerprint", ""),
         correct=_seed_correct(name, info),
     )
+
+
+def decision_changes(first: Sequence[ReportRow], last: Sequence[ReportRow]) -> list[str]:
+    """A line per case of both runs whose pruning decision changed while its baseline's weights did not
+    ("same baseline, different decision": the method changed behaviour), then how many cases were not
+    comparable (another baseline, or a run without fingerprints)."""
+    before = {row.key: row for row in first}
+    lines, other_baseline, unfingerprinted = [], 0, 0
+    for row in last:
+        old = before.get(row.key)
+        if old is None:
+            continue
+        if not (old.decision_fingerprint and row.decision_fingerprint):
+            unfingerprinted += 1
+        elif old.baseline_fingerprint != row.baseline_fingerprint:
+            other_baseline += 1
+        elif old.decision_fingerprint != row.decision_fingerprint:
+            lines.append(
+                f"- `{row.model}` / `{row.method}` / {row.cost}: same baseline, different decision "
+                f"({old.decision_fingerprint} -> {row.decision_fingerprint}; recovered top-1 "
+                f"{old.pruned_top1:.2f} -> {row.pruned_top1:.2f})"
+            )
+    if not lines:
+        lines.append("- no case decided differently on the same baseline")
+    if other_baseline:
+        lines.append(f"- {other_baseline} case(s) not compared: their baseline weights changed")
+    if unfingerprinted:
+        lines.append(f"- {unfingerprinted} case(s) not compared: a run without decision fingerprints")
+    return lines
 
 
 def _seed_correct(name: str, info: dict) -> dict[int, dict[str, torch.Tensor]]:
@@ -519,6 +552,8 @@ def write_report(paths: Sequence[Path], out_dir: Path) -> list[Path]:
         for model in models
     ]
     text = "# PruneBench report\n\n" + markdown_table(runs) + "\n## Pareto fronts\n\n" + "\n".join(fronts)
+    if len(runs) > 1:
+        text += "\n\n## Decisions, first run to last\n\n" + "\n".join(decision_changes(runs[0], latest))
     if curves:
         text += "\n\n## At equal cost\n\n" + equal_cost_tables(latest)
         text += "\n" + "\n".join(f"![{m} operating curves](curves_{_slug(m)}.png)" for m in curves)

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch_pruning as tp
 
 import pruners
+from pruners import sparse_training, structured
 from pruners.train import Recipe
 
 pytest_plugins = ["pytester"]
@@ -60,6 +62,17 @@ def bench_where_run_raises(pytester: pytest.Pytester, error: str) -> pytest.Pyte
     pytester.makeconftest((ROOT / "bench" / "conftest.py").read_text() + RUN_RAISES.format(error=error))
     pytester.makepyfile(test_matrix=(ROOT / "bench" / "test_matrix.py").read_text())
     return pytester
+
+
+def random_importance(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every channel pruner ranks with Torch-Pruning's random importance instead of its criterion's."""
+    build = structured.channel_pruner
+
+    def with_random(model, importance, *args, **kwargs):
+        return build(model, tp.importance.RandomImportance(), *args, **kwargs)
+
+    monkeypatch.setattr(structured, "channel_pruner", with_random)
+    monkeypatch.setattr(sparse_training, "channel_pruner", with_random)
 
 
 @pytest.fixture(scope="session")

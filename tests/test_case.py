@@ -9,6 +9,8 @@ import pytest
 import torch
 
 import pruners
+from pruners.decisions import weights_fingerprint
+from pruners.levels import CriterionLevel
 from pruners.measure import compare_latency, correct
 from pruners.train import Recipe
 
@@ -122,6 +124,18 @@ def test_drop_within_tolerance_passes(result: pruners.CaseResult) -> None:
     pruners.check_accuracy(audit(result, dense_ok))
 
 
+def test_a_recalibrated_figure_outside_its_band_is_reported_and_fails_nothing(
+    result: pruners.CaseResult,
+) -> None:
+    dense_ok = correct(result.dense, pruners.digits().loader("test", 256))
+    far = CriterionLevel(level=-50.0, tolerance=0.5, runs=5, baseline_recipe="", recovery_recipe="")
+    outside = dataclasses.replace(audit(result, dense_ok), level=far)
+    info = outside.summary()
+    assert info["criterion_passed"] is False and "band" in info["criterion_gate"]
+    assert info["passed"] is True and info["recovery_passed"] is True
+    pruners.check_accuracy(outside)
+
+
 def test_same_seed_gives_identical_figures_and_architecture(result: pruners.CaseResult) -> None:
     again = run_tiny(seeds=(0,), rounds=None)
     first = result.seeds[0]
@@ -131,6 +145,20 @@ def test_same_seed_gives_identical_figures_and_architecture(result: pruners.Case
     assert {k: v.shape for k, v in again.pruned.state_dict().items()} == shapes
     for k, v in again.pruned.state_dict().items():
         assert torch.equal(v, result.pruned.state_dict()[k]), k
+    same = [again.summary()[k] == result.summary()["per_seed"][0][k] for k in FINGERPRINTS]
+    assert same == [True, True], "the same seed must record the same baseline and decision fingerprints"
+
+
+FINGERPRINTS = ("baseline_fingerprint", "decision_fingerprint")
+
+
+def test_each_seed_records_its_baseline_and_decision_fingerprints(result: pruners.CaseResult) -> None:
+    info = result.summary()
+    first, second = info["per_seed"]
+    assert first["baseline_fingerprint"] == weights_fingerprint(result.seeds[0].dense)
+    assert first["decision_fingerprint"] == result.seeds[0].record.decision.fingerprint()
+    assert first["baseline_fingerprint"] != second["baseline_fingerprint"], "each seed has its own baseline"
+    assert [info[k] for k in FINGERPRINTS] == [first[k] for k in FINGERPRINTS]
 
 
 def test_random_method_is_seeded(result: pruners.CaseResult) -> None:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch_pruning as tp
 
 import pruners
-from pruners import calibrate, sparse_training, structured, zoo
+from pruners import calibrate, zoo
 from pruners.case import CALIB_BATCH_SIZE, method_data, recovery_recipe
 from pruners.gate import BandVerdict, PairedDrop, band
 from pruners.levels import criterion_level
@@ -18,7 +17,7 @@ from pruners.models import default_target
 from pruners.report import convergence_lines, dense_record, plateau_text, plateaued
 from pruners.train import Recipe, recalibrate_batchnorm
 
-from .conftest import TINY_RECIPE
+from .conftest import TINY_RECIPE, random_importance
 
 
 def test_the_criterion_band_fails_on_either_side() -> None:
@@ -121,20 +120,9 @@ def criteria() -> list:
     return params
 
 
-def random_importance(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every channel pruner ranks with Torch-Pruning's random importance instead of its criterion's."""
-    build = structured.channel_pruner
-
-    def with_random(model, importance, *args, **kwargs):
-        return build(model, tp.importance.RandomImportance(), *args, **kwargs)
-
-    monkeypatch.setattr(structured, "channel_pruner", with_random)
-    monkeypatch.setattr(sparse_training, "channel_pruner", with_random)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("method", criteria())
-def test_audit_a_criterion_swapped_for_random_fails_its_criterion_gate(
+def test_audit_a_criterion_swapped_for_random_leaves_its_criterion_band(
     method: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workload = pruners.digits()
@@ -175,7 +163,6 @@ def test_audit_a_recovery_that_does_not_train_fails_the_recovery_gate() -> None:
         pruners.check_accuracy(result)
     message = str(err.value)
     assert "recovery gate failed" in message and "criterion gate failed" not in message
-    assert not isinstance(err.value, pruners.CriterionError)
 
 
 def test_a_baseline_has_plateaued_when_its_last_epoch_gained_at_most_a_point() -> None:

@@ -3,9 +3,11 @@ model it applies to decides what its golden entry says, and a case without an en
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from pruners import golden, registry
+from pruners import cli, golden, registry
 from pruners.decisions import Decision, GroupRanking, LayerDecision, differences
 
 CASES = golden.golden_cases()
@@ -68,9 +70,7 @@ def test_a_tie_at_the_cut_may_change_sides_and_nothing_else_may() -> None:
 
 def test_scores_that_move_beyond_the_tolerance_are_named() -> None:
     moved = differences(_ranking((0.1, 0.5, 0.6, 0.9), (0, 1)), _ranking((0.1, 0.5, 0.7, 0.9), (0, 1)))
-    assert moved == [
-        "group conv: 1 of 4 scores moved beyond 0.001 of the largest (channel 2: 0.6 -> 0.7)"
-    ]
+    assert moved == ["group conv: 1 of 4 scores moved beyond 0.001 of the largest (channel 2: 0.6 -> 0.7)"]
 
 
 def test_a_decision_survives_the_golden_file_round_trip() -> None:
@@ -79,3 +79,30 @@ def test_a_decision_survives_the_golden_file_round_trip() -> None:
     assert again.layers == decision.layers
     assert differences(decision, again) == []
     assert again.fingerprint() == decision.fingerprint()
+
+
+def test_the_command_checks_and_names_what_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    entries = golden.load_golden()
+    path = tmp_path / "golden.json"
+    monkeypatch.setattr(golden, "GOLDEN_PATH", path)
+    golden.update(entries)
+    assert golden.load_golden() == entries, "the file round-trips"
+    assert cli.main(["golden", "--methods", "magnitude"]) == 0
+    assert capsys.readouterr().out.startswith("all 3 cases decide what their golden entries say")
+    changed = dict(entries["test_resnet/magnitude/0.5"], macs=1)
+    golden.update({"test_resnet/magnitude/0.5": changed})
+    assert cli.main(["golden", "--methods", "magnitude"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("test_resnet/magnitude/0.5: macs: 1 -> ")
+    assert err[-1].startswith("prunebench golden: error: 1 of 3 cases decide differently")
+    assert cli.main(["golden", "--methods", "magnitude", "--update"]) == 0
+    assert golden.load_golden() == entries
+
+
+def test_a_golden_file_that_is_not_one_is_one_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "golden.json"
+    path.write_text("[1, 2")
+    with pytest.raises(ValueError, match="not a golden-decision file"):
+        golden.load_golden(path)

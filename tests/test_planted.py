@@ -1,6 +1,7 @@
 """Planted structure: a reference model with channels, heads or weights made clearly the weakest, by every
-measure a criterion uses (norm, BatchNorm scale, gradient effect), must lose exactly those, which checks each
-criterion's ranking direction without a golden file. Random ranking must not pass, or the test has no power."""
+measure a criterion uses (norm, BatchNorm scale, gradient effect), must lose exactly those, which checks
+each criterion's ranking direction without a golden file. Random ranking must not pass, or the test has no
+power."""
 
 from __future__ import annotations
 

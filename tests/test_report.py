@@ -14,6 +14,7 @@ import pruners
 from pruners.cli import main
 from pruners.profile import OpTime, compare_ops, profile_model, profile_pair
 from pruners.report import (
+    decision_changes,
     front_methods,
     latency_size_label,
     load_run,
@@ -252,3 +253,36 @@ def test_bad_arguments_are_one_line(argv: list[str], message: str, capsys: pytes
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
+
+
+def _fingerprinted(case: dict, baseline: str, decision: str) -> dict:
+    case["extra_info"].update(baseline_fingerprint=baseline, decision_fingerprint=decision)
+    return case
+
+
+def test_the_report_names_the_cases_that_decide_differently_on_the_same_baseline(tmp_path: Path) -> None:
+    first = write_run(
+        tmp_path / "first.json",
+        [
+            _fingerprinted(_case("resnet18", "l1", 0.3, 97.0, 6.0), "b1", "d1"),
+            _fingerprinted(_case("resnet18", "l2", 0.3, 97.0, 6.0), "b1", "d2"),
+            _fingerprinted(_case("resnet18", "fpgm", 0.3, 97.0, 6.0), "b1", "d3"),
+        ],
+    )
+    last = write_run(
+        tmp_path / "last.json",
+        [
+            _fingerprinted(_case("resnet18", "l1", 0.3, 96.0, 6.0), "b1", "dX"),
+            _fingerprinted(_case("resnet18", "l2", 0.3, 97.0, 6.0), "b1", "d2"),
+            _fingerprinted(_case("resnet18", "fpgm", 0.3, 97.0, 6.0), "b2", "dY"),
+        ],
+    )
+    lines = decision_changes(load_run(first), load_run(last))
+    assert lines == [
+        "- `resnet18` / `l1` / 0.3: same baseline, different decision (d1 -> dX; recovered top-1 97.00 "
+        "-> 96.00)",
+        "- 1 case(s) not compared: their baseline weights changed",
+    ]
+    write_report([first, last], tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Decisions, first run to last" in text and "same baseline, different decision" in text
