@@ -169,25 +169,28 @@ def watch(pruner: object, model: nn.Module) -> Callable[[object], None] | None:
     names = {module: name for name, module in model.named_modules()}
     rank = pruner.estimate_importance
 
+    def name(target: object) -> str:
+        """A layer's name in ``model``; a root that is no module (an unwrapped parameter) by its type."""
+        return names.get(target) or f"<{type(target).__name__}>"
+
     def scored(group: object) -> torch.Tensor | None:
         scores = rank(group)
         if scores is not None:
-            log.scores[names[group[0].dep.target.module]] = tuple(scores.detach().flatten().tolist())
+            log.scores[name(group[0].dep.target.module)] = tuple(scores.detach().flatten().tolist())
         return scores
 
     pruner.estimate_importance = scored
 
     def note(group: object) -> None:
         root_dep, root_idxs = group[0]
-        root = names[root_dep.target.module]
+        root = name(root_dep.target.module)
         followers = []
         for dep, idxs in group:
             module = dep.target.module
             if isinstance(module, nn.Conv2d | nn.Linear) and pruner.DG.is_out_channel_pruning_fn(dep.handler):
-                name = names[module]
                 width = module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
-                log.layers[name] = LayerDecision(width, tuple(sorted(map(int, idxs))))
-                followers.append(name)
+                log.layers[name(module)] = LayerDecision(width, tuple(sorted(map(int, idxs))))
+                followers.append(name(module))
         if root in log.scores:
             log.groups[root] = GroupRanking(
                 log.scores[root], tuple(sorted(map(int, root_idxs))), tuple(followers)
