@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -31,6 +32,7 @@ from .data import Workload, digits
 from .decisions import Decision, differences
 from .files import write_atomic
 from .measure import correct
+from .models import UnmeasuredModelWarning
 from .pruning import TargetUnreachableError, prune, prune_to_speedup
 from .registry import Regularizer, get_method, list_methods
 from .train import Recipe, recalibrate_batchnorm
@@ -82,7 +84,7 @@ def golden_cases(
     for structured methods, at :data:`GOLDEN_TARGET`."""
     cases = []
     for model in models:
-        found = features(create_model(model, digits()))
+        found = features(_shaped(model, digits()))
         for method in list_methods() if methods is None else methods:
             spec = get_method(method)
             if missing_features(spec.requires, found):
@@ -98,6 +100,14 @@ def checkpoint_path(model: str) -> Path:
     return REFERENCE_DIR / f"{model}.pth"
 
 
+def _shaped(model: str, workload: Workload, checkpoint: Path | None = None) -> nn.Module:
+    """``model`` for the digits; a reference model has its own recipe (:data:`REFERENCE_MODELS`), so the
+    warning that it has no bench entry does not apply."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnmeasuredModelWarning)
+        return create_model(model, workload, checkpoint=checkpoint)
+
+
 def reference_model(model: str, workload: Workload | None = None) -> nn.Module:
     """The pinned reference ``model``, loaded from its shipped checkpoint (never trained here)."""
     path = checkpoint_path(model)
@@ -105,7 +115,7 @@ def reference_model(model: str, workload: Workload | None = None) -> nn.Module:
         raise FileNotFoundError(
             f"reference model {path} is missing: run `prunebench golden --rebuild-models`"
         )
-    return create_model(model, workload or digits(), checkpoint=path).eval()
+    return _shaped(model, workload or digits(), path).eval()
 
 
 def rebuild_models(models: Iterable[str] = REFERENCE_MODELS) -> dict[str, float]:
@@ -113,7 +123,9 @@ def rebuild_models(models: Iterable[str] = REFERENCE_MODELS) -> dict[str, float]
     workload, top1 = digits(), {}
     with tempfile.TemporaryDirectory() as cache:
         for model in models:
-            baseline = load_baseline(model, workload, recipe=REFERENCE_MODELS[model], root=Path(cache))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UnmeasuredModelWarning)
+                baseline = load_baseline(model, workload, recipe=REFERENCE_MODELS[model], root=Path(cache))
             state = {k: v.detach().clone() for k, v in baseline.model.state_dict().items()}
             write_atomic(checkpoint_path(model), lambda f, state=state: torch.save(state, f))
             top1[model] = baseline.top1
