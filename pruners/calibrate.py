@@ -1,4 +1,5 @@
-"""Calibrate both gates by measurement: run the default tier over several training seeds.
+"""Calibrate the recovery gate and the criterion band by measurement: run the default tier over several
+training seeds.
 
 ``python -m pruners.calibrate --seeds 0,1,2,3,4`` runs every case of the default tier once per seed (no
 latency), adds each run to ``bench/calibration.json`` (under a file lock, written atomically, so several
@@ -12,10 +13,11 @@ dense control. :func:`suggested_tolerance` asks for the worst run plus :data:`MA
 mean plus :data:`MARGIN_STDS` standard deviations of the required tolerance across runs, rounded up to half
 a point, so that an unseen machine or seed is covered too.
 
-*The criterion gate.* Per case, the level is the mean paired drop from dense to BatchNorm-recalibrated
-one-shot top-1 over the runs; its band's half-width covers each run's distance from the level less
-``z * se``, by the same margins. ``tests/test_calibration.py`` checks the registered tolerances, the
-levels and the Markdown against this file, and that no tolerance exceeds :data:`MAX_TOLERANCE`.
+*The criterion band* (reported, not gated). Per case, the level is the mean paired drop from dense to
+BatchNorm-recalibrated one-shot top-1 over the runs; its band's half-width covers each run's distance from
+the level less ``z * se``, by the same margins. ``tests/test_calibration.py`` checks the registered
+tolerances, the levels and the Markdown against this file, and that no tolerance exceeds
+:data:`MAX_TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ REFERENCE = "dense control"
 @dataclass(frozen=True)
 class Run:
     """One calibrated run: its seed and thread count, the recovery gate's paired drop (control ->
-    recovered), the criterion gate's (dense -> recalibrated), and the per-image correctness behind them."""
+    recovered), the criterion band's (dense -> recalibrated), and the per-image correctness behind them."""
 
     seed: int
     threads: int
@@ -233,7 +235,7 @@ def lead_over_random(
 
 
 def random_runs_caught(cals: dict[Case, CaseCalibration], case: Case) -> dict[tuple[int, int], bool]:
-    """Per ``(seed, threads)``, whether ``case``'s criterion gate fails the calibrated run of its
+    """Per ``(seed, threads)``, whether ``case``'s criterion band excludes the calibrated run of its
     :func:`rival` at the same model and cost: what a run of ``case`` whose criterion stopped ranking would
     meet. Empty when there is no rival to compare."""
     chance, cal = cals.get(rival(case)), cals.get(case)
@@ -253,8 +255,9 @@ def levels(
 def render(
     entries: list[dict], cases: Sequence[Case], family: str = "digits", gated: Sequence[Case] | None = None
 ) -> str:
-    """The calibration tables as Markdown: both gates per case of ``cases``, then per method against its
-    registered tolerance over the ``gated`` cases (default: the default tier's)."""
+    """The calibration tables as Markdown: the recovery gate and the criterion band per case of ``cases``,
+    then per method against its registered tolerance over the ``gated`` cases (default: the default
+    tier's)."""
     cals = calibrations(entries, cases, family)
     gated = build_cases(tier="default") if gated is None else gated
     current = [e for e in entries if e.get("family", "digits") == family and e.get("reference") == REFERENCE]
@@ -302,7 +305,7 @@ def render(
         f"*Needs*: the worst run's required tolerance + {MARGIN_POINTS} points, and at least the mean +",
         f"{MARGIN_STDS:g} std of the required tolerance over the runs.",
         "",
-        "## Criterion gate: dense → BatchNorm-recalibrated one-shot",
+        "## Criterion band (reported, not gated): dense → BatchNorm-recalibrated one-shot",
         "",
         "The level is the mean paired drop to the recalibrated one-shot model; a run fails when its drop",
         "± z x SE lies outside level ± band. *Detects* is the smallest shift of the recalibrated top-1 a",

@@ -1,4 +1,4 @@
-"""The criterion gate's calibrated levels: per case, the paired drop from dense to BatchNorm-recalibrated
+"""The criterion band's calibrated levels: per case, the paired drop from dense to BatchNorm-recalibrated
 one-shot top-1 that the calibration measured, and the band around it a run must stay in.
 
 ``python -m pruners.calibrate`` writes them to ``pruners/gate_levels.json`` (shipped with the package), keyed

@@ -3,6 +3,7 @@ model it applies to decides what its golden entry says, and a case without an en
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def test_a_method_without_a_golden_entry_fails_with_one_line_that_says_how_to_ad
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     spec = registry.get_method("l1")
-    monkeypatch.setitem(registry._METHODS, "l1_copy", spec.__class__(**{**spec.__dict__, "name": "l1_copy"}))
+    monkeypatch.setitem(registry._METHODS, "l1_copy", dataclasses.replace(spec, name="l1_copy"))
     cases = [c for c in golden.golden_cases(["test_resnet"]) if c.method == "l1_copy"]
     assert [c.id for c in cases] == ["test_resnet/l1_copy/0.3", "test_resnet/l1_copy/2x"]
     with pytest.raises(KeyError) as err:
