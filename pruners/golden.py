@@ -14,10 +14,11 @@ top-1 on the digits' held-out images. :func:`check` recomputes an entry and list
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -100,11 +101,18 @@ def checkpoint_path(model: str) -> Path:
     return REFERENCE_DIR / f"{model}.pth"
 
 
-def _shaped(model: str, workload: Workload, checkpoint: Path | None = None) -> nn.Module:
-    """``model`` for the digits; a reference model has its own recipe (:data:`REFERENCE_MODELS`), so the
-    warning that it has no bench entry does not apply."""
+@contextlib.contextmanager
+def _own_recipe() -> Iterator[None]:
+    """A reference model has its own recipe (:data:`REFERENCE_MODELS`): the warning that it has no bench
+    entry does not apply inside this block."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnmeasuredModelWarning)
+        yield
+
+
+def _shaped(model: str, workload: Workload, checkpoint: Path | None = None) -> nn.Module:
+    """The reference ``model`` for the digits, fresh or from ``checkpoint``."""
+    with _own_recipe():
         return create_model(model, workload, checkpoint=checkpoint)
 
 
@@ -123,8 +131,7 @@ def rebuild_models(models: Iterable[str] = REFERENCE_MODELS) -> dict[str, float]
     workload, top1 = digits(), {}
     with tempfile.TemporaryDirectory() as cache:
         for model in models:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UnmeasuredModelWarning)
+            with _own_recipe():
                 baseline = load_baseline(model, workload, recipe=REFERENCE_MODELS[model], root=Path(cache))
             state = {k: v.detach().clone() for k, v in baseline.model.state_dict().items()}
             write_atomic(checkpoint_path(model), lambda f, state=state: torch.save(state, f))

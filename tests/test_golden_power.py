@@ -20,15 +20,16 @@ CONTROLS = ("random", "random_unstructured")
 RATIO_CASES = [c for c in golden.golden_cases() if c.speedup is None]
 
 
+def rescored_masks(monkeypatch: pytest.MonkeyPatch, rescore: Callable[[dict], dict]) -> None:
+    """Every mask is drawn from ``rescore(scores)`` instead of the criterion's scores."""
+    lowest, n_of_m = unstructured.mask_lowest, unstructured.mask_n_of_m
+    monkeypatch.setattr(unstructured, "mask_lowest", lambda s, *a, **k: lowest(rescore(s), *a, **k))
+    monkeypatch.setattr(unstructured, "mask_n_of_m", lambda s, *a, **k: n_of_m(rescore(s), *a, **k))
+
+
 def random_masks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every mask criterion's scores replaced by random ones before the mask is drawn."""
-    lowest, n_of_m = unstructured.mask_lowest, unstructured.mask_n_of_m
-
-    def shuffled(scores: dict) -> dict:
-        return {m: torch.rand_like(s) for m, s in scores.items()}
-
-    monkeypatch.setattr(unstructured, "mask_lowest", lambda s, *a, **k: lowest(shuffled(s), *a, **k))
-    monkeypatch.setattr(unstructured, "mask_n_of_m", lambda s, *a, **k: n_of_m(shuffled(s), *a, **k))
+    rescored_masks(monkeypatch, lambda scores: {m: torch.rand_like(s) for m, s in scores.items()})
 
 
 def any_random(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -58,7 +59,6 @@ def exchanged_scores(monkeypatch: pytest.MonkeyPatch) -> None:
     places, and in the first layer a mask ranks; a head pruner's first attention group has its weakest and
     strongest heads' scores exchanged."""
     rank = tp.pruner.BasePruner.estimate_importance
-    lowest, n_of_m = unstructured.mask_lowest, unstructured.mask_n_of_m
 
     def first_exchanged(self, group):
         scores = rank(self, group)
@@ -76,8 +76,7 @@ def exchanged_scores(monkeypatch: pytest.MonkeyPatch) -> None:
         return {m: _exchange(s) if m is first else s for m, s in scores.items()}
 
     monkeypatch.setattr(tp.pruner.BasePruner, "estimate_importance", first_exchanged)
-    monkeypatch.setattr(unstructured, "mask_lowest", lambda s, *a, **k: lowest(first_layer(s), *a, **k))
-    monkeypatch.setattr(unstructured, "mask_n_of_m", lambda s, *a, **k: n_of_m(first_layer(s), *a, **k))
+    rescored_masks(monkeypatch, first_layer)
 
 
 def head_unprotected(monkeypatch: pytest.MonkeyPatch) -> None:
