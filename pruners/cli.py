@@ -256,7 +256,8 @@ def _golden(args: argparse.Namespace) -> str:
     if args.update or args.rebuild_models:
         golden.update({case.id: golden.decide(case) for case in cases})
         return f"wrote {len(cases)} golden entries to {golden.GOLDEN_PATH}; review the diff"
-    changed = {case.id: golden.check(case) for case in cases}
+    entries = golden.load_golden()
+    changed = {case.id: golden.check(case, entries) for case in cases}
     for case_id, lines in changed.items():
         for line in lines:
             print(f"{case_id}: {line}", file=sys.stderr)

@@ -246,10 +246,10 @@ def compare(golden: dict, now: dict) -> list[str]:
     return lines
 
 
-def check(case: GoldenCase, path: Path | None = None) -> list[str]:
-    """Recompute ``case`` and compare it with its golden entry: the differences, a line each. A case with
-    no entry is a ``KeyError`` that says how to add it."""
-    golden = load_golden(path).get(case.id)
+def check(case: GoldenCase, entries: Mapping[str, dict] | None = None) -> list[str]:
+    """Recompute ``case`` and compare it with its golden entry (from ``entries``, default the golden file):
+    the differences, a line each. A case with no entry is a ``KeyError`` that says how to add it."""
+    golden = (load_golden() if entries is None else entries).get(case.id)
     if golden is None:
         raise KeyError(f"no golden entry for {case.id}: {UPDATE_HINT}")
     return compare(golden, decide(case))
