@@ -1,7 +1,7 @@
 """Calibrate the recovery gate and the criterion band by measurement: run the default tier over several
 training seeds.
 
-``python -m pruners.calibrate --seeds 0,1,2,3,4`` runs every case of the default tier once per seed (no
+``prunebench calibrate --seeds 0,1,2,3,4`` runs every case of the default tier once per seed (no
 latency), adds each run to ``bench/calibration.json`` (under a file lock, written atomically, so several
 processes may calibrate disjoint seeds at once) and renders ``bench/CALIBRATION.md`` and the criterion
 levels (``pruners/gate_levels.json``) from it. A run is one seed at one torch thread count: thread counts
@@ -35,8 +35,8 @@ from pathlib import Path
 import torch
 from filelock import FileLock
 
-from .case import RECOVERY_DISTILL, recovery_recipe, run
-from .data import DataDirError, dataset_family, digits, torch_dataset
+from .case import recovery_recipe, run_case
+from .data import dataset_family, digits, torch_dataset
 from .files import write_atomic
 from .gate import (
     CONFIDENCE,
@@ -49,11 +49,15 @@ from .gate import (
     required_tolerance,
 )
 from .levels import LEVELS_PATH, CriterionLevel, write_levels
-from .matrix import Case, build_cases, parse_seeds, parse_speedups, split_csv
+from .matrix import Case, build_cases, parse_seeds, parse_speedups
+from .options import check, split_csv
 from .registry import get_method
-from .zoo import CorruptCacheError, baseline_recipe
+from .result import CaseResult
+from .spec import CaseSpec, Recipes, Timing
+from .zoo import baseline_recipe
 
-DEFAULT_PATH = Path(__file__).resolve().parents[1] / "bench" / "calibration.json"
+# Relative to where it runs: this repository calibrates from its root, into bench/.
+DEFAULT_PATH = Path("bench") / "calibration.json"
 MIN_SEEDS = 5
 MARGIN_POINTS = 0.5
 MARGIN_STDS = 3.0
@@ -267,7 +271,7 @@ def render(
     lines = [
         "# Gate calibration",
         "",
-        "Written by `python -m pruners.calibrate`; do not edit by hand. Re-run it when a method, a recipe or",
+        "Written by `prunebench calibrate`; do not edit by hand. Re-run it when a method, a recipe or",
         "the default tier changes (`tests/test_calibration.py` fails until the tables cover every case of",
         "`pytest bench/` under today's recipes).",
         "",
@@ -411,125 +415,79 @@ def machine() -> str:
     return names[0].split(":", 1)[1].strip() if names else platform.processor() or platform.machine()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pruners.calibrate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated training seeds (default 0-4)")
-    parser.add_argument("--models", help="comma-separated timm models (default: the bench's models)")
-    parser.add_argument("--methods", help="comma-separated method names or wildcards (default: all)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: all cores)")
-    parser.add_argument(
-        "--tier", default="default", help="the bench tier to calibrate without --models/--methods (default)"
+def calibrate(args: argparse.Namespace) -> str:
+    """``prunebench calibrate``: run every case of ``args`` (the option table's ``calibrate`` options and
+    ``out``) once per seed, record each run as it finishes and return the rendered Markdown."""
+    check(vars(args))
+    family = dataset_family(args.dataset) if args.dataset else "digits"
+    out = args.out or (
+        DEFAULT_PATH if not args.dataset else DEFAULT_PATH.with_name(f"calibration-{family}.json")
     )
-    parser.add_argument(
-        "--speedup",
-        "--speedups",
-        dest="speedups",
-        help="MACs targets (e.g. 2): calibrate every structured method at equal cost instead of its ratio",
+    seeds = parse_seeds(args.seeds)
+    todo = build_cases(
+        split_csv(args.models),
+        split_csv(args.methods),
+        tier=args.tier,
+        speedups=parse_speedups(args.speedups),
     )
-    parser.add_argument(
-        "--distill",
-        type=float,
-        default=RECOVERY_DISTILL,
-        help=f"distillation weight of the recovery, to compare recipes (default {RECOVERY_DISTILL})",
-    )
-    parser.add_argument(
-        "--render",
-        action="store_true",
-        help="only re-render CALIBRATION.md from the JSON (after a tolerance edit)",
-    )
-    parser.add_argument(
-        "--dataset",
-        help="calibrate on a dataset named the timm way (e.g. torch/fashion_mnist) instead of the digits; "
-        "its runs go to calibration-FAMILY.json beside the default file",
-    )
-    parser.add_argument(
-        "--out", type=Path, help=f"calibration JSON (default {DEFAULT_PATH}, or calibration-FAMILY.json)"
-    )
-    args = parser.parse_args(argv)
-    try:
-        family = dataset_family(args.dataset) if args.dataset else "digits"
-        args.out = args.out or (
-            DEFAULT_PATH if not args.dataset else DEFAULT_PATH.with_name(f"calibration-{family}.json")
-        )
-        seeds = parse_seeds(args.seeds)
-        todo = build_cases(
-            split_csv(args.models),
-            split_csv(args.methods),
-            tier=args.tier,
-            speedups=parse_speedups(args.speedups),
-        )
-        load(args.out)
-    except ValueError as err:
-        parser.error(str(err))
-    if not 0 <= args.distill < 1:
-        parser.error(f"--distill must be in [0, 1), got {args.distill}")
+    load(out)
     if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tier_cases = build_cases(tier=args.tier)
     if args.render:
-        entries = load(args.out)
-        print(write_markdown(entries, args.out, rendered_cases(entries), family))
-        return 0
-    try:
-        workload = torch_dataset(args.dataset) if args.dataset else digits()
-    except DataDirError as err:
-        parser.error(str(err))
+        entries = load(out)
+        return write_markdown(entries, out, rendered_cases(entries), family)
+    workload = torch_dataset(args.dataset) if args.dataset else digits()
     cpu = machine()
     for case in todo:
         for seed in seeds:
             recovery = recovery_recipe(baseline_recipe(case.model, family), args.distill)
-            try:
-                result = run(
-                    case.model,
-                    case.method,
-                    case.ratio,
-                    workload,
-                    speedup=case.speedup,
-                    seeds=[seed],
-                    latency_rounds=None,
-                    recovery=recovery,
-                )
-            except CorruptCacheError as err:
-                parser.exit(1, f"{parser.prog}: error: {err}\n")
-            first = result.seeds[0]
-            paired = first.paired
-            entry = {
-                "reference": REFERENCE,
-                "model": case.model,
-                "method": case.method,
-                "ratio": case.ratio,
-                "speedup": case.speedup,
-                "family": family,
-                "workload": workload.name,
-                "ratio_found": round(result.ratio, 4),
-                "macs_speedup": round(result.record.macs_speedup, 3),
-                "pruned_top1_recalibrated": round(result.seeds[0].pruned_top1_recalibrated, 2),
-                "seed": seed,
-                "threads": torch.get_num_threads(),
-                "machine": cpu,
-                "torch": torch.__version__,
-                "baseline_recipe": result.baseline_recipe.key,
-                "recovery_recipe": result.recovery_recipe.key,
-                **asdict(paired),
-                "drop": round(paired.drop, 3),
-                "se": round(paired.se, 3),
-                "criterion_drop": round(first.criterion.drop, 3),
-                "criterion_se": round(first.criterion.se, 3),
-                "control_gain": round(-first.convergence.drop, 3),
-                "correct": first.summary()["correct"],
-            }
-            record(entry, args.out, tier_cases)
-            print(
-                f"{case.id} seed {seed}: drop {paired.drop:.2f} +- {paired.se:.2f} points",
-                file=sys.stderr,
-                flush=True,
+            spec = CaseSpec(
+                case.model,
+                case.method,
+                case.ratio,
+                case.speedup,
+                workload=workload,
+                seeds=(seed,),
+                recipes=Recipes(recovery=recovery),
+                timing=Timing(rounds=None),
             )
-    print(markdown_path(args.out).read_text())
-    return 0
+            record(run_entry(spec, run_case(spec), family, cpu), out, tier_cases)
+    return markdown_path(out).read_text()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def run_entry(spec: CaseSpec, result: CaseResult, family: str, cpu: str) -> dict:
+    """The calibration record of a one-seed ``result`` of ``spec``."""
+    first = result.seeds[0]
+    paired = first.paired
+    print(
+        f"{spec.case().id} seed {first.seed}: drop {paired.drop:.2f} +- {paired.se:.2f} points",
+        file=sys.stderr,
+        flush=True,
+    )
+    return {
+        "reference": REFERENCE,
+        "model": spec.model,
+        "method": spec.method,
+        "ratio": spec.case().ratio,
+        "speedup": spec.speedup,
+        "family": family,
+        "workload": spec.data.name,
+        "ratio_found": round(result.ratio, 4),
+        "macs_speedup": round(result.record.macs_speedup, 3),
+        "pruned_top1_recalibrated": round(first.pruned_top1_recalibrated, 2),
+        "seed": first.seed,
+        "threads": torch.get_num_threads(),
+        "machine": cpu,
+        "torch": torch.__version__,
+        "baseline_recipe": result.baseline_recipe.key,
+        "recovery_recipe": result.recovery_recipe.key,
+        **asdict(paired),
+        "drop": round(paired.drop, 3),
+        "se": round(paired.se, 3),
+        "criterion_drop": round(first.criterion.drop, 3),
+        "criterion_se": round(first.criterion.se, 3),
+        "control_gain": round(-first.convergence.drop, 3),
+        "correct": first.summary()["correct"],
+    }

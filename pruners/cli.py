@@ -13,24 +13,26 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import timm
 import torch
 import torch_pruning as tp
 
-from . import golden
-from .case import CaseResult, run
+from . import calibrate, golden
+from .case import run_case
 from .files import check_writable, write_atomic
 from .gpu_check import CheckFailedError, gpu_check
 from .history import MergeError, merge_asv_results, merge_benchmark_files
-from .matrix import Case, split_csv
+from .matrix import Case, parse_seeds
 from .models import check_model_name, get_model, list_models
+from .options import add_arguments, as_flags, check, split_csv
 from .profile import profile_pair
 from .pruning import NothingPrunedError, case_refusal, check_target
 from .registry import get_method, list_methods
 from .report import convergence_lines, dense_record, plateau_text, write_report
+from .result import CaseResult
 from .runtimes import RUNTIMES
 from .settings import bench_settings
 from .sweep import SweepRow, markdown, merge_rows, read_csv, select_architectures, sweep, write_csv
@@ -38,66 +40,48 @@ from .zoo import CorruptCacheError, WeightsUnavailableError, cached_histories
 
 
 def _case(args: argparse.Namespace) -> CaseResult:
-    """Run the case that ``prune`` and ``profile`` are about, from their shared arguments."""
-    spec = get_method(args.method)
-    if args.speedup is not None and args.ratio is not None:
-        raise ValueError("--ratio and --speedup both set the cost: pass one")
-    speedup = check_target(args.method, args.speedup) if args.speedup is not None else None
-    asked = args.ratio if args.ratio is not None else spec.default_ratio
-    ratio = None if speedup else spec.check_ratio(asked)
-    refusal = ratio is not None and case_refusal(check_model_name(args.model), args.method, ratio)
-    if refusal:
-        raise ValueError(refusal)
-    settings = bench_settings(
-        [args.model],
-        batch_size=args.batch_size,
-        data_dir=args.data_dir,
-        dataset=args.dataset,
-        download=args.dataset_download,
-        skip_bad_images=args.skip_bad_images,
-        pretrained=args.pretrained,
-        checkpoint=args.checkpoint,
-        device=args.device,
-        runtimes=split_csv(args.runtime),
-    )
-    workload = settings.workload(args.model)
-    cost = f"{speedup:g}x fewer MACs" if speedup else f"{ratio:g}"
-    print(f"prunebench: {args.model} / {args.method} @ {cost} on {workload.name}")
-    return run(
-        args.model,
-        args.method,
-        ratio,
-        workload,
-        speedup=speedup,
-        batch_size=args.batch_size,
-        latency_rounds=args.latency_rounds,
-        weights=settings.weights,
-        seeds=[args.seed],
-        runtimes=settings.runtimes,
-    )
+    """Run the case that ``prune`` and ``profile`` are about, from their options (the bench's table)."""
+    values = vars(args)
+    check(values)
+    get_method(args.method)
+    if args.speedup is not None:
+        check_target(args.method, args.speedup)
+    elif args.ratio is not None:
+        get_method(args.method).check_ratio(args.ratio)
+        refusal = case_refusal(check_model_name(args.model), args.method, args.ratio)
+        if refusal:
+            raise ValueError(refusal)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    settings = bench_settings([args.model], values)
+    spec = settings.spec(Case(args.model, args.method, args.ratio, args.speedup), parse_seeds(args.seeds))
+    cost = f"{spec.speedup:g}x fewer MACs" if spec.speedup else f"{spec.ratio:g}"
+    print(f"prunebench: {args.model} / {args.method} @ {cost} on {spec.data.name}")
+    return run_case(spec)
 
 
 def _prune(args: argparse.Namespace) -> str:
     if args.out is not None:
         check_writable(args.out, "--out")
     result = _case(args)
-    info = result.summary()
-    target = f", target {info['target_speedup']:g}x" if info["target_speedup"] else ""
+    r = result.case_record()
+    latency = r.latency
+    target = f", target {r.target_speedup:g}x" if r.target_speedup else ""
     lines = [
-        f"top-1     dense {info['dense_top1']:.2f} %, dense control {info['dense_control_top1']:.2f} %, "
-        f"one-shot {info['pruned_top1_before_recovery']:.2f} %, "
-        f"BN-recalibrated {info['pruned_top1_recalibrated']:.2f} %, recovered {info['pruned_top1']:.2f} %",
-        f"recovery  drop from the control {info['top1_drop']:+.2f}, tolerance {result.tolerance:g}: "
-        f"{'pass' if info['recovery_passed'] else 'FAIL'}",
-        f"criterion {info['criterion_gate']}",
-        *convergence_lines([dense_record(info)]),
-        f"MACs      {info['macs_dense']:,} -> {info['macs_pruned']:,} ({info['macs_speedup']:.2f}x fewer, "
-        f"ratio {info['ratio']:.3f}{target})",
-        f"params    {info['params_dense']:,} -> {info['params_pruned']:,}",
-        f"latency   {info['latency_dense_ms']:.2f} ms -> {info['latency_pruned_ms']:.2f} ms "
-        f"({info['latency_speedup']:.2f}x, batch {info['batch_size']}, {info['threads']} threads, "
-        f"{info['latency_device']})",
-        *runtime_lines(info),
+        f"top-1     dense {r.dense_top1:.2f} %, dense control {r.dense_control_top1:.2f} %, "
+        f"one-shot {r.one_shot_top1:.2f} %, BN-recalibrated {r.recalibrated_top1:.2f} %, "
+        f"recovered {r.recovered_top1:.2f} %",
+        f"recovery  drop from the control {r.top1_drop:+.2f}, tolerance {r.tolerance:g}: "
+        f"{'pass' if r.recovery_passed else 'FAIL'}",
+        f"criterion {r.criterion_gate}",
+        *convergence_lines([dense_record(r.to_extra_info())]),
+        f"MACs      {r.macs_dense:,} -> {r.macs_pruned:,} ({r.macs_speedup:.2f}x fewer, "
+        f"ratio {r.ratio:.3f}{target})",
+        f"params    {r.params_dense:,} -> {r.params_pruned:,}",
+        f"latency   {latency['latency_dense_ms']:.2f} ms -> {latency['latency_pruned_ms']:.2f} ms "
+        f"({latency['latency_speedup']:.2f}x, batch {r.batch_size}, {r.threads} threads, "
+        f"{latency['latency_device']})",
+        *runtime_lines(latency),
     ]
     if args.out is not None:
         write_atomic(args.out, lambda f: torch.save(result.pruned, f))
@@ -105,7 +89,7 @@ def _prune(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def runtime_lines(info: dict) -> list[str]:
+def runtime_lines(info: Mapping[str, object]) -> list[str]:
     """One line per runtime the case was timed in: dense and pruned latency and measured ÷ MACs speedup."""
     lines = []
     for runtime in RUNTIMES:
@@ -303,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prune the dense baseline of MODEL with METHOD, give it the bench's recovery fine-tune, "
         "score both on the held-out images and time both.",
     )
-    _case_arguments(prune)
+    add_arguments(prune, "prune")
     prune.add_argument("--out", type=Path, help="save the whole pruned model here (torch.save)")
     prune.set_defaults(run=_prune)
 
@@ -314,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
         "by self time with each op's speedup and share of the gap to the MACs speedup, and a Chrome trace "
         "of each model.",
     )
-    _case_arguments(prof)
+    add_arguments(prof, "profile")
     prof.add_argument("--out-dir", type=Path, default=Path("profiles"), help="where to write (profiles/)")
     prof.set_defaults(run=_profile)
 
@@ -346,6 +330,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("runs", nargs="+", type=Path, help="pytest-benchmark JSON files, oldest first")
     report.add_argument("--out-dir", type=Path, default=Path("report"), help="where to write (report/)")
     report.set_defaults(run=_report)
+
+    cal = commands.add_parser(
+        "calibrate",
+        help="measure the gates: run the tier's cases over several training seeds and render CALIBRATION.md",
+        description=calibrate.__doc__.split("\n\n")[0],
+    )
+    add_arguments(cal, "calibrate")
+    cal.add_argument(
+        "--out",
+        type=Path,
+        help=f"calibration JSON (default {calibrate.DEFAULT_PATH}, or calibration-FAMILY.json beside it)",
+    )
+    cal.set_defaults(run=calibrate.calibrate)
 
     gold = commands.add_parser(
         "golden",
@@ -393,38 +390,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _case_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="timm model name")
-    parser.add_argument("--method", required=True, help="registered pruning method (prunebench list)")
-    parser.add_argument("--ratio", type=float, help="pruning ratio in (0, 1) (default: the method's own)")
-    parser.add_argument(
-        "--speedup",
-        type=float,
-        help="MACs target instead of a ratio: prune until dense / pruned MACs is within 2%% of it",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
-    parser.add_argument("--batch-size", type=int, default=32, help="images per forward for MACs and latency")
-    parser.add_argument("--latency-rounds", type=int, default=20, help="timed rounds per model (default 20)")
-    parser.add_argument("--data-dir", help="your labelled images (README: Your own data and weights)")
-    parser.add_argument("--dataset", help="a dataset named the timm way, e.g. torch/fashion_mnist")
-    parser.add_argument(
-        "--dataset-download", action="store_true", help="let torchvision download --dataset (network needed)"
-    )
-    parser.add_argument(
-        "--pretrained", action="store_true", help="timm's pretrained weights as the dense model"
-    )
-    parser.add_argument("--checkpoint", help="local weights of the dense model")
-    parser.add_argument(
-        "--skip-bad-images",
-        action="store_true",
-        help="leave out the unreadable images of --data-dir instead of stopping",
-    )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
-    parser.add_argument(
-        "--runtime", help="also time in these runtimes: eager, compile, onnxruntime (comma-separated)"
-    )
-
-
 # Errors that say what went wrong in their message: printed as one line, never as a traceback.
 KNOWN_ERRORS = (
     MergeError,
@@ -449,13 +414,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("merge-benchmarks needs --out and/or --save-to")
     if args.command == "sweep" and (args.jobs < 1 or args.timeout <= 0 or (args.per_family or 1) < 1):
         parser.error("--jobs and --per-family must be >= 1 and --timeout > 0")
-    if args.command in ("prune", "profile") and (args.batch_size < 1 or args.latency_rounds < 2):
-        parser.error("--batch-size must be >= 1 and --latency-rounds >= 2")
     try:
         print(args.run(args))
     except KNOWN_ERRORS as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"prunebench {args.command}: error: {message}", file=sys.stderr)
+        print(f"prunebench {args.command}: error: {as_flags(str(message))}", file=sys.stderr)
         return 1
     return 0
 

@@ -205,7 +205,7 @@ def _readable(dataset: ImageDataset, indices: list[int], bad: set[str], skip: bo
         more = f" and {len(found) - SHOWN_PATHS} more" if len(found) > SHOWN_PATHS else ""
         raise DataDirError(
             f"{len(found)} image(s) under {where} cannot be read: {', '.join(names)}{more}; fix or remove "
-            "them, or pass --skip-bad-images to leave them out"
+            "them, or pass `skip_bad_images` to leave them out"
         )
     left_out = set(found)
     return [i for i in indices if i not in left_out]
@@ -346,7 +346,7 @@ def dataset_family(name: str) -> str:
     """The :attr:`Workload.family` of the named dataset (``torch/fashion_mnist`` -> ``fashion_mnist``);
     a :class:`DataDirError` for a name not in :data:`TORCH_DATASETS`."""
     if name not in TORCH_DATASETS:
-        raise DataDirError(f"unknown --dataset {name!r}; choose from {', '.join(TORCH_DATASETS)}")
+        raise DataDirError(f"unknown `dataset` {name!r}; choose from {', '.join(TORCH_DATASETS)}")
     return name.removeprefix("torch/")
 
 
@@ -354,7 +354,7 @@ def fashion_mnist_hint(where: str) -> str:
     """The one line that says how to get Fashion-MNIST onto this machine."""
     return (
         f"Fashion-MNIST is not in {where}: `apt-get install dataset-fashion-mnist` (Debian, offline "
-        "mirrors included), or pass --dataset-download with network access, or --data-dir ROOT holding "
+        "mirrors included), or pass `dataset_download` with network access, or `data_dir` ROOT holding "
         "ROOT/FashionMNIST/raw/"
     )
 
@@ -420,7 +420,7 @@ def torch_dataset(
     if root is None:
         if not download:
             raise DatasetUnavailableError(
-                f"{name} needs --data-dir ROOT (torchvision's layout, ROOT/{folder}/) or --dataset-download"
+                f"{name} needs `data_dir` ROOT (torchvision's layout, ROOT/{folder}/) or `dataset_download`"
             )
         root = cache_dir() / "datasets"
     root = Path(root).expanduser()
@@ -433,8 +433,8 @@ def torch_dataset(
         if name == "torch/fashion_mnist":
             raise DatasetUnavailableError(fashion_mnist_hint(str(root))) from None
         raise DatasetUnavailableError(
-            f"{name} is not in {root} ({str(err).strip()}): pass --data-dir ROOT holding ROOT/{folder}/, "
-            "or --dataset-download with network access"
+            f"{name} is not in {root} ({str(err).strip()}): pass `data_dir` ROOT holding ROOT/{folder}/, "
+            "or `dataset_download` with network access"
         ) from None
     train_x, train_y = _as_tensors(splits["train"])
     test_x, test_y = _as_tensors(splits["validation"])

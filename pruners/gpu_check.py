@@ -37,7 +37,6 @@ BATCH_SIZE = 64
 ROUNDS = 20
 # fp16 logits of the 2:4 kernels against the same masked model on dense kernels, relative to their scale.
 SEMI_STRUCTURED_RTOL = 2e-2
-BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 
 
 class CheckFailedError(Exception):
@@ -69,10 +68,12 @@ def missing_cuda() -> str:
 
 
 def bench_command(json_path: Path, device: str) -> list[str]:
-    """The ``pytest bench/`` run of :data:`BENCH_METHODS` on :data:`BENCH_MODEL` at its default-tier MACs
+    """The bench run (the installed plugin's matrix, ``--prunebench --pyargs pruners.bench``) of
+    :data:`BENCH_METHODS` on :data:`BENCH_MODEL` at its default-tier MACs
     target, on ``device``, also timed at :data:`DEPLOY_SIZE` px, saving its JSON to ``json_path``."""
     return [
-        sys.executable, "-m", "pytest", str(BENCH_DIR), "-p", "no:cacheprovider", "-q",
+        sys.executable, "-m", "pytest", "--prunebench", "--pyargs", "pruners.bench",
+        "-p", "no:cacheprovider", "-q",
         "--device", device, "--models", BENCH_MODEL, "--methods", ",".join(BENCH_METHODS),
         "--latency-size", str(DEPLOY_SIZE), "--benchmark-json", str(json_path),
     ]  # fmt: skip

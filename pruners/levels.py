@@ -1,7 +1,7 @@
 """The criterion band's calibrated levels: per case, the paired drop from dense to BatchNorm-recalibrated
 one-shot top-1 that the calibration measured, and the band around it a run must stay in.
 
-``python -m pruners.calibrate`` writes them to ``pruners/gate_levels.json`` (shipped with the package), keyed
+``prunebench calibrate`` writes them to ``pruners/gate_levels.json`` (shipped with the package), keyed
 by workload family and case id, with the recipes they were measured under; a case whose recipes changed since
 has no level until it is calibrated again.
 """

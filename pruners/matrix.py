@@ -79,7 +79,7 @@ def select_methods(patterns: Iterable[str]) -> list[str]:
 def choose_tier(quick: bool, full: bool, selected: bool) -> str:
     """The tier that ``--quick`` / ``--full`` ask for; with each other or a selection, a ``ValueError``."""
     if quick + full + selected > 1:
-        raise ValueError("choose one of --quick, --full, or --models / --methods")
+        raise ValueError("choose one of `quick`, `full`, or `models` / `methods`")
     return "quick" if quick else "full" if full else "default"
 
 
@@ -115,7 +115,7 @@ def parse_speedups(text: str | None) -> list[float]:
     try:
         targets = [check_speedup(part) for part in split_csv(text)]
     except ValueError as err:
-        raise ValueError(f"--speedup(s) {text!r}: {err}") from None
+        raise ValueError(f"`speedups` {text!r}: {err}") from None
     if len(set(targets)) != len(targets):
         raise ValueError(f"MACs targets must be distinct, got {text!r}")
     return targets

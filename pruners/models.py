@@ -113,7 +113,37 @@ MODELS: tuple[ModelEntry, ...] = (
     ModelEntry("mobilevit_xxs", "MobileViT", MOBILE),
 )
 
-_BY_NAME = {entry.name: entry for entry in MODELS}
+_BY_NAME: dict[str, ModelEntry] = {}
+
+
+def register_model(entry: ModelEntry, replace: bool = False) -> ModelEntry:
+    """Add ``entry`` to the bench's models (what ``--models '*'``, :func:`list_models` and the tiers see).
+
+    Its name must be a timm model (register the architecture with timm first). Registering a name twice is
+    a ``ValueError`` unless ``replace``; an entry already registered as it is, is a no-op."""
+    check_model_name(entry.name)
+    known = _BY_NAME.get(entry.name)
+    if known is not None and known != entry and not replace:
+        raise ValueError(f"bench model {entry.name!r} is already registered")
+    _BY_NAME[entry.name] = entry
+    get_model.cache_clear()
+    return entry
+
+
+def _registered() -> dict[str, ModelEntry]:
+    """The bench models: :data:`MODELS`, then those of every ``prunebench.models`` entry point."""
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        for entry in MODELS:
+            register_model(entry)
+        from .entry_points import load_models
+
+        load_models()
+    return _BY_NAME
+
+
+_LOADED = False
 
 
 def check_model_name(model_name: str) -> str:
@@ -131,7 +161,7 @@ class UnmeasuredModelWarning(UserWarning):
 
 def list_models(pattern: str = "*") -> list[str]:
     """Names in :data:`MODELS` matching the shell-style ``pattern``, in table order."""
-    return [entry.name for entry in MODELS if fnmatch.fnmatchcase(entry.name, pattern)]
+    return [name for name in _registered() if fnmatch.fnmatchcase(name, pattern)]
 
 
 @cache
@@ -140,7 +170,7 @@ def get_model(name: str) -> ModelEntry:
 
     Raises ``ValueError`` for a name timm does not know.
     """
-    if name in _BY_NAME:
+    if name in _registered():
         return _BY_NAME[name]
     check_model_name(name)
     warnings.warn(
@@ -154,7 +184,7 @@ def get_model(name: str) -> ModelEntry:
 
 def default_target(name: str) -> float:
     """The MACs target ``name``'s structured cases run at by default (:attr:`ModelEntry.target`)."""
-    entry = _BY_NAME.get(name)
+    entry = _registered().get(name)
     return entry.target if entry is not None else DEFAULT_TARGET
 
 
@@ -180,3 +210,15 @@ def select_models(patterns: Iterable[str]) -> list[str]:
             matched = [check_model_name(pattern)]
         names += [name for name in matched if name not in names]
     return names
+
+
+def smallest_input(name: str) -> int:
+    """The smallest input size ``name`` can take: its total stride (timm's ``feature_info`` reduction of
+    the last stage, with the entry's kwargs), below which the last stage sees less than one pixel."""
+    kwargs = dict(get_model(name).kwargs) if name in _registered() else {}
+    model = timm.create_model(name, pretrained=False, **kwargs)
+    info = getattr(model, "feature_info", None)
+    if not info:
+        return 1
+    last = info[-1] if isinstance(info, list) else info.get_dicts()[-1]
+    return int(last.get("reduction", 1))

@@ -184,12 +184,28 @@ def register_method(
     return decorator
 
 
+def _registered() -> dict[str, MethodSpec]:
+    """The registry, once the built-in families and every ``prunebench.methods`` entry point have
+    registered their methods (:mod:`pruners.entry_points`); they load on first use, so that
+    ``import pruners`` stays light."""
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        from . import entry_points, sparse_training, structured, unstructured  # noqa: F401
+
+        entry_points.load_methods()
+    return _METHODS
+
+
+_LOADED = False
+
+
 def list_methods(filter: str | Iterable[str] = "*", kind: Kind | None = None) -> list[str]:
     """Sorted names of the registered methods that match the wildcard ``filter`` (fnmatch), like timm."""
     patterns = [filter] if isinstance(filter, str) else list(filter)
     return sorted(
         name
-        for name, spec in _METHODS.items()
+        for name, spec in _registered().items()
         if any(fnmatch.fnmatchcase(name, p) for p in patterns) and (kind is None or spec.kind == kind)
     )
 
@@ -197,7 +213,7 @@ def list_methods(filter: str | Iterable[str] = "*", kind: Kind | None = None) ->
 def get_method(name: str) -> MethodSpec:
     """The :class:`MethodSpec` registered as ``name``; a ``KeyError`` lists the known names otherwise."""
     try:
-        return _METHODS[name]
+        return _registered()[name]
     except KeyError:
         raise KeyError(f"unknown pruning method {name!r}; available: {', '.join(list_methods())}") from None
 

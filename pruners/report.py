@@ -15,7 +15,7 @@ import base64
 import html
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from .files import write_atomic
 from .gate import Verdict, decode_correct, paired_difference
 from .matrix import Case
+from .record import CaseRecord, RecordSchemaError
 from .runtimes import RUNTIMES
 
 # The control every structured method is paired against at the same MACs target.
@@ -47,10 +48,12 @@ def plateaued(epoch_top1: Sequence[float]) -> bool | None:
     return epoch_top1[-1] - epoch_top1[-2] <= PLATEAU_POINTS
 
 
-def dense_record(info: dict) -> dict:
-    """The dense baseline's and control's figures of one case, from its ``extra_info``."""
+def dense_record(info: Mapping[str, object]) -> dict:
+    """The dense baseline's and control's figures of one case, from its ``extra_info``: the part of its
+    :class:`pruners.CaseRecord` that travels to the xdist controller for the convergence lines."""
+    record = CaseRecord.from_extra_info(info)
     keys = ("model", "seeds", "dense_top1", "dense_control_top1", "control_gain", "control_gain_noise")
-    return {k: info[k] for k in (*keys, "baseline_converged", "baseline_epoch_top1")}
+    return {k: getattr(record, k) for k in (*keys, "baseline_converged", "baseline_epoch_top1")}
 
 
 def convergence_lines(records: Sequence[dict]) -> list[str]:
@@ -141,44 +144,57 @@ def load_run(path: Path) -> list[ReportRow]:
     return sorted(rows, key=lambda r: (r.model, r.method, r.target_speedup or 0.0, r.ratio))
 
 
-def row_from_info(info: dict, name: str) -> ReportRow:
-    """One :class:`ReportRow` from a case's ``extra_info``; ``name`` says which case in errors."""
-    if "latency_dense_ms" not in info:
+def row_from_info(info: Mapping[str, object], name: str) -> ReportRow:
+    """One :class:`ReportRow` from a case's ``extra_info`` (read as a :class:`pruners.CaseRecord`, of any
+    schema it reads); ``name`` says which case in errors."""
+    try:
+        record = CaseRecord.from_extra_info(info)
+    except (RecordSchemaError, TypeError) as err:
+        raise ValueError(f"{name}: {err}") from None
+    return row_from_record(record, name)
+
+
+def row_from_record(record: CaseRecord, name: str) -> ReportRow:
+    """One :class:`ReportRow` from ``record``; ``name`` says which case in errors."""
+    latency = record.latency
+    if "latency_dense_ms" not in latency:
         raise ValueError(f"{name} has no latency in extra_info (run without --benchmark-disable)")
-    deploy = "latency_at_size" if "latency_at_size_dense_ms" in info else "latency"
+    deploy = "latency_at_size" if "latency_at_size_dense_ms" in latency else "latency"
     return ReportRow(
-        model=info["model"],
-        method=info["method"],
-        ratio=float(info["ratio"]),
-        dense_top1=info["dense_top1"],
-        one_shot_top1=info["pruned_top1_before_recovery"],
-        pruned_top1=info["pruned_top1"],
-        macs_dense=info["macs_dense"],
-        macs_pruned=info["macs_pruned"],
-        params_dense=info["params_dense"],
-        params_pruned=info["params_pruned"],
-        latency_dense_ms=info[f"{deploy}_dense_ms"],
-        latency_pruned_ms=info[f"{deploy}_pruned_ms"],
-        latency_img_size=int(info.get(f"{deploy}_img_size", 0)),
+        model=record.model,
+        method=record.method,
+        ratio=float(record.ratio),
+        dense_top1=record.dense_top1,
+        one_shot_top1=record.one_shot_top1,
+        pruned_top1=record.recovered_top1,
+        macs_dense=record.macs_dense,
+        macs_pruned=record.macs_pruned,
+        params_dense=record.params_dense,
+        params_pruned=record.params_pruned,
+        latency_dense_ms=latency[f"{deploy}_dense_ms"],
+        latency_pruned_ms=latency[f"{deploy}_pruned_ms"],
+        latency_img_size=int(latency.get(f"{deploy}_img_size", 0)),
         workload_latency_ms=(
-            (info["latency_dense_ms"], info["latency_pruned_ms"]) if deploy == "latency_at_size" else None
+            (latency["latency_dense_ms"], latency["latency_pruned_ms"])
+            if deploy == "latency_at_size"
+            else None
         ),
-        passed=bool(info.get("passed", False)),
-        kind=info.get("kind", "structured"),
-        target_speedup=info.get("target_speedup"),
-        recalibrated_top1=info.get("pruned_top1_recalibrated"),
-        recovered_se=float(info.get("top1_drop_noise", 0.0)),
-        control_top1=info.get("dense_control_top1"),
-        baseline_converged=info.get("baseline_converged"),
-        baseline_epoch_top1=tuple(info.get("baseline_epoch_top1", ())),
+        passed=bool(record.passed),
+        kind=record.kind,
+        target_speedup=record.target_speedup,
+        recalibrated_top1=record.recalibrated_top1,
+        recovered_se=float(record.top1_drop_noise),
+        control_top1=record.dense_control_top1,
+        baseline_converged=record.baseline_converged,
+        baseline_epoch_top1=tuple(record.baseline_epoch_top1),
         runtime_efficiency={
             key.removeprefix("latency_").removesuffix("_per_macs"): value
-            for key, value in info.items()
-            if key.startswith("latency_") and key.endswith("_per_macs")
+            for key, value in latency.items()
+            if key.endswith("_per_macs")
         },
-        baseline_fingerprint=info.get("baseline_fingerprint", ""),
-        decision_fingerprint=info.get("decision_fingerprint", ""),
-        correct=_seed_correct(name, info),
+        baseline_fingerprint=record.baseline_fingerprint,
+        decision_fingerprint=record.decision_fingerprint,
+        correct=_seed_correct(name, record.per_seed),
     )
 
 
@@ -211,14 +227,14 @@ def decision_changes(first: Sequence[ReportRow], last: Sequence[ReportRow]) -> l
     return lines
 
 
-def _seed_correct(name: str, info: dict) -> dict[int, dict[str, torch.Tensor]]:
+def _seed_correct(name: str, per_seed: Sequence[Mapping]) -> dict[int, dict[str, torch.Tensor]]:
     """Per seed, the per-image correctness the case saved (none for runs made before it was kept)."""
     try:
         return {
             int(seed["seed"]): {
                 key: decode_correct(packed) for key, packed in seed.get("correct", {}).items()
             }
-            for seed in info.get("per_seed", [])
+            for seed in per_seed
         }
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{name} has unreadable per-image correctness ({err})") from err

@@ -64,7 +64,7 @@ def pretrained_source(model_name: str) -> str:
     source = cfg and (cfg.url or cfg.file)
     if not source:
         raise WeightsUnavailableError(
-            f"timm has no pretrained weights for {model_name}; pass --checkpoint PATH"
+            f"timm has no pretrained weights for {model_name}; pass `checkpoint` PATH"
         )
     return source
 
@@ -118,13 +118,13 @@ def create_model(
         except (OSError, HfHubHTTPError) as err:
             raise WeightsUnavailableError(
                 f"pretrained weights for {name} could not be had from {source} ({type(err).__name__}); "
-                "download them once with network access, or pass --checkpoint PATH"
+                "download them once with network access, or pass `checkpoint` PATH"
             ) from err
         classes = timm.models.get_pretrained_cfg_value(name, "num_classes")
         if classes != workload.num_classes:
             raise WeightsUnavailableError(
                 f"pretrained {name} predicts {classes} classes but {workload.name} has "
-                f"{workload.num_classes}: score it on images of its own classes, or leave out --pretrained "
+                f"{workload.num_classes}: score it on images of its own classes, or leave out `pretrained` "
                 "to train a baseline"
             )
         return model

@@ -46,19 +46,25 @@ def bench(pytester: pytest.Pytester) -> pytest.Pytester:
 
 RUN_RAISES = """
 
+import pytest
+
+import pruners
+import pruners.bench
+
+
 def _run_raises(*args, **kwargs):
     raise {error}
 
 
 @pytest.fixture(autouse=True)
 def _every_case_raises(monkeypatch):
-    monkeypatch.setattr(pruners, "run", _run_raises)
+    monkeypatch.setattr(pruners.bench, "run_case", _run_raises)
 """
 
 
 def bench_where_run_raises(pytester: pytest.Pytester, error: str) -> pytest.Pytester:
-    """The bench in ``pytester`` with ``pruners.run`` replaced by one that raises ``error`` (source text),
-    to see what the bench makes of an error a case can meet."""
+    """The bench in ``pytester`` with ``pruners.bench.run_case`` replaced by one that raises ``error``
+    (source text), to see what the bench makes of an error a case can meet."""
     pytester.makeconftest((ROOT / "bench" / "conftest.py").read_text() + RUN_RAISES.format(error=error))
     pytester.makepyfile(test_matrix=(ROOT / "bench" / "test_matrix.py").read_text())
     return pytester

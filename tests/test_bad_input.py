@@ -26,7 +26,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def started(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started before the input was refused")
 
-    for target in ("pruners.zoo.train", "pruners.case.train", "pruners.cli.run"):
+    for target in ("pruners.zoo.train", "pruners.case.train", "pruners.cli.run_case"):
         monkeypatch.setattr(target, started)
 
 
@@ -56,12 +56,16 @@ BENCH_REFUSALS = [
     (["--seeds", "0,0"], "seeds must be distinct, got '0,0'"),
     (["--seeds", "-1"], "seeds must be comma-separated non-negative integers, got '-1'"),
     (["--shard", "3/2"], "shard must be I/N with 1 <= I <= N"),
-    (["--batch-size", "0"], "--batch-size must be >= 1"),
-    (["--latency-rounds", "1"], "--latency-rounds >= 2"),
+    (["--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    (["--latency-rounds", "1"], "--latency-rounds must be >= 2, got 1"),
     (["--threads", "0"], "--threads must be a positive integer, got 0"),
     (["--hflip", "2"], "--hflip is a probability in [0, 1], got 2.0"),
     (["--crop-scale", "0"], "--crop-scale is a fraction of the image in (0, 1], got 0.0"),
     (["--img-size", "0", "--dataset", "torch/mnist"], "--img-size must be a positive integer, got 0"),
+    (
+        ["--img-size", "4", "--data-dir={small}"],
+        "--img-size 4 px is below what resnet18 can take: its last stage downsamples 32x",
+    ),
     (["--dataset", "torch/imagenet"], "torch/imagenet"),
     (["--dataset-download"], "--dataset-download downloads a --dataset; name one"),
     (["--skip-bad-images"], "--skip-bad-images applies to --data-dir"),
@@ -141,6 +145,9 @@ CLI_REFUSALS = [
     (["--method", "l1", "--pretrained", "--checkpoint", "w.pth"], "--pretrained and --checkpoint both"),
     (["--method", "l1", "--device", "tpu"], "unknown device 'tpu'"),
     (["--method", "l1", "--runtime", "eager,eager"], "runtimes must be distinct"),
+    (["--method", "l1", "--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
+    (["--method", "l1", "--latency-rounds", "1"], "--latency-rounds must be >= 2, got 1"),
+    (["--method", "l1", "--data-dir", "{small}", "--img-size", "4"], "--img-size 4 px is below what resnet18"),
 ]
 
 
@@ -181,8 +188,6 @@ def test_every_subcommand_checks_where_it_writes_first(
     "argv",
     [
         ["prune", "--model", "resnet18", "--method", "l1", "--ratio", "half"],
-        ["prune", "--model", "resnet18", "--method", "l1", "--batch-size", "0"],
-        ["prune", "--model", "resnet18", "--method", "l1", "--latency-rounds", "1"],
         ["prune", "--method", "l1"],
         ["sweep", "--jobs", "0"],
         ["merge-benchmarks", "a.json"],

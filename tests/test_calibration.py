@@ -11,12 +11,13 @@ import torch
 
 import pruners
 from pruners import calibrate
+from pruners.cli import main
 from pruners.gate import PairedDrop, band, encode_correct, judge, required_tolerance
 from pruners.levels import load_levels
 from pruners.matrix import Case, build_cases
 from pruners.zoo import CorruptCacheError
 
-RERUN = "re-run `python -m pruners.calibrate` (see bench/CALIBRATION.md)"
+RERUN = "re-run `prunebench calibrate` (see bench/CALIBRATION.md)"
 DEFAULT_TIER = build_cases(tier="default")
 
 
@@ -151,10 +152,9 @@ def test_the_criterion_band_holds_every_calibrated_run() -> None:
 
 
 def calibrate_exit(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    """``python -m pruners.calibrate ARGS``'s exit code and stderr, for arguments it refuses."""
-    with pytest.raises(SystemExit) as exit_info:
-        calibrate.main(args)
-    return exit_info.value.code, capsys.readouterr().err
+    """``prunebench calibrate ARGS``'s exit code and stderr, for arguments it refuses."""
+    code = main(["calibrate", *args])
+    return code, capsys.readouterr().err
 
 
 def test_corrupt_calibration_file_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -163,7 +163,7 @@ def test_corrupt_calibration_file_is_one_clear_error(tmp_path: Path, capsys: pyt
     with pytest.raises(ValueError, match="not a calibration file"):
         calibrate.load(path)
     code, err = calibrate_exit(["--out", str(path), "--models", "resnet18"], capsys)
-    assert code == 2 and "not a calibration file" in err
+    assert code == 1 and "not a calibration file" in err
     assert path.read_text() == "{not json", "the file was touched"
 
 
@@ -175,11 +175,11 @@ def test_corrupt_calibration_file_is_one_clear_error(tmp_path: Path, capsys: pyt
         (["--distill", "1"], "distill"),
     ],
 )
-def test_bad_calibration_arguments_exit_2(
+def test_bad_calibration_arguments_are_one_line_and_exit_1(
     args: list[str], message: str, capsys: pytest.CaptureFixture
 ) -> None:
     code, err = calibrate_exit(args, capsys)
-    assert code == 2 and message in err
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_corrupt_cache_stops_the_calibration_in_one_line(
@@ -188,7 +188,7 @@ def test_a_corrupt_cache_stops_the_calibration_in_one_line(
     def corrupt(*args, **kwargs):
         raise CorruptCacheError("the baseline cache /c/r.pt: EOFError: ; nothing was changed")
 
-    monkeypatch.setattr(calibrate, "run", corrupt)
+    monkeypatch.setattr(calibrate, "run_case", corrupt)
     out = tmp_path / "calibration.json"
     code, err = calibrate_exit(["--models", "resnet18", "--methods", "l1", "--out", str(out)], capsys)
     assert code == 1

@@ -12,6 +12,7 @@ import pruners
 from pruners.decisions import weights_fingerprint
 from pruners.levels import CriterionLevel
 from pruners.measure import compare_latency, correct
+from pruners.spec import Recipes, Timing
 from pruners.train import Recipe
 
 from .conftest import TINY_RECIPE
@@ -20,16 +21,15 @@ FAST_RECOVERY = Recipe(epochs=1, lr=1e-3, distill=0.5)
 
 
 def run_tiny(method: str = "l1", seeds: tuple[int, ...] = (0,), rounds: int | None = 3) -> pruners.CaseResult:
-    return pruners.run(
-        "test_resnet",
-        method,
-        0.3,
-        pruners.digits(),
-        seeds=seeds,
-        batch_size=16,
-        latency_rounds=rounds,
-        recovery=FAST_RECOVERY,
-        baseline_recipe=TINY_RECIPE,
+    return pruners.run_case(
+        pruners.CaseSpec(
+            "test_resnet",
+            method,
+            0.3,
+            seeds=seeds,
+            recipes=Recipes(baseline=TINY_RECIPE, recovery=FAST_RECOVERY),
+            timing=Timing(batch_size=16, rounds=rounds),
+        )
     )
 
 
@@ -44,8 +44,8 @@ def test_case_measures_everything(result: pruners.CaseResult) -> None:
     info = result.summary()
     assert result.record.macs_after < result.record.macs_before
     assert info["macs_speedup"] > 1
-    assert 0 <= info["pruned_top1"] <= 100 and 0 <= info["dense_top1"] <= 100
-    assert info["top1_drop"] == pytest.approx(info["dense_control_top1"] - info["pruned_top1"], abs=0.02)
+    assert 0 <= info["recovered_top1"] <= 100 and 0 <= info["dense_top1"] <= 100
+    assert info["top1_drop"] == pytest.approx(info["dense_control_top1"] - info["recovered_top1"], abs=0.02)
     assert info["gate_reference"].startswith("dense control")
     assert result.latency is not None and result.latency.dense_ms > 0 and result.latency.pruned_ms > 0
     assert info["latency_speedup"] == pytest.approx(
@@ -208,15 +208,14 @@ def test_sparse_training_takes_its_epochs_out_of_the_recovery_budget() -> None:
 
 def test_a_sparse_training_case_records_how_its_budget_was_split() -> None:
     budget = Recipe(epochs=2, lr=1e-3, distill=0.5)
-    result = pruners.run(
-        "test_resnet",
-        "bn_scale",
-        0.3,
-        pruners.digits(),
-        batch_size=16,
-        latency_rounds=None,
-        recovery=budget,
-        baseline_recipe=TINY_RECIPE,
+    result = pruners.run_case(
+        pruners.CaseSpec(
+            "test_resnet",
+            "bn_scale",
+            0.3,
+            recipes=Recipes(baseline=TINY_RECIPE, recovery=budget),
+            timing=Timing(batch_size=16, rounds=None),
+        )
     )
     info = result.summary()
     assert (info["sparse_train_epochs"], info["recovery_epochs"]) == (1, 1)
@@ -232,11 +231,11 @@ def test_a_case_keeps_the_recalibrated_criterion_and_each_image_verdict(result: 
         verdicts = {k: pruners.gate.decode_correct(v) for k, v in seed["correct"].items()}
         assert set(verdicts) == {"dense", "control", "recalibrated", "recovered"}
         assert all(len(v) == 360 for v in verdicts.values())
-        pairs = (("dense", "dense_top1"), ("control", "dense_control_top1"), ("recovered", "pruned_top1"))
+        pairs = (("dense", "dense_top1"), ("control", "dense_control_top1"), ("recovered", "recovered_top1"))
         for key, field in pairs:
             assert 100 * verdicts[key].float().mean().item() == pytest.approx(seed[field], abs=0.01)
         assert 100 * verdicts["recalibrated"].float().mean().item() == pytest.approx(
-            seed["pruned_top1_recalibrated"], abs=0.01
+            seed["recalibrated_top1"], abs=0.01
         )
         assert seed["baseline_train_seconds"] >= 0
     assert info["target_speedup"] is None and info["search_probes"] == 1

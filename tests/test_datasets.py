@@ -65,7 +65,7 @@ def test_without_the_files_fashion_mnist_is_one_line_that_says_how_to_get_them(
     monkeypatch.setenv(pruners.files.CACHE_ENV, str(tmp_path / "cache"))
     with pytest.raises(DatasetUnavailableError, match="apt-get install dataset-fashion-mnist") as err:
         torch_dataset("torch/fashion_mnist")
-    assert "\n" not in str(err.value) and "--dataset-download" in str(err.value)
+    assert "\n" not in str(err.value) and "`dataset_download`" in str(err.value)
     with pytest.raises(DatasetUnavailableError, match="apt-get install dataset-fashion-mnist"):
         torch_dataset("torch/fashion_mnist", tmp_path)
 
@@ -112,25 +112,25 @@ def test_cifar10_is_read_from_its_own_format_through_timm(
 
 
 def test_a_named_dataset_without_files_or_download_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(DatasetUnavailableError, match="--data-dir ROOT"):
+    with pytest.raises(DatasetUnavailableError, match="`data_dir` ROOT"):
         torch_dataset("torch/cifar10")
-    with pytest.raises(DatasetUnavailableError, match="--dataset-download"):
+    with pytest.raises(DatasetUnavailableError, match="`dataset_download`"):
         torch_dataset("torch/cifar100", tmp_path)
-    with pytest.raises(pruners.DataDirError, match="unknown --dataset 'torch/svhn'"):
+    with pytest.raises(pruners.DataDirError, match="unknown `dataset` 'torch/svhn'"):
         torch_dataset("torch/svhn")
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"dataset": "torch/svhn"}, "unknown --dataset 'torch/svhn'"),
-        ({"download": True}, "--dataset-download downloads a --dataset"),
-        ({"train_images": 100}, "applies to --dataset and --data-dir"),
+        ({"dataset": "torch/svhn"}, "unknown `dataset` 'torch/svhn'"),
+        ({"dataset_download": True}, "`dataset_download` downloads a `dataset`"),
+        ({"train_images": 100}, "applies to `dataset` and `data_dir`"),
     ],
 )
 def test_bench_settings_check_the_dataset_options(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        bench_settings(["resnet18"], batch_size=8, **kwargs)
+        bench_settings(["resnet18"], {"batch_size": 8, **kwargs})
 
 
 def test_a_split_smaller_than_one_batch_is_refused(workload: pruners.Workload) -> None:

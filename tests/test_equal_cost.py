@@ -92,8 +92,8 @@ def test_mask_methods_and_bad_targets_have_no_macs_target(
     for bad in (1.0, 0.5, "x"):
         with pytest.raises(ValueError, match="MACs target"):
             check_speedup(bad)
-    with pytest.raises(ValueError, match="not both"):
-        pruners.run("test_resnet", "l1", 0.3, speedup=2.0)
+    with pytest.raises(ValueError, match="both set the cost"):
+        pruners.CaseSpec("test_resnet", "l1", 0.3, speedup=2.0)
 
 
 def test_the_matrix_puts_structured_methods_at_each_target_and_masks_at_their_ratio() -> None:

@@ -15,6 +15,7 @@ from pruners.matrix import Case, not_applicable
 from pruners.measure import correct
 from pruners.models import default_target
 from pruners.report import convergence_lines, dense_record, plateau_text, plateaued
+from pruners.spec import Recipes, Timing
 from pruners.train import Recipe, recalibrate_batchnorm
 
 from .conftest import TINY_RECIPE, random_importance
@@ -64,14 +65,14 @@ def test_a_corrupt_control_cache_is_an_error_until_deleted(workload: pruners.Wor
 
 
 def case_with(baseline: Recipe, recovery: Recipe) -> pruners.CaseResult:
-    return pruners.run(
-        "test_resnet",
-        "l1",
-        0.3,
-        pruners.digits(),
-        latency_rounds=None,
-        baseline_recipe=baseline,
-        recovery=recovery,
+    return pruners.run_case(
+        pruners.CaseSpec(
+            "test_resnet",
+            "l1",
+            0.3,
+            recipes=Recipes(baseline=baseline, recovery=recovery),
+            timing=Timing(rounds=None),
+        )
     )
 
 
@@ -156,8 +157,14 @@ def test_audit_a_criterion_swapped_for_random_leaves_its_criterion_band(
 @pytest.mark.slow
 def test_audit_a_recovery_that_does_not_train_fails_the_recovery_gate() -> None:
     frozen = Recipe(epochs=1, lr=1e-7, distill=0.5)
-    result = pruners.run(
-        "resnet18", "random", speedup=default_target("resnet18"), latency_rounds=None, recovery=frozen
+    result = pruners.run_case(
+        pruners.CaseSpec(
+            "resnet18",
+            "random",
+            speedup=default_target("resnet18"),
+            recipes=Recipes(recovery=frozen),
+            timing=Timing(rounds=None),
+        )
     )
     with pytest.raises(pruners.AccuracyDropError) as err:
         pruners.check_accuracy(result)

@@ -33,8 +33,7 @@ def test_without_cuda_it_says_so_and_runs_nothing(
 
 def test_the_bench_part_runs_the_cases_on_the_device_and_reads_the_deploy_size(tmp_path: Path) -> None:
     command = gpu_check.bench_command(tmp_path / "b.json", "cuda")
-    assert command[1:4] == ["-m", "pytest", str(gpu_check.BENCH_DIR)]
-    assert (gpu_check.BENCH_DIR / "test_matrix.py").is_file()
+    assert command[1:6] == ["-m", "pytest", "--prunebench", "--pyargs", "pruners.bench"]
     joined = " ".join(command)
     assert "--device cuda --models resnet18 --methods l1,random,taylor --latency-size 224" in joined
     info = {

@@ -21,6 +21,7 @@ from pruners.data import DataDirError, fingerprint, image_folder
 from pruners.measure import TimingOptions, compare_latency, resolve_device, timed_forward
 from pruners.models import DIGITS_STEPS_PER_EPOCH, FOLDER_STEPS, FOLDER_STEPS_RESOLUTION, folder_recipe
 from pruners.settings import bench_settings
+from pruners.spec import Recipes, Timing
 from pruners.train import Recipe
 
 from .conftest import TINY_RECIPE
@@ -119,8 +120,15 @@ def test_an_unusable_data_dir_is_one_clear_error(tmp_path: Path, layout: str, me
 def test_a_case_on_an_image_folder_lands_near_the_embedded_run(digits_dir: Path) -> None:
     recipe = Recipe(epochs=3, lr=2e-3)
     folder = image_folder(digits_dir, "test_resnet", img_size=32, hflip=0.0, crop_scale=0.5)
-    result = pruners.run(
-        "test_resnet", "l1", 0.3, folder, batch_size=8, latency_rounds=2, baseline_recipe=recipe
+    result = pruners.run_case(
+        pruners.CaseSpec(
+            "test_resnet",
+            "l1",
+            0.3,
+            workload=folder,
+            recipes=Recipes(baseline=recipe),
+            timing=Timing(batch_size=8, rounds=2),
+        )
     )
     info = result.summary()
     assert info["data"] == folder.split and info["weights"] == "trained here"
@@ -138,8 +146,15 @@ def test_a_checkpoint_is_the_dense_model_end_to_end(workload: pruners.Workload, 
     assert loaded.top1 == pytest.approx(trained.top1) and loaded.train_seconds == 0.0
     assert loaded.path == checkpoint
     weights = pruners.Weights(checkpoint=checkpoint)
-    result = pruners.run(
-        "test_resnet", "l1", 0.3, workload, batch_size=8, latency_rounds=None, weights=weights
+    result = pruners.run_case(
+        pruners.CaseSpec(
+            "test_resnet",
+            "l1",
+            0.3,
+            workload=workload,
+            weights=weights,
+            timing=Timing(batch_size=8, rounds=None),
+        )
     )
     assert result.summary()["weights"] == f"checkpoint {checkpoint}"
     assert result.dense_top1 == pytest.approx(trained.top1)
@@ -258,16 +273,16 @@ def test_timing_options_are_recorded_with_the_figures() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_latency_is_synchronised_and_recorded(workload: pruners.Workload) -> None:
-    result = pruners.run(
-        "test_resnet",
-        "l1",
-        0.3,
-        workload,
-        batch_size=8,
-        latency_rounds=5,
-        baseline_recipe=TINY_RECIPE,
-        weights=pruners.Weights(device="cuda"),
-        timing=TimingOptions(amp=True),
+    result = pruners.run_case(
+        pruners.CaseSpec(
+            "test_resnet",
+            "l1",
+            0.3,
+            workload=workload,
+            recipes=Recipes(baseline=TINY_RECIPE),
+            weights=pruners.Weights(device="cuda"),
+            timing=Timing(batch_size=8, rounds=5, options=TimingOptions(amp=True)),
+        )
     )
     info = result.summary()
     assert info["device"].startswith("cuda") and info["latency_device"].startswith("cuda")
@@ -278,10 +293,7 @@ def test_gpu_latency_is_synchronised_and_recorded(workload: pruners.Workload) ->
 def test_settings_build_each_models_workload_once(digits_dir: Path) -> None:
     settings = bench_settings(
         ["test_resnet", "test_resnet"],
-        batch_size=8,
-        data_dir=str(digits_dir),
-        img_size=32,
-        latency_size="model",
+        {"batch_size": 8, "data_dir": str(digits_dir), "img_size": 32, "latency_size": "model"},
     )
     assert settings.workload("test_resnet") is settings.workload("test_resnet")
     assert settings.latency_size_for("resnet18") == 224

@@ -12,6 +12,7 @@ import pruners
 from pruners import runtimes
 from pruners.matrix import Case
 from pruners.runtimes import check_runtimes, compare_runtimes
+from pruners.spec import Recipes, Timing
 
 from .conftest import ROOT, TINY_RECIPE
 
@@ -68,9 +69,12 @@ def test_runtimes_are_checked(names: list[str], message: str) -> None:
 
 @pytest.mark.slow
 def test_a_case_records_each_runtime_at_both_sizes(workload: pruners.Workload) -> None:
-    result = pruners.run(
-        "test_resnet", "l1", 0.5, workload, batch_size=4, latency_rounds=2, baseline_recipe=TINY_RECIPE,
-        recovery_epochs=1, latency_size=48, runtimes=["eager", "onnxruntime"],
+    result = pruners.run_case(
+        pruners.CaseSpec(
+            "test_resnet", "l1", 0.5, workload=workload,
+            recipes=Recipes(baseline=TINY_RECIPE, recovery_epochs=1),
+            timing=Timing(batch_size=4, rounds=2, size=48, runtimes=("eager", "onnxruntime")),
+        )
     )  # fmt: skip
     info = result.summary()
     for prefix in ("latency_", "latency_at_size_"):
@@ -93,7 +97,7 @@ def test_asv_times_each_case_in_each_deploy_runtime(pair, tmp_path, monkeypatch:
     monkeypatch.chdir(tmp_path)
     torch.save(dense, f"{case.id}-dense.pt")
     torch.save(pruned, f"{case.id}-pruned.pt")
-    saved = {("test_resnet", "l1"): {"case": case, "summary": {}}}
+    saved = {("test_resnet", "l1"): {"case": case, "record": None}}
     timed = suite.RuntimeLatency()
     timed.setup(saved, "test_resnet", "l1", "onnxruntime")
     timed.time_dense(saved, "test_resnet", "l1", "onnxruntime")

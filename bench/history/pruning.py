@@ -3,7 +3,7 @@
 The cases come from :func:`pruners.matrix.cases_from_env` (``PRUNEBENCH_MODELS``, ``PRUNEBENCH_METHODS``,
 ``PRUNEBENCH_SHARD``, and ``PRUNEBENCH_SPEEDUPS`` for one MACs target), so methods and models added to the
 library join the suite without an edit here. ``setup_cache`` runs each case of this shard once through
-:func:`pruners.run`, with dense baselines from the same cache as ``pytest bench/``; every benchmark below
+:func:`pruners.run_case`, with dense baselines from the same cache as ``pytest bench/``; every benchmark below
 reads what it saved. Parameter pairs that are not a case of this run (another shard's, or no case at all)
 are skipped.
 """
@@ -16,6 +16,7 @@ import pruners
 from pruners.case import CALIB_BATCH_SIZE, method_data, recovery_recipe
 from pruners.matrix import cases_from_env
 from pruners.runtimes import RUNTIMES, set_up
+from pruners.spec import Timing
 from pruners.zoo import baseline_recipe
 
 THREADS = 1
@@ -37,18 +38,18 @@ class _Case:
         workload = pruners.digits()
         saved = {}
         for case in SHARD_CASES:
-            result = pruners.run(
+            spec = pruners.CaseSpec(
                 case.model,
                 case.method,
                 case.ratio,
-                workload,
-                speedup=case.speedup,
-                batch_size=BATCH_SIZE,
-                latency_rounds=None,
+                case.speedup,
+                workload=workload,
+                timing=Timing(batch_size=BATCH_SIZE, rounds=None),
             )
+            result = pruners.run_case(spec)
             torch.save(result.dense, f"{case.id}-dense.pt")
             torch.save(result.pruned, f"{case.id}-pruned.pt")
-            saved[case.model, case.method] = {"case": case, "summary": result.summary()}
+            saved[case.model, case.method] = {"case": case, "record": result.case_record()}
         return saved
 
     setup_cache.timeout = 4 * 3600
@@ -57,7 +58,7 @@ class _Case:
         if (model, method) not in saved:
             raise NotImplementedError(f"{model} / {method} is not a case of this run or shard")
         self.case = saved[model, method]["case"]
-        self.summary = saved[model, method]["summary"]
+        self.record = saved[model, method]["record"]
         self.workload = pruners.digits()
         self.inputs = self.workload.test_batch(BATCH_SIZE)
 
@@ -118,25 +119,25 @@ class Accuracy(_Case):
     """Top-1 on the held-out images after pruning and recovery, as error so that larger is worse."""
 
     def track_top1_error(self, saved: dict, model: str, method: str) -> float:
-        return round(100.0 - self.summary["pruned_top1"], 2)
+        return round(100.0 - self.record.recovered_top1, 2)
 
     track_top1_error.unit = "%"
 
     def track_top1_drop(self, saved: dict, model: str, method: str) -> float:
         """Dense control minus recovered top-1: what the recovery gate judges."""
-        return self.summary["top1_drop"]
+        return self.record.top1_drop
 
     track_top1_drop.unit = "points"
 
     def track_recalibrated_top1_error(self, saved: dict, model: str, method: str) -> float:
         """Top-1 error straight after pruning, BatchNorm statistics re-estimated: the criterion alone."""
-        return round(100.0 - self.summary["pruned_top1_recalibrated"], 2)
+        return round(100.0 - self.record.recalibrated_top1, 2)
 
     track_recalibrated_top1_error.unit = "%"
 
     def track_dense_control_top1_error(self, saved: dict, model: str, method: str) -> float:
         """Top-1 error of the dense baseline fine-tuned with the same recovery recipe."""
-        return round(100.0 - self.summary["dense_control_top1"], 2)
+        return round(100.0 - self.record.dense_control_top1, 2)
 
     track_dense_control_top1_error.unit = "%"
 
@@ -145,12 +146,12 @@ class Size(_Case):
     """MACs and parameters of the pruned model (unstructured masks leave both unchanged)."""
 
     def track_macs(self, saved: dict, model: str, method: str) -> float:
-        return round(self.summary["macs_pruned"] / 1e6, 3)
+        return round(self.record.macs_pruned / 1e6, 3)
 
     track_macs.unit = "MMACs"
 
     def track_params(self, saved: dict, model: str, method: str) -> float:
-        return round(self.summary["params_pruned"] / 1e6, 3)
+        return round(self.record.params_pruned / 1e6, 3)
 
     track_params.unit = "Mparams"
 
@@ -169,7 +170,7 @@ class Memory(_Case):
         pruners.prune(
             copy.deepcopy(self.dense),
             method,
-            self.summary["ratio"],
+            self.record.ratio,
             self.inputs,
             calib=self.data.calib,
             sparse_train=self.data.sparse_train,

@@ -1,0 +1,51 @@
+"""The bench's one test, :func:`test_prune`: collect it by importing it into a test module (this repository's
+``bench/test_matrix.py``), or with ``pytest --prunebench --pyargs pruners.bench``. The plugin
+(:mod:`pruners.matrix_plugin`) parametrises it over the cases and supplies its fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .case import check_accuracy, run_case
+from .matrix import Case
+from .measure import timed_forward
+from .options import as_flags
+from .profile import profile_pair
+from .pruning import TargetUnreachableError
+from .report import ReportRow, dense_record, row_from_info
+from .settings import BenchSettings
+from .zoo import CorruptCacheError
+
+
+def test_prune(
+    case: Case,
+    settings: BenchSettings,
+    seeds: list[int],
+    benchmark,
+    opts,
+    rows: list[ReportRow],
+    record_property,
+) -> None:
+    """Prune, recover and score ``case`` once per seed, time dense and pruned, record the figures in
+    ``extra_info`` and fail when the recovery gate does."""
+    corrupt = ""
+    try:
+        result = run_case(settings.spec(case, seeds, timed=benchmark.enabled))
+    except TargetUnreachableError as err:
+        pytest.skip(f"prunebench: left out {case.id} (target unreachable: {err})")
+    except CorruptCacheError as err:
+        corrupt = as_flags(str(err))
+    if corrupt:
+        pytest.fail(corrupt, pytrace=False)
+    benchmark.extra_info.update(result.summary())
+    record_property("prunebench_dense", dense_record(benchmark.extra_info))
+    forward = timed_forward(result.pruned, result.inputs, settings.timing)
+    benchmark.pedantic(forward, rounds=opts.latency_rounds, warmup_rounds=3, iterations=1)
+    if benchmark.enabled:
+        rows.append(row_from_info(benchmark.extra_info, case.id))
+    if opts.profile_dir:
+        out_dir = Path(opts.profile_dir) / case.id
+        profile_pair(result.dense, result.pruned, result.inputs, out_dir, result.record.macs_speedup, case.id)
+    check_accuracy(result)

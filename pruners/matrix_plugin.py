@@ -1,0 +1,164 @@
+"""The bench matrix as pytest runs it: the options' checks, the cases (:func:`pruners.matrix.select_cases`)
+parametrising :func:`pruners.bench.test_prune`, its fixtures, the progress lines and the summary tables.
+Registered by :mod:`pruners.pytest_plugin` when a run asks for the matrix."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+import torch
+
+from .data import Workload
+from .entry_points import EntryPointError
+from .files import check_writable
+from .history import first_run_without_baseline
+from .matrix import Case, choose_tier, left_out, parse_seeds, parse_shard, parse_speedups, select_cases
+from .options import as_flags, check, split_csv
+from .progress import show_progress
+from .report import ReportRow, convergence_lines, equal_cost_tables
+from .settings import BenchSettings, bench_settings
+from .zoo import WeightsUnavailableError
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    option = config.option
+    models, methods = split_csv(option.models), split_csv(option.methods)
+    try:
+        check(vars(option))
+        tier = choose_tier(config.option.quick, config.option.full, bool(models or methods))
+        matrix, config.prunebench_cases = select_cases(
+            models,
+            methods,
+            split_csv(config.option.ratios),
+            tier=tier,
+            shard_spec=config.option.shard,
+            speedups=parse_speedups(config.option.speedups),
+        )
+        config.prunebench_left_out = left_out(
+            models,
+            methods,
+            tier,
+            split_csv(config.option.ratios),
+            parse_speedups(config.option.speedups),
+        )
+        config.prunebench_matrix_size = len(matrix)
+        config.prunebench_seeds = parse_seeds(config.option.seeds)
+        config.prunebench_settings = bench_settings(
+            [case.model for case in config.prunebench_cases], vars(option)
+        )
+        if option.profile_dir:
+            check_writable(option.profile_dir, "`profile_dir`", folder=True)
+    except (ValueError, WeightsUnavailableError, EntryPointError) as err:
+        raise pytest.UsageError(as_flags(str(err))) from None
+    config.prunebench_progress = TerminalStream(config)
+    show_progress(config.prunebench_progress, progress_mode(config))
+    config.prunebench_rows = []
+    config.prunebench_dense = DenseRecords()
+    config.pluginmanager.register(config.prunebench_dense, "prunebench-dense")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    torch.set_num_threads(config.option.threads or (1 if worker else os.cpu_count() or 1))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    show_progress()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    index, count = parse_shard(config.option.shard)
+    part = f", shard {index}/{count} of {config.prunebench_matrix_size}" if count > 1 else ""
+    skipped = (
+        f", {len(config.prunebench_left_out)} pairs not applicable" if config.prunebench_left_out else ""
+    )
+    return f"prunebench: {len(config.prunebench_cases)} cases{part}{skipped}, seeds {config.prunebench_seeds}"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.prunebench_first_run = first_run_without_baseline(session.config)
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
+    return [
+        f"prunebench: left out {model}-{method} (not applicable: {reason})"
+        for model, method, reason in config.prunebench_left_out
+    ]
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    if config.prunebench_first_run:
+        terminalreporter.write_line(config.prunebench_first_run, yellow=True)
+    for line in convergence_lines(config.prunebench_dense.records):
+        terminalreporter.write_line(line, yellow=True)
+    tables = equal_cost_tables(config.prunebench_rows)
+    if tables:
+        terminalreporter.write_sep("=", "prunebench: methods at equal cost")
+        terminalreporter.write_line(tables)
+
+
+def progress_mode(config: pytest.Config) -> str:
+    """Live bars on a terminal, a line per epoch in CI logs and other files, nothing under ``-q -q`` or in an
+    xdist worker (whose output the controller does not show)."""
+    if config.option.verbose <= -2 or hasattr(config, "workerinput"):
+        return "off"
+    return "bar" if os.isatty(2) and not os.environ.get("CI") else "epochs"
+
+
+class TerminalStream:
+    """A file for progress output that writes past pytest's capture, onto the real stderr."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.capture = config.pluginmanager.getplugin("capturemanager")
+
+    def write(self, text: str) -> int:
+        with self.capture.global_and_fixture_disabled():
+            return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        with self.capture.global_and_fixture_disabled():
+            sys.stderr.flush()
+
+
+class DenseRecords:
+    """Each case's dense baseline and control figures, collected from its report so that xdist workers'
+    cases count too (user properties travel with the report to the controller)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call":
+            self.records += [value for name, value in report.user_properties if name == "prunebench_dense"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case" in metafunc.fixturenames:
+        cases = metafunc.config.prunebench_cases
+        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest) -> BenchSettings:
+    return request.config.prunebench_settings
+
+
+@pytest.fixture
+def workload(case: Case, settings: BenchSettings) -> Workload:
+    return settings.workload(case.model)
+
+
+@pytest.fixture
+def opts(request: pytest.FixtureRequest) -> pytest.Config:
+    return request.config.option
+
+
+@pytest.fixture
+def seeds(request: pytest.FixtureRequest) -> list[int]:
+    return request.config.prunebench_seeds
+
+
+@pytest.fixture
+def rows(request: pytest.FixtureRequest) -> list[ReportRow]:
+    """The timed cases of this process, for the equal-cost tables of the terminal summary."""
+    return request.config.prunebench_rows

@@ -1,0 +1,252 @@
+"""The one table of PruneBench's options: the pytest plugin and every ``prunebench`` command that runs cases
+(``prune``, ``profile``, ``calibrate``) build their options from :data:`OPTIONS`, with one default each and
+one validation (:func:`check`).
+
+The library names what was wrong by its parameter in backticks (`` `img_size` ``);
+:func:`as_flags` turns those names into the flags of a front end. This module imports no torch or pytest,
+so the plugin adds its options without loading either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+Front = Literal["bench", "prune", "profile", "calibrate"]
+RUNS: frozenset[Front] = frozenset({"bench", "prune", "profile"})
+EVERY: frozenset[Front] = RUNS | {"calibrate"}
+CASE: frozenset[Front] = frozenset({"prune", "profile"})
+MATRIX: frozenset[Front] = frozenset({"bench", "calibrate"})
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: its parameter ``name`` (``--img-size`` is ``img_size``), its value ``type`` (``bool``
+    for a flag), its one ``default``, the ``fronts`` that take it and the ``section`` it is listed under."""
+
+    name: str
+    help: str
+    type: type = str
+    default: object = None
+    fronts: frozenset[Front] = RUNS
+    section: str = "data, weights and timing"
+    aliases: tuple[str, ...] = ()
+    required: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return (self.flag, *self.aliases)
+
+    def kwargs(self) -> dict[str, object]:
+        """The keyword arguments of ``argparse.add_argument`` and ``pytest.Parser.addoption`` alike."""
+        help_text = self.help.replace("%", "%%")
+        if self.type is bool:
+            return {"action": "store_true", "dest": self.name, "help": help_text}
+        if self.default is not None:
+            help_text += f" (default: {self.default})"
+        kwargs = {"dest": self.name, "type": self.type, "default": self.default, "help": help_text}
+        return {**kwargs, "required": True} if self.required else kwargs
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", "timm model name", fronts=CASE, section="cases", required=True),
+    Option(
+        "method", "registered pruning method (prunebench list)", fronts=CASE, section="cases", required=True
+    ),
+    Option(
+        "models",
+        "comma-separated timm models, or wildcards over the registered models such as '*' "
+        "(default: the tier's)",
+        fronts=MATRIX,
+        section="cases",
+    ),
+    Option(
+        "methods",
+        "comma-separated method names or wildcards (default: the tier's)",
+        fronts=MATRIX,
+        section="cases",
+    ),
+    Option(
+        "ratio", "pruning ratio in (0, 1) (default: the method's own)", float, fronts=CASE, section="cases"
+    ),
+    Option(
+        "ratios",
+        "comma-separated pruning ratios in (0, 1) (default: each method's own)",
+        fronts=frozenset({"bench"}),
+        section="cases",
+    ),
+    Option(
+        "speedup",
+        "MACs target instead of a ratio: prune until dense / pruned MACs lands within 2% of it",
+        float,
+        fronts=CASE,
+        section="cases",
+    ),
+    Option(
+        "speedups",
+        "MACs targets, e.g. 2 or 1.5,2,3: each structured method is pruned until dense / pruned MACs lands "
+        "within 2% of each (equal cost); mask methods keep their ratios",
+        fronts=MATRIX,
+        section="cases",
+        aliases=("--speedup",),
+    ),
+    Option(
+        "quick",
+        "smoke tier: 6 cases on resnet18 and mobilenetv3",
+        bool,
+        fronts=frozenset({"bench"}),
+        section="cases",
+    ),
+    Option(
+        "full",
+        "whole matrix: every method on every default model",
+        bool,
+        fronts=frozenset({"bench"}),
+        section="cases",
+    ),
+    Option(
+        "tier",
+        "the bench tier to calibrate without --models / --methods",
+        default="default",
+        fronts=frozenset({"calibrate"}),
+        section="cases",
+    ),
+    Option(
+        "seeds",
+        "comma-separated training seeds; a case runs once per seed and is judged on the mean drop",
+        default="0",
+        fronts=EVERY,
+        section="cases",
+        aliases=("--seed",),
+    ),
+    Option(
+        "shard",
+        "I/N: run only shard I of N (round-robin over the selected cases), to split across machines",
+        fronts=frozenset({"bench"}),
+        section="cases",
+    ),
+    Option("batch_size", "images per forward for MACs and latency", int, 64),
+    Option("threads", "torch threads (default: all cores; 1 per xdist worker)", int, fronts=EVERY),
+    Option("latency_rounds", "timed rounds per model and case", int, 20),
+    Option(
+        "data_dir",
+        "your labelled images: an ImageFolder with train/ and val/, or a val-only folder of classes "
+        "(half held out, half for training and recovery); read at each model's own timm data config",
+    ),
+    Option(
+        "dataset",
+        "a dataset named the timm way: torch/fashion_mnist (offline from Debian's dataset-fashion-mnist), "
+        "torch/mnist, torch/kmnist, torch/cifar10, torch/cifar100; --data-dir is then its torchvision root",
+        fronts=EVERY,
+    ),
+    Option("dataset_download", "let torchvision download --dataset (network needed)", bool),
+    Option("img_size", "input size for --data-dir (default: the model's own) or --dataset (32)", int),
+    Option("train_images", "cap the training images of --dataset / --data-dir", int),
+    Option("test_images", "cap the held-out images of --dataset / --data-dir", int),
+    Option("hflip", "horizontal flip probability when training", float, 0.5),
+    Option("crop_scale", "smallest random-resized-crop area when training (timm's: 0.08)", float),
+    Option(
+        "skip_bad_images",
+        "leave out the unreadable images of --data-dir (counted in extra_info) instead of stopping",
+        bool,
+    ),
+    Option("recovery_epochs", "recovery fine-tune epochs (default: each recipe's)", int),
+    Option("pretrained", "timm's pretrained weights as the dense model (no training)", bool),
+    Option("checkpoint", "a local checkpoint of the one model, loaded the timm way"),
+    Option("device", "cpu, cuda, cuda:N or auto", default="cpu"),
+    Option("channels_last", "time latency in channels_last memory format", bool),
+    Option("amp", "time latency under autocast (fp16 CUDA, bf16 CPU)", bool),
+    Option(
+        "profile_dir",
+        "after each case's timed rounds, torch.profiler its dense and pruned model into DIR/CASE "
+        "(profile.md, Chrome traces)",
+        fronts=frozenset({"bench"}),
+    ),
+    Option(
+        "runtimes",
+        "also time dense and pruned in these runtimes: eager, compile (torch.compile, inductor), "
+        "onnxruntime (ONNX Runtime's CPU provider on the exported model); comma-separated",
+        aliases=("--runtime",),
+    ),
+    Option(
+        "latency_size", "also time dense and pruned at this input size, or 'model' for its pretrained size"
+    ),
+    Option(
+        "distill",
+        "distillation weight of the recovery, to compare recipes",
+        float,
+        0.5,
+        fronts=frozenset({"calibrate"}),
+        section="calibration",
+    ),
+    Option(
+        "render",
+        "only re-render CALIBRATION.md from the JSON (after a tolerance edit)",
+        bool,
+        fronts=frozenset({"calibrate"}),
+        section="calibration",
+    ),
+)
+
+BY_NAME: Mapping[str, Option] = {option.name: option for option in OPTIONS}
+
+
+def options_for(front: Front) -> list[Option]:
+    """The options ``front`` takes, in table order."""
+    return [option for option in OPTIONS if front in option.fronts]
+
+
+def add_arguments(parser: argparse.ArgumentParser, front: Front) -> None:
+    """Add ``front``'s options to an argparse ``parser``, a group per section."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for option in options_for(front):
+        group = groups.setdefault(option.section, parser.add_argument_group(option.section))
+        group.add_argument(*option.flags, **option.kwargs())
+
+
+def add_pytest_options(parser) -> None:
+    """Add the bench's options to pytest's ``parser`` (``pytest_addoption``), a group per section."""
+    for option in options_for("bench"):
+        parser.getgroup(f"prunebench {option.section}").addoption(*option.flags, **option.kwargs())
+
+
+def split_csv(text: str | None) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``; ``None`` -> ``[]``."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def check(values: Mapping[str, object]) -> None:
+    """The checks on option values that need no model or data, in one place: a ``ValueError`` naming the
+    parameter (:func:`as_flags` names its flag)."""
+    for name in ("batch_size", "threads", "img_size", "train_images", "test_images", "recovery_epochs"):
+        value = values.get(name)
+        if value is not None and value < 1:
+            raise ValueError(f"`{name}` must be a positive integer, got {value}")
+    rounds = values.get("latency_rounds")
+    if rounds is not None and rounds < 2:
+        raise ValueError(f"`latency_rounds` must be >= 2, got {rounds}")
+    if values.get("ratio") is not None and values.get("speedup") is not None:
+        raise ValueError("`ratio` and `speedup` both set the cost: pass one")
+    if sum(bool(values.get(name)) for name in ("quick", "full")) + bool(
+        values.get("models") or values.get("methods")
+    ) > 1 and ("quick" in values or "full" in values):
+        raise ValueError("choose one of `quick`, `full`, or `models` / `methods`")
+    distill = values.get("distill")
+    if distill is not None and not 0 <= distill < 1:
+        raise ValueError(f"`distill` must be in [0, 1), got {distill}")
+
+
+_PARAMETER = re.compile(r"`([a-z_]+)`")
+
+
+def as_flags(message: str, names: Iterable[str] = BY_NAME) -> str:
+    """``message`` with each `` `parameter` `` of :data:`OPTIONS` written as its flag (``--img-size``)."""
+    known = set(names)
+    return _PARAMETER.sub(lambda m: BY_NAME[m.group(1)].flag if m.group(1) in known else m.group(0), message)

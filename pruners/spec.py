@@ -1,0 +1,136 @@
+"""What one case is, frozen and checked before any work: :class:`CaseSpec`, run by :func:`pruners.run_case`.
+
+The pytest plugin, ``prunebench prune|profile|calibrate`` and the asv suite each build a spec and hand it to
+the same function, so their figures agree; a bad field is a ``ValueError`` naming it, raised when the spec is
+made, before a baseline trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .data import Workload, digits
+from .matrix import Case
+from .measure import TimingOptions
+from .models import check_model_name
+from .pruning import check_target
+from .registry import get_method
+from .runtimes import check_runtimes
+from .train import Recipe
+from .zoo import baseline_recipe
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Where a case's dense model comes from and runs: a baseline trained here (the default), timm's
+    ``pretrained`` weights or a local ``checkpoint``, on ``device``."""
+
+    pretrained: bool = False
+    checkpoint: Path | None = None
+    device: str = "cpu"
+
+    def describe(self) -> str:
+        if self.checkpoint is not None:
+            return f"checkpoint {self.checkpoint}"
+        return "timm pretrained" if self.pretrained else "trained here"
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How a case is timed: ``rounds`` alternated rounds on a ``batch_size`` batch of held-out images
+    (``rounds=None`` skips timing, for parallel runs), in the memory format and autocast of ``options``;
+    also at input ``size`` px when given, and in each of ``runtimes`` (:data:`pruners.runtimes.RUNTIMES`)."""
+
+    batch_size: int = 64
+    rounds: int | None = 20
+    options: TimingOptions = field(default_factory=TimingOptions)
+    size: int | None = None
+    runtimes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer, got {self.batch_size}")
+        if self.rounds is not None and self.rounds < 2:
+            raise ValueError(f"`latency_rounds` must be >= 2, got {self.rounds}")
+        if self.size is not None and self.size < 1:
+            raise ValueError(f"`latency_size` must be a positive pixel count, got {self.size}")
+        object.__setattr__(self, "runtimes", tuple(check_runtimes(list(self.runtimes))))
+
+
+@dataclass(frozen=True)
+class Recipes:
+    """The dense ``baseline`` recipe and the ``recovery`` fine-tune (defaults: the model's recipe on the
+    workload, :func:`pruners.zoo.baseline_recipe`, and :func:`pruners.case.recovery_recipe` of it);
+    ``recovery_epochs`` overrides the recovery's epochs."""
+
+    baseline: Recipe | None = None
+    recovery: Recipe | None = None
+    recovery_epochs: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.recovery_epochs is not None and self.recovery_epochs < 1:
+            raise ValueError(
+                f"`recovery_epochs`: recovery needs at least 1 epoch, got {self.recovery_epochs}"
+            )
+
+
+@dataclass(frozen=True)
+class CaseSpec:
+    """One case: ``method`` on ``model`` at a pruning ``ratio`` (default: the method's own) or at a MACs
+    target ``speedup`` (structured methods; each seed searches its own ratio), once per training seed of
+    ``seeds``, on ``workload`` (default: the embedded digits), with the given ``recipes``, dense ``weights``
+    and ``timing``."""
+
+    model: str
+    method: str
+    ratio: float | None = None
+    speedup: float | None = None
+    workload: Workload | None = field(default=None, compare=False, repr=False)
+    seeds: Sequence[int] = (0,)
+    recipes: Recipes = Recipes()
+    weights: Weights = Weights()
+    timing: Timing = Timing()
+
+    def __post_init__(self) -> None:
+        method = get_method(self.method)
+        check_model_name(self.model)
+        if self.speedup is not None:
+            if self.ratio is not None:
+                raise ValueError("`ratio` and `speedup` both set the cost: pass one")
+            object.__setattr__(self, "speedup", check_target(self.method, self.speedup))
+        else:
+            ratio = method.default_ratio if self.ratio is None else self.ratio
+            object.__setattr__(self, "ratio", method.check_ratio(ratio))
+        seeds = tuple(dict.fromkeys(self.seeds))
+        if not seeds:
+            raise ValueError("`seeds`: a case needs at least one seed")
+        object.__setattr__(self, "seeds", seeds)
+        object.__setattr__(self, "workload", self.workload or digits())
+
+    @property
+    def data(self) -> Workload:
+        """The workload, filled in by ``__post_init__``."""
+        assert self.workload is not None
+        return self.workload
+
+    @property
+    def baseline_recipe(self) -> Recipe:
+        return self.recipes.baseline or baseline_recipe(self.model, self.data)
+
+    @property
+    def recovery_recipe(self) -> Recipe:
+        from .case import recovery_recipe
+
+        recovery = self.recipes.recovery or recovery_recipe(self.baseline_recipe)
+        if self.recipes.recovery_epochs is not None:
+            recovery = dataclasses.replace(recovery, epochs=self.recipes.recovery_epochs)
+        return recovery
+
+    def case(self, ratio_found: float | None = None) -> Case:
+        """The bench case: its MACs target, else its ratio (``ratio_found`` where a search set it)."""
+        if self.speedup is not None:
+            return Case(self.model, self.method, None, self.speedup)
+        return Case(self.model, self.method, self.ratio if ratio_found is None else ratio_found)
