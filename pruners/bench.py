@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 
 from .case import check_accuracy, run_case
+from .convergence import dense_record
 from .matrix import Case
 from .measure import timed_forward
 from .options import as_flags
 from .profile import profile_pair
 from .pruning import TargetUnreachableError
-from .report import ReportRow, dense_record, row_from_info
+from .report import ReportRow, row_from_info
 from .settings import BenchSettings
 from .zoo import CorruptCacheError
 

@@ -36,7 +36,7 @@ import torch
 from filelock import FileLock
 
 from .case import recovery_recipe, run_case
-from .data import dataset_family, digits, torch_dataset
+from .datasets import dataset_family
 from .files import write_atomic
 from .gate import (
     CONFIDENCE,
@@ -54,6 +54,7 @@ from .options import check, split_csv
 from .registry import get_method
 from .result import CaseResult
 from .spec import CaseSpec, Recipes, Timing
+from .workloads import create_workload
 from .zoo import baseline_recipe
 
 # Relative to where it runs: this repository calibrates from its root, into bench/.
@@ -438,7 +439,7 @@ def calibrate(args: argparse.Namespace) -> str:
     if args.render:
         entries = load(out)
         return write_markdown(entries, out, rendered_cases(entries), family)
-    workload = torch_dataset(args.dataset) if args.dataset else digits()
+    workload = create_workload(args.dataset or "digits")
     cpu = machine()
     for case in todo:
         for seed in seeds:

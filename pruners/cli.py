@@ -22,6 +22,7 @@ import torch_pruning as tp
 
 from . import calibrate, golden
 from .case import run_case
+from .convergence import convergence_lines, dense_record, plateau_text
 from .files import check_writable, write_atomic
 from .gpu_check import CheckFailedError, gpu_check
 from .history import MergeError, merge_asv_results, merge_benchmark_files
@@ -31,7 +32,7 @@ from .options import add_arguments, as_flags, check, split_csv
 from .profile import profile_pair
 from .pruning import NothingPrunedError, case_refusal, check_target
 from .registry import get_method, list_methods
-from .report import convergence_lines, dense_record, plateau_text, write_report
+from .report_page import write_report
 from .result import CaseResult
 from .runtimes import RUNTIMES
 from .settings import bench_settings

@@ -10,14 +10,16 @@ import sys
 import pytest
 import torch
 
+from .convergence import convergence_lines
 from .data import Workload
 from .entry_points import EntryPointError
+from .equal_cost import equal_cost_tables
 from .files import check_writable
 from .history import first_run_without_baseline
 from .matrix import Case, choose_tier, left_out, parse_seeds, parse_shard, parse_speedups, select_cases
 from .options import as_flags, check, split_csv
 from .progress import show_progress
-from .report import ReportRow, convergence_lines, equal_cost_tables
+from .report import ReportRow
 from .settings import BenchSettings, bench_settings
 from .zoo import WeightsUnavailableError
 

@@ -11,20 +11,15 @@ last run and its change from the first, with regressions marked. Where a run was
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 
-from .files import write_atomic
-from .gate import Verdict, decode_correct, paired_difference
+from .convergence import plateau_text
+from .gate import decode_correct
 from .matrix import Case
 from .record import CaseRecord, RecordSchemaError
 from .runtimes import RUNTIMES
@@ -36,42 +31,6 @@ CONTROL = "random"
 # latency grows by more than this fraction.
 TOP1_REGRESSION = 1.0
 LATENCY_REGRESSION = 0.10
-# A baseline has plateaued when its last epoch gained at most this many held-out top-1 points.
-PLATEAU_POINTS = 1.0
-
-
-def plateaued(epoch_top1: Sequence[float]) -> bool | None:
-    """Whether a baseline's last epoch gained at most :data:`PLATEAU_POINTS` of held-out top-1 over the
-    one before; ``None`` when fewer than two epochs were recorded."""
-    if len(epoch_top1) < 2:
-        return None
-    return epoch_top1[-1] - epoch_top1[-2] <= PLATEAU_POINTS
-
-
-def dense_record(info: Mapping[str, object]) -> dict:
-    """The dense baseline's and control's figures of one case, from its ``extra_info``: the part of its
-    :class:`pruners.CaseRecord` that travels to the xdist controller for the convergence lines."""
-    record = CaseRecord.from_extra_info(info)
-    keys = ("model", "seeds", "dense_top1", "dense_control_top1", "control_gain", "control_gain_noise")
-    return {k: getattr(record, k) for k in (*keys, "baseline_converged", "baseline_epoch_top1")}
-
-
-def convergence_lines(records: Sequence[dict]) -> list[str]:
-    """One line per model whose baseline the dense control beat by more than the noise allows: it was
-    still learning, and the drops are judged against the control."""
-    lines, seen = [], set()
-    for r in records:
-        if r["baseline_converged"] or r["model"] in seen:
-            continue
-        seen.add(r["model"])
-        lines.append(
-            f"prunebench: the {r['model']} baseline was still learning (seeds {r['seeds']}): the dense "
-            f"control, fine-tuned with the recovery recipe, scores {r['dense_control_top1']:.2f}% against "
-            f"its {r['dense_top1']:.2f}% (+{r['control_gain']:.2f} ± {r['control_gain_noise']:.2f} points). "
-            "Drops are judged against the control; for a baseline worth pruning, train it longer (a recipe "
-            "with more epochs), or pass --pretrained or --checkpoint"
-        )
-    return lines
 
 
 @dataclass(frozen=True)
@@ -240,26 +199,6 @@ def _seed_correct(name: str, per_seed: Sequence[Mapping]) -> dict[int, dict[str,
         raise ValueError(f"{name} has unreadable per-image correctness ({err})") from err
 
 
-def pair(
-    first: ReportRow, second: ReportRow, which: str = "recovered", second_which: str | None = None
-) -> Verdict | None:
-    """``first``'s ``which`` model (``"dense"``, ``"recalibrated"`` or ``"recovered"``) minus ``second``'s
-    ``second_which`` model (default: the same) in top-1 points, paired on the same held-out images over the
-    seeds both ran; ``None`` without shared saved vectors. ``pair(row, row, "dense", "recalibrated")``
-    pairs two models of one case."""
-    second_which = second_which or which
-    seeds = [
-        s
-        for s in sorted(first.correct.keys() & second.correct.keys())
-        if which in first.correct[s] and second_which in second.correct[s]
-    ]
-    if not seeds or any(len(first.correct[s][which]) != len(second.correct[s][second_which]) for s in seeds):
-        return None
-    return paired_difference(
-        [first.correct[s][which] for s in seeds], [second.correct[s][second_which] for s in seeds]
-    )
-
-
 def _millions(n: int) -> str:
     return f"{n / 1e6:.1f}M"
 
@@ -354,233 +293,8 @@ def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[lis
     return header, cells
 
 
-def plateau_text(epoch_top1: Sequence[float]) -> str:
-    """``yes (99.2, 99.4, 99.4)``: whether the baseline's last epochs plateaued, with their top-1."""
-    flat = plateaued(epoch_top1)
-    if flat is None:
-        return "not recorded"
-    return f"{'yes' if flat else 'no'} ({', '.join(f'{a:.1f}' for a in epoch_top1)})"
-
-
 def markdown_table(runs: Sequence[Sequence[ReportRow]]) -> str:
     header, cells = table_rows(runs)
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(line) + " |" for line in cells]
     return "\n".join(lines) + "\n"
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The ``(latency, top1)`` points no other point beats on both (as fast or faster and at least as
-    accurate, better on one), sorted by latency."""
-    front: list[tuple[float, float]] = []
-    for latency, top1 in sorted(points, key=lambda p: (p[0], -p[1])):
-        if not front or top1 > front[-1][1]:
-            front.append((latency, top1))
-    return front
-
-
-def plot_model(model: str, rows: Sequence[ReportRow]) -> bytes:
-    """PNG of ``model``'s cases: recovered top-1 against measured pruned latency, one marker per method and
-    ratio, the dense baseline as a star, the Pareto front as a step line."""
-    fig = Figure(figsize=(7, 4.5), dpi=110)
-    ax = fig.subplots()
-    markers = "osD^vP*Xhp<>"
-    for i, row in enumerate(rows):
-        ax.scatter(
-            row.latency_pruned_ms,
-            row.pruned_top1,
-            marker=markers[i % len(markers)],
-            s=45,
-            label=f"{row.method} @ {row.cost}",
-        )
-    dense_latency = sorted(row.latency_dense_ms for row in rows)[len(rows) // 2]
-    dense_top1 = sorted(row.dense_top1 for row in rows)[len(rows) // 2]
-    ax.scatter(dense_latency, dense_top1, marker="*", s=220, c="black", label="dense (median of cases)")
-    front = pareto_front([(r.latency_pruned_ms, r.pruned_top1) for r in rows] + [(dense_latency, dense_top1)])
-    ax.step(*zip(*front, strict=True), where="post", c="grey", lw=1, ls="--", label="Pareto front")
-    xlabel = f"pruned latency (ms, median{latency_size_label(rows)})"
-    ax.set(xlabel=xlabel, ylabel="recovered top-1 (%)", title=model)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-def front_methods(rows: Sequence[ReportRow]) -> list[str]:
-    """``method @ ratio`` of the cases on the Pareto front of ``rows`` (one model), fastest first."""
-    front = set(pareto_front([(r.latency_pruned_ms, r.pruned_top1) for r in rows]))
-    on_front = [r for r in rows if (r.latency_pruned_ms, r.pruned_top1) in front]
-    return [f"{r.method} @ {r.cost}" for r in sorted(on_front, key=lambda r: r.latency_pruned_ms)]
-
-
-def _signed(verdict: Verdict | None) -> str:
-    return "-" if verdict is None else f"{verdict.mean_drop:+.2f} ± {verdict.noise:.2f}"
-
-
-def equal_cost_tables(rows: Sequence[ReportRow]) -> str:
-    """Markdown: per model and MACs target, every structured method at equal cost, paired against
-    :data:`CONTROL` at the same target (``Δ vs random``: positive when the method keeps more top-1, ± its
-    paired SE over images and seeds); then the mask methods apart, at equal sparsity."""
-    parts = []
-    for model in sorted({r.model for r in rows}):
-        mine = [r for r in rows if r.model == model]
-        for target in sorted({r.target_speedup for r in mine if r.target_speedup}):
-            at = sorted((r for r in mine if r.target_speedup == target), key=lambda r: r.method)
-            control = next((r for r in at if r.method == CONTROL), None)
-            lines = [
-                f"### {model} at {target:g}x fewer MACs",
-                "",
-                "| method | ratio found | MACs x | one-shot | recalibrated | recovered ± SE "
-                f"| Δ vs random, recalibrated | Δ vs random, recovered | latency x{latency_size_label(at)} |",
-                "|---|---|---|---|---|---|---|---|---|",
-            ]
-            for r in at:
-                against = control is not None and r is not control
-                lines.append(
-                    f"| {r.method} | {r.ratio:.3f} | {r.macs_speedup:.2f} | {r.one_shot_top1:.2f} | "
-                    f"{_top1(r.recalibrated_top1)} | {r.pruned_top1:.2f} ± {r.recovered_se:.2f} | "
-                    f"{_signed(pair(r, control, 'recalibrated')) if against else '-'} | "
-                    f"{_signed(pair(r, control)) if against else '-'} | {r.measured_speedup:.2f} |"
-                )
-            parts.append("\n".join(lines))
-        masks = sorted((r for r in mine if r.kind != "structured"), key=lambda r: (r.ratio, r.method))
-        if masks and any(r.target_speedup for r in mine):
-            lines = [
-                f"### {model}: mask methods at equal sparsity (no MACs target: dense kernels)",
-                "",
-                "| method | sparsity | one-shot | recalibrated | recovered ± SE "
-                f"| latency x{latency_size_label(masks)} |",
-                "|---|---|---|---|---|---|",
-            ]
-            lines += [
-                f"| {r.method} | {r.ratio:g} | {r.one_shot_top1:.2f} | {_top1(r.recalibrated_top1)} | "
-                f"{r.pruned_top1:.2f} ± {r.recovered_se:.2f} | {r.measured_speedup:.2f} |"
-                for r in masks
-            ]
-            parts.append("\n".join(lines))
-    return "\n\n".join(parts) + "\n" if parts else ""
-
-
-def _top1(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def recalibrated_se(row: ReportRow) -> float:
-    """Paired SE of ``row``'s recalibrated top-1 against its dense model (0 without saved vectors)."""
-    verdict = pair(row, row, "dense", "recalibrated")
-    return 0.0 if verdict is None else verdict.noise
-
-
-def plot_curves(model: str, rows: Sequence[ReportRow]) -> bytes:
-    """PNG of ``model``'s operating curves, one line per structured method over its MACs targets, the
-    dense model as a star at 1x: recovered top-1 (paired SE as error bars) against MACs x and against
-    measured latency x, and the BatchNorm-recalibrated top-1 without fine-tuning against MACs x."""
-    fig = Figure(figsize=(15, 4.5), dpi=110)
-    axes = fig.subplots(1, 3)
-    targeted = [r for r in rows if r.target_speedup]
-    dense_top1 = sorted(r.dense_top1 for r in targeted)[len(targeted) // 2]
-    panels = (
-        (axes[0], "macs_speedup", "pruned_top1", lambda r: r.recovered_se, "recovered top-1 (%)"),
-        (axes[1], "measured_speedup", "pruned_top1", lambda r: r.recovered_se, "recovered top-1 (%)"),
-        (
-            axes[2],
-            "macs_speedup",
-            "recalibrated_top1",
-            recalibrated_se,
-            "BN-recalibrated top-1, no fine-tune (%)",
-        ),
-    )
-    markers = "osD^vP*Xhp<>"
-    for i, method in enumerate(sorted({r.method for r in targeted})):
-        line = sorted((r for r in targeted if r.method == method), key=lambda r: r.target_speedup)
-        for ax, x, y, se, _ in panels:
-            if any(getattr(r, y) is None for r in line):
-                continue
-            ax.errorbar(
-                [getattr(r, x) for r in line],
-                [getattr(r, y) for r in line],
-                yerr=[se(r) for r in line],
-                marker=markers[i % len(markers)],
-                color=colormaps["tab20"](i % 20),
-                capsize=3,
-                lw=1.2,
-                ls="--" if method == CONTROL else "-",
-                label=method,
-            )
-    xlabels = (
-        "MACs x (dense / pruned)",
-        f"measured latency x (dense / pruned{latency_size_label(targeted)})",
-        "MACs x (dense / pruned)",
-    )
-    for (ax, _, _, _, ylabel), xlabel in zip(panels, xlabels, strict=True):
-        ax.scatter([1.0], [dense_top1], marker="*", s=220, c="black", zorder=5, label="dense")
-        ax.set(xlabel=xlabel, ylabel=ylabel, title=model)
-        ax.grid(alpha=0.3)
-    axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
-
-
-def html_page(runs: Sequence[Sequence[ReportRow]], plots: dict[str, bytes], sources: Sequence[Path]) -> str:
-    """One HTML page: the table and every plot, the images embedded as data URIs."""
-    header, cells = table_rows(runs)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in line) + "</tr>" for line in cells)
-    figures = "".join(
-        f'<h2>{html.escape(model)}</h2><img alt="{html.escape(model)} Pareto plot" '
-        f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        for model, png in plots.items()
-    )
-    names = ", ".join(html.escape(str(p)) for p in sources)
-    return (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>PruneBench report</title><style>"
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:nth-child(-n+2){text-align:left}"
-        "</style></head><body><h1>PruneBench report</h1>"
-        f"<p>Runs: {names}</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        f"{figures}</body></html>\n"
-    )
-
-
-def _slug(model: str) -> str:
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in model)
-
-
-def write_report(paths: Sequence[Path], out_dir: Path) -> list[Path]:
-    """Write ``report.md``, ``pareto_<model>.png`` per model and ``report.html`` under ``out_dir``; for a
-    run at MACs targets also its equal-cost tables (in ``report.md``) and ``curves_<model>.png``."""
-    runs = [load_run(path) for path in paths]
-    latest = runs[-1]
-    models = sorted({row.model for row in latest})
-    plots = {model: plot_model(model, [r for r in latest if r.model == model]) for model in models}
-    curves = {
-        model: plot_curves(model, [r for r in latest if r.model == model])
-        for model in models
-        if any(r.model == model and r.target_speedup for r in latest)
-    }
-    fronts = [
-        f"- `{model}`: on the front, fastest first: "
-        + ", ".join(front_methods([r for r in latest if r.model == model]))
-        for model in models
-    ]
-    text = "# PruneBench report\n\n" + markdown_table(runs) + "\n## Pareto fronts\n\n" + "\n".join(fronts)
-    if len(runs) > 1:
-        text += "\n\n## Decisions, first run to last\n\n" + "\n".join(decision_changes(runs[0], latest))
-    if curves:
-        text += "\n\n## At equal cost\n\n" + equal_cost_tables(latest)
-        text += "\n" + "\n".join(f"![{m} operating curves](curves_{_slug(m)}.png)" for m in curves)
-    figures = {**plots, **{f"{m}: operating curves": png for m, png in curves.items()}}
-    written = []
-    for name, data in [
-        ("report.md", (text + "\n").encode()),
-        *((f"pareto_{_slug(m)}.png", png) for m, png in plots.items()),
-        *((f"curves_{_slug(m)}.png", png) for m, png in curves.items()),
-        ("report.html", html_page(runs, figures, paths).encode()),
-    ]:
-        write_atomic(out_dir / name, lambda f, data=data: f.write(data))
-        written.append(out_dir / name)
-    return written

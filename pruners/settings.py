@@ -14,7 +14,8 @@ from pathlib import Path
 import timm
 
 from . import zoo
-from .data import Workload, dataset_family, digits, image_folder, torch_dataset
+from .data import Workload
+from .datasets import dataset_family
 from .files import CACHE_ENV, cache_dir, check_writable
 from .matrix import Case
 from .measure import TimingOptions, resolve_device
@@ -22,6 +23,7 @@ from .models import smallest_input
 from .options import OPTIONS, check, split_csv
 from .runtimes import check_runtimes
 from .spec import CaseSpec, Recipes, Timing, Weights
+from .workloads import create_workload
 
 
 @dataclass
@@ -57,19 +59,16 @@ class BenchSettings:
 
     def _build(self, model_name: str) -> Workload:
         if self.dataset is not None:
-            return torch_dataset(
-                self.dataset,
-                self.data_dir,
-                download=self.download,
-                img_size=self.img_size or 32,
-                train_images=self.train_images,
-                test_images=self.test_images,
-            )
-        if self.data_dir is None:
-            return digits()
-        return image_folder(
-            self.data_dir,
+            name = self.dataset
+        elif self.data_dir is not None:
+            name = f"folder:{self.data_dir}"
+        else:
+            name = "digits"
+        return create_workload(
+            name,
             model_name,
+            root=self.data_dir,
+            download=self.download,
             img_size=self.img_size,
             train_images=self.train_images,
             test_images=self.test_images,

@@ -12,7 +12,8 @@ import torch
 
 import pruners
 from pruners.cli import main
-from pruners.data import DataDirError, image_folder
+from pruners.data import DataDirError
+from pruners.folder import image_folder
 from pruners.pruning import NothingPrunedError, UnderPrunedError
 
 from .conftest import bench_where_run_raises

@@ -11,8 +11,8 @@ import torch
 import torchvision
 
 import pruners
-from pruners import data
-from pruners.data import DatasetUnavailableError, fashion_mnist_hint, torch_dataset
+from pruners import datasets as data
+from pruners.datasets import DatasetUnavailableError, fashion_mnist_hint, torch_dataset
 from pruners.settings import bench_settings
 from pruners.zoo import baseline_recipe
 

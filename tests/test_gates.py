@@ -9,12 +9,12 @@ import torch
 import pruners
 from pruners import calibrate, zoo
 from pruners.case import CALIB_BATCH_SIZE, method_data, recovery_recipe
+from pruners.convergence import convergence_lines, dense_record, plateau_text, plateaued
 from pruners.gate import BandVerdict, PairedDrop, band
 from pruners.levels import criterion_level
 from pruners.matrix import Case, not_applicable
 from pruners.measure import correct
 from pruners.models import default_target
-from pruners.report import convergence_lines, dense_record, plateau_text, plateaued
 from pruners.spec import Recipes, Timing
 from pruners.train import Recipe, recalibrate_batchnorm
 

@@ -17,7 +17,8 @@ from sklearn.model_selection import train_test_split
 
 import pruners
 from pruners import zoo
-from pruners.data import DataDirError, fingerprint, image_folder
+from pruners.data import DataDirError
+from pruners.folder import fingerprint, image_folder
 from pruners.measure import TimingOptions, compare_latency, resolve_device, timed_forward
 from pruners.models import DIGITS_STEPS_PER_EPOCH, FOLDER_STEPS, FOLDER_STEPS_RESOLUTION, folder_recipe
 from pruners.settings import bench_settings

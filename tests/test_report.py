@@ -12,17 +12,10 @@ import torch
 
 import pruners
 from pruners.cli import main
+from pruners.plots import front_methods, pareto_front
 from pruners.profile import OpTime, compare_ops, profile_model, profile_pair
-from pruners.report import (
-    decision_changes,
-    front_methods,
-    latency_size_label,
-    load_run,
-    markdown_table,
-    pareto_front,
-    table_rows,
-    write_report,
-)
+from pruners.report import decision_changes, latency_size_label, load_run, markdown_table, table_rows
+from pruners.report_page import write_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
