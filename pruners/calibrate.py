@@ -24,31 +24,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from filelock import FileLock
 
+from .calibration import (
+    DEFAULT_PATH,
+    MARGIN_POINTS,
+    MARGIN_STDS,
+    MAX_TOLERANCE,
+    REFERENCE,
+    calibrations,
+    entry_case,
+    entry_key,
+    lead_over_random,
+    levels,
+    load,
+    random_runs_caught,
+    suggested_tolerance,
+)
 from .case import recovery_recipe, run_case
 from .datasets import dataset_family
 from .files import write_atomic
 from .gate import (
     CONFIDENCE,
-    PairedDrop,
-    Verdict,
-    band,
-    decode_correct,
     one_sided_z,
-    paired_difference,
-    required_tolerance,
 )
-from .levels import LEVELS_PATH, CriterionLevel, write_levels
+from .levels import LEVELS_PATH, write_levels
 from .matrix import Case, build_cases, parse_seeds, parse_speedups
 from .options import check, split_csv
 from .registry import get_method
@@ -56,205 +64,6 @@ from .result import CaseResult
 from .spec import CaseSpec, Recipes, Timing
 from .workloads import create_workload
 from .zoo import baseline_recipe
-
-# Relative to where it runs: this repository calibrates from its root, into bench/.
-DEFAULT_PATH = Path("bench") / "calibration.json"
-MIN_SEEDS = 5
-MARGIN_POINTS = 0.5
-MARGIN_STDS = 3.0
-MIN_TOLERANCE = 0.5
-# No recovery tolerance on the default workload may be wider than this, in top-1 points.
-MAX_TOLERANCE = 5.0
-# What a run's recovery drop is measured from; runs against another reference are stale.
-REFERENCE = "dense control"
-
-
-@dataclass(frozen=True)
-class Run:
-    """One calibrated run: its seed and thread count, the recovery gate's paired drop (control ->
-    recovered), the criterion band's (dense -> recalibrated), and the per-image correctness behind them."""
-
-    seed: int
-    threads: int
-    paired: PairedDrop
-    criterion: PairedDrop
-    correct: dict[str, torch.Tensor]
-
-
-def _covering(required: Sequence[float]) -> float:
-    spread = statistics.stdev(required) if len(required) > 1 else 0.0
-    return max(max(required) + MARGIN_POINTS, statistics.fmean(required) + MARGIN_STDS * spread)
-
-
-def _rounded_up(need: float) -> float:
-    return max(MIN_TOLERANCE, math.ceil(need * 2) / 2)
-
-
-@dataclass(frozen=True)
-class CaseCalibration:
-    """The calibrated runs of one case."""
-
-    case: Case
-    runs: tuple[Run, ...]
-
-    @property
-    def seeds(self) -> set[int]:
-        return {r.seed for r in self.runs}
-
-    @property
-    def drops(self) -> list[float]:
-        return [r.paired.drop for r in self.runs]
-
-    @property
-    def required(self) -> list[float]:
-        """Per run, the smallest tolerance under which its single-seed recovery gate passes."""
-        return [required_tolerance(r.paired) for r in self.runs]
-
-    @property
-    def covering_tolerance(self) -> float:
-        """What this case asks of its method's tolerance (see the module docstring)."""
-        return _covering(self.required)
-
-    @property
-    def mean_se(self) -> float:
-        return statistics.fmean(r.paired.se for r in self.runs)
-
-    @property
-    def criterion_level(self) -> float:
-        """The mean paired drop from dense to recalibrated one-shot top-1 over the runs."""
-        return statistics.fmean(r.criterion.drop for r in self.runs)
-
-    @property
-    def criterion_tolerance(self) -> float:
-        """The criterion band's half-width: every run's distance from the level, less ``z * se``, covered
-        with the same margins as the recovery gate, rounded up to half a point."""
-        z, level = one_sided_z(), self.criterion_level
-        return _rounded_up(_covering([abs(r.criterion.drop - level) - z * r.criterion.se for r in self.runs]))
-
-    @property
-    def criterion_se(self) -> float:
-        return statistics.fmean(r.criterion.se for r in self.runs)
-
-    @property
-    def criterion_detects(self) -> float:
-        """The smallest shift of the recalibrated top-1 a single run detects at 99 %: band + z x SE."""
-        return self.criterion_tolerance + one_sided_z() * self.criterion_se
-
-    def level(self, family: str = "digits") -> CriterionLevel:
-        """This case's :class:`~pruners.levels.CriterionLevel` for the gate."""
-        keys = recipe_keys(self.case.model, family)
-        return CriterionLevel(
-            level=round(self.criterion_level, 3),
-            tolerance=self.criterion_tolerance,
-            runs=len(self.runs),
-            baseline_recipe=keys["baseline_recipe"],
-            recovery_recipe=keys["recovery_recipe"],
-        )
-
-
-def recipe_keys(model: str, family: str = "digits") -> dict[str, str]:
-    """The keys of the recipes a case of ``model`` runs with today on a workload of ``family``; a run
-    under other recipes is stale."""
-    dense = baseline_recipe(model, family)
-    return {"baseline_recipe": dense.key, "recovery_recipe": recovery_recipe(dense).key}
-
-
-def _entry_key(entry: dict) -> tuple:
-    speedup = entry.get("speedup") or 0.0
-    ratio = entry["ratio"] if entry["ratio"] is not None else 0.0
-    return (
-        entry.get("family", "digits"),
-        entry["model"],
-        entry["method"],
-        ratio,
-        speedup,
-        *(entry[k] for k in ("seed", "threads", "machine")),
-    )
-
-
-def entry_case(entry: dict) -> Case:
-    """The bench case a calibration run belongs to (a ratio case, or a MACs-target case)."""
-    return Case(entry["model"], entry["method"], entry["ratio"], entry.get("speedup"))
-
-
-def load(path: Path = DEFAULT_PATH) -> list[dict]:
-    """The calibration runs stored at ``path`` (none if it does not exist)."""
-    if not path.exists():
-        return []
-    try:
-        return json.loads(path.read_text())["runs"]
-    except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path}: not a calibration file ({type(err).__name__}: {err})") from err
-
-
-def _run(entry: dict) -> Run:
-    paired = PairedDrop(**{f.name: entry[f.name] for f in fields(PairedDrop)})
-    correct = {name: decode_correct(packed) for name, packed in entry["correct"].items()}
-    criterion = PairedDrop.from_correct(correct["dense"], correct["recalibrated"])
-    return Run(entry["seed"], entry["threads"], paired, criterion, correct)
-
-
-def calibrations(
-    entries: Iterable[dict], cases: Sequence[Case], family: str = "digits"
-) -> dict[Case, CaseCalibration]:
-    """Group the current runs in ``entries`` (today's recipes, measured from the dense control) by case,
-    for each of ``cases``."""
-    grouped: dict[Case, list[Run]] = {case: [] for case in cases}
-    current = {case.model: recipe_keys(case.model, family) for case in cases}
-    for e in entries:
-        case = entry_case(e)
-        if case not in grouped or e.get("family", "digits") != family or e.get("reference") != REFERENCE:
-            continue
-        if all(e[k] == v for k, v in current[case.model].items()):
-            grouped[case].append(_run(e))
-    return {case: CaseCalibration(case, tuple(runs)) for case, runs in grouped.items()}
-
-
-def suggested_tolerance(cals: Iterable[CaseCalibration]) -> float:
-    """The recovery tolerance one method needs over its calibrated cases, rounded up to half a point."""
-    cals = [c for c in cals if c.runs]
-    if not cals:
-        raise ValueError("no calibrated runs to suggest a tolerance from")
-    return _rounded_up(max(c.covering_tolerance for c in cals))
-
-
-def rival(case: Case) -> Case:
-    """The chance baseline of ``case``: ``random`` channels for a structured method, ``random_unstructured``
-    weights for a mask method, at the same model and cost."""
-    kind = get_method(case.method).kind
-    return case._replace(method="random" if kind == "structured" else "random_unstructured")
-
-
-def lead_over_random(
-    cals: dict[Case, CaseCalibration], case: Case, which: str = "recalibrated"
-) -> Verdict | None:
-    """``case``'s top-1 lead over its :func:`rival` at the same model and cost (``mean_drop``, positive
-    when it keeps more), paired image by image over the seeds both calibrated; ``None`` with nothing to
-    pair."""
-    chance = cals.get(rival(case))
-    if chance is None or rival(case) == case or case not in cals:
-        return None
-    by_seed = {r.seed: r for r in chance.runs}
-    pairs = [(r.correct[which], by_seed[r.seed].correct[which]) for r in cals[case].runs if r.seed in by_seed]
-    return paired_difference([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
-
-
-def random_runs_caught(cals: dict[Case, CaseCalibration], case: Case) -> dict[tuple[int, int], bool]:
-    """Per ``(seed, threads)``, whether ``case``'s criterion band excludes the calibrated run of its
-    :func:`rival` at the same model and cost: what a run of ``case`` whose criterion stopped ranking would
-    meet. Empty when there is no rival to compare."""
-    chance, cal = cals.get(rival(case)), cals.get(case)
-    if chance is None or cal is None or rival(case) == case or not cal.runs:
-        return {}
-    level, tolerance = cal.criterion_level, cal.criterion_tolerance
-    return {(r.seed, r.threads): not band([r.criterion], level, tolerance).passed for r in chance.runs}
-
-
-def levels(
-    cals: dict[Case, CaseCalibration], family: str = "digits"
-) -> dict[tuple[str, str], CriterionLevel]:
-    """The criterion levels of every case calibrated over at least :data:`MIN_SEEDS` seeds."""
-    return {(family, case.id): cal.level(family) for case, cal in cals.items() if len(cal.seeds) >= MIN_SEEDS}
 
 
 def render(
@@ -377,8 +186,8 @@ def markdown_path(path: Path) -> Path:
 def record(entry: dict, path: Path, cases: Sequence[Case]) -> None:
     """Add (or replace) one run in the calibration file and re-render the Markdown beside it."""
     with FileLock(f"{path}.lock"):
-        entries = [e for e in load(path) if _entry_key(e) != _entry_key(entry)]
-        entries = sorted([*entries, entry], key=_entry_key)
+        entries = [e for e in load(path) if entry_key(e) != entry_key(entry)]
+        entries = sorted([*entries, entry], key=entry_key)
         text = json.dumps({"confidence": CONFIDENCE, "runs": entries}, indent=1) + "\n"
         write_atomic(path, lambda f: f.write(text.encode()))
         cases = [*cases, *(c for c in rendered_cases(entries) if c not in cases)]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pruners
-from pruners import calibrate
+from pruners import calibrate, calibration
 from pruners.cli import main
 from pruners.gate import PairedDrop, band, encode_correct, judge, required_tolerance
 from pruners.levels import load_levels
@@ -22,13 +22,15 @@ DEFAULT_TIER = build_cases(tier="default")
 
 
 @pytest.fixture(scope="module")
-def calibrated() -> dict[Case, calibrate.CaseCalibration]:
-    return calibrate.calibrations(calibrate.load(), DEFAULT_TIER)
+def calibrated() -> dict[Case, calibration.CaseCalibration]:
+    return calibration.calibrations(calibration.load(), DEFAULT_TIER)
 
 
 def test_table_covers_every_case_of_the_default_tier(calibrated) -> None:
     for case, cal in calibrated.items():
-        assert len(cal.seeds) >= calibrate.MIN_SEEDS, f"{case.id}: {len(cal.seeds)} seeds calibrated; {RERUN}"
+        assert len(cal.seeds) >= calibration.MIN_SEEDS, (
+            f"{case.id}: {len(cal.seeds)} seeds calibrated; {RERUN}"
+        )
 
 
 @pytest.mark.parametrize("method", sorted({case.method for case in DEFAULT_TIER}))
@@ -37,7 +39,7 @@ def test_registered_tolerance_is_the_calibrated_one(calibrated, method: str) -> 
     assert all(cal.runs for cal in cals), (
         f"{method}: a case of the default tier has no calibrated run; {RERUN}"
     )
-    suggested = calibrate.suggested_tolerance(cals)
+    suggested = calibration.suggested_tolerance(cals)
     tolerance = pruners.get_method(method).tolerance
     assert tolerance >= suggested, f"{method}: tolerance {tolerance} does not cover its worst seed; {RERUN}"
     assert tolerance <= suggested + 1.0, (
@@ -48,7 +50,9 @@ def test_registered_tolerance_is_the_calibrated_one(calibrated, method: str) -> 
 @pytest.mark.parametrize("method", pruners.list_methods())
 def test_no_tolerance_is_wider_than_the_bound(method: str) -> None:
     tolerance = pruners.get_method(method).tolerance
-    assert tolerance <= calibrate.MAX_TOLERANCE, f"{method}: {tolerance} points is a gate that detects little"
+    assert tolerance <= calibration.MAX_TOLERANCE, (
+        f"{method}: {tolerance} points is a gate that detects little"
+    )
 
 
 def test_every_calibrated_run_passes_both_gates(calibrated) -> None:
@@ -61,12 +65,12 @@ def test_every_calibrated_run_passes_both_gates(calibrated) -> None:
 
 
 def test_the_levels_and_the_markdown_are_rendered_from_the_json(calibrated) -> None:
-    entries = calibrate.load()
+    entries = calibration.load()
     expected = {
-        f"{family}/{case_id}": level for (family, case_id), level in calibrate.levels(calibrated).items()
+        f"{family}/{case_id}": level for (family, case_id), level in calibration.levels(calibrated).items()
     }
     assert {k: v for k, v in load_levels().items() if k in expected} == expected, RERUN
-    markdown = calibrate.markdown_path(calibrate.DEFAULT_PATH).read_text()
+    markdown = calibrate.markdown_path(calibration.DEFAULT_PATH).read_text()
     assert markdown == calibrate.render(entries, calibrate.rendered_cases(entries)), RERUN
 
 
@@ -77,7 +81,7 @@ def packed(n: int, right: int) -> dict:
 def entry(seed: int, dense_only: int, pruned_only: int, **changes) -> dict:
     correct = {name: packed(360, 350) for name in ("dense", "control", "recalibrated", "recovered")}
     return {
-        "reference": calibrate.REFERENCE,
+        "reference": calibration.REFERENCE,
         "model": "resnet18",
         "method": "l1",
         "ratio": 0.3,
@@ -85,7 +89,7 @@ def entry(seed: int, dense_only: int, pruned_only: int, **changes) -> dict:
         "threads": 1,
         "machine": "cpu",
         "torch": "x",
-        **calibrate.recipe_keys("resnet18"),
+        **calibration.recipe_keys("resnet18"),
         "n": 360,
         "dense_correct": 350,
         "pruned_correct": 350 - dense_only + pruned_only,
@@ -106,19 +110,19 @@ def test_record_replaces_a_rerun_and_ignores_stale_runs(tmp_path: Path) -> None:
     calibrate.record(entry(0, 3, 1), path, [case])  # seed 0 again: replaces the first
     calibrate.record(entry(2, 40, 0, recovery_recipe="old"), path, [case])  # another recipe: stale
     calibrate.record(entry(3, 40, 0, reference="dense baseline"), path, [case])  # another reference: stale
-    runs = calibrate.load(path)
+    runs = calibration.load(path)
     assert len(runs) == 4 and json.loads(path.read_text())["confidence"] == pruners.CONFIDENCE
-    cal = calibrate.calibrations(runs, [case])[case]
+    cal = calibration.calibrations(runs, [case])[case]
     assert sorted(cal.seeds) == [0, 1] and sorted(r.paired.dense_only for r in cal.runs) == [3, 4]
     markdown = (tmp_path / "CALIBRATION.md").read_text()
     assert "| resnet18 | l1 | 0.3 | 2 | 0,1 |" in markdown
     assert not (tmp_path / "gate_levels.json").exists(), "levels from fewer than MIN_SEEDS seeds"
 
 
-def runs_of(pairs: list[tuple[int, int]], recalibrated: list[int]) -> tuple[calibrate.Run, ...]:
+def runs_of(pairs: list[tuple[int, int]], recalibrated: list[int]) -> tuple[calibration.Run, ...]:
     dense = torch.arange(360) < 340
     return tuple(
-        calibrate.Run(
+        calibration.Run(
             s,
             1,
             PairedDrop(360, 340, 340 - a + b, a, b),
@@ -131,23 +135,23 @@ def runs_of(pairs: list[tuple[int, int]], recalibrated: list[int]) -> tuple[cali
 
 def test_suggested_tolerance_covers_the_worst_run_with_a_margin() -> None:
     runs = runs_of([(6, 2), (12, 1)], [330, 320])
-    cal = calibrate.CaseCalibration(Case("resnet18", "l1", 0.3), runs)
+    cal = calibration.CaseCalibration(Case("resnet18", "l1", 0.3), runs)
     required = [required_tolerance(r.paired) for r in runs]
     spread = statistics.stdev(required)
-    need = max(max(required) + calibrate.MARGIN_POINTS, statistics.fmean(required) + 3 * spread)
+    need = max(max(required) + calibration.MARGIN_POINTS, statistics.fmean(required) + 3 * spread)
     assert cal.covering_tolerance == pytest.approx(need)
-    suggested = calibrate.suggested_tolerance([cal])
+    suggested = calibration.suggested_tolerance([cal])
     assert suggested >= need and suggested - need < 0.5 and (suggested * 2).is_integer()
 
 
 def test_the_criterion_band_holds_every_calibrated_run() -> None:
     runs = runs_of([(0, 0)] * 5, [330, 322, 336, 328, 318])
-    cal = calibrate.CaseCalibration(Case("resnet18", "l1", None, 2.0), runs)
+    cal = calibration.CaseCalibration(Case("resnet18", "l1", None, 2.0), runs)
     assert cal.criterion_level == pytest.approx(statistics.fmean(r.criterion.drop for r in runs))
     for run in runs:
         assert band([run.criterion], cal.criterion_level, cal.criterion_tolerance).passed
     assert cal.criterion_detects > cal.criterion_tolerance and (cal.criterion_tolerance * 2).is_integer()
-    level = calibrate.levels({cal.case: cal})[("digits", "resnet18-l1-2x")]
+    level = calibration.levels({cal.case: cal})[("digits", "resnet18-l1-2x")]
     assert level.tolerance == cal.criterion_tolerance and level.runs == 5
 
 
@@ -161,7 +165,7 @@ def test_corrupt_calibration_file_is_one_clear_error(tmp_path: Path, capsys: pyt
     path = tmp_path / "calibration.json"
     path.write_text("{not json")
     with pytest.raises(ValueError, match="not a calibration file"):
-        calibrate.load(path)
+        calibration.load(path)
     code, err = calibrate_exit(["--out", str(path), "--models", "resnet18"], capsys)
     assert code == 1 and "not a calibration file" in err
     assert path.read_text() == "{not json", "the file was touched"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pruners
-from pruners import calibrate, zoo
+from pruners import zoo
 from pruners.case import CALIB_BATCH_SIZE, method_data, recovery_recipe
 from pruners.convergence import convergence_lines, dense_record, plateau_text, plateaued
 from pruners.gate import BandVerdict, PairedDrop, band
@@ -102,12 +102,12 @@ def criteria() -> list:
         for m in pruners.list_methods(kind="structured")
         if not not_applicable("resnet18", m)
     ]
-    cals = calibrate.calibrations(calibrate.load(), cases)
+    cals = calibration.calibrations(calibration.load(), cases)
     params = []
     for case in cases:
         if case.method == "random":
             continue
-        caught = calibrate.random_runs_caught(cals, case)
+        caught = calibration.random_runs_caught(cals, case)
         if caught.get((0, torch.get_num_threads())) is False:
             cal = cals[case]
             why = (
