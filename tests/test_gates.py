@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pruners
-from pruners import zoo
+from pruners import calibration, zoo
 from pruners.case import CALIB_BATCH_SIZE, method_data, recovery_recipe
 from pruners.convergence import convergence_lines, dense_record, plateau_text, plateaued
 from pruners.gate import BandVerdict, PairedDrop, band
