@@ -27,7 +27,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def started(*args: object, **kwargs: object) -> None:
         raise AssertionError("work started before the input was refused")
 
-    for target in ("pruners.zoo.train", "pruners.case.train", "pruners.cli.run_case"):
+    for target in ("pruners.zoo.train", "pruners.case.train", "pruners.commands.run_case"):
         monkeypatch.setattr(target, started)
 
 

@@ -1,0 +1,249 @@
+"""What each ``prunebench`` command does, given its parsed arguments; :mod:`pruners.cli` builds the parser."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import shlex
+import sys
+import time
+from collections.abc import Mapping
+
+import timm
+import torch
+import torch_pruning as tp
+
+from . import golden
+from .case import run_case
+from .convergence import convergence_lines, dense_record, plateau_text
+from .files import check_writable, write_atomic
+from .gpu_check import gpu_check
+from .history import merge_asv_results, merge_benchmark_files
+from .matrix import Case, parse_seeds
+from .models import check_model_name, get_model, list_models
+from .options import check, split_csv
+from .profile import profile_pair
+from .pruning import case_refusal, check_target
+from .registry import get_method, list_methods
+from .report_page import write_report
+from .result import CaseResult
+from .runtimes import RUNTIMES
+from .settings import bench_settings
+from .sweep import SweepRow, markdown, merge_rows, read_csv, select_architectures, sweep, write_csv
+from .zoo import cached_histories
+
+
+def case_command(args: argparse.Namespace) -> CaseResult:
+    """Run the case that ``prune`` and ``profile`` are about, from their options (the bench's table)."""
+    values = vars(args)
+    check(values)
+    get_method(args.method)
+    if args.speedup is not None:
+        check_target(args.method, args.speedup)
+    elif args.ratio is not None:
+        get_method(args.method).check_ratio(args.ratio)
+        refusal = case_refusal(check_model_name(args.model), args.method, args.ratio)
+        if refusal:
+            raise ValueError(refusal)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    settings = bench_settings([args.model], values)
+    spec = settings.spec(Case(args.model, args.method, args.ratio, args.speedup), parse_seeds(args.seeds))
+    cost = f"{spec.speedup:g}x fewer MACs" if spec.speedup else f"{spec.ratio:g}"
+    print(f"prunebench: {args.model} / {args.method} @ {cost} on {spec.data.name}")
+    return run_case(spec)
+
+
+def prune_command(args: argparse.Namespace) -> str:
+    if args.out is not None:
+        check_writable(args.out, "--out")
+    result = case_command(args)
+    r = result.case_record()
+    latency = r.latency
+    target = f", target {r.target_speedup:g}x" if r.target_speedup else ""
+    lines = [
+        f"top-1     dense {r.dense_top1:.2f} %, dense control {r.dense_control_top1:.2f} %, "
+        f"one-shot {r.one_shot_top1:.2f} %, BN-recalibrated {r.recalibrated_top1:.2f} %, "
+        f"recovered {r.recovered_top1:.2f} %",
+        f"recovery  drop from the control {r.top1_drop:+.2f}, tolerance {r.tolerance:g}: "
+        f"{'pass' if r.recovery_passed else 'FAIL'}",
+        f"criterion {r.criterion_gate}",
+        *convergence_lines([dense_record(r.to_extra_info())]),
+        f"MACs      {r.macs_dense:,} -> {r.macs_pruned:,} ({r.macs_speedup:.2f}x fewer, "
+        f"ratio {r.ratio:.3f}{target})",
+        f"params    {r.params_dense:,} -> {r.params_pruned:,}",
+        f"latency   {latency['latency_dense_ms']:.2f} ms -> {latency['latency_pruned_ms']:.2f} ms "
+        f"({latency['latency_speedup']:.2f}x, batch {r.batch_size}, {r.threads} threads, "
+        f"{latency['latency_device']})",
+        *runtime_lines(latency),
+    ]
+    if args.out is not None:
+        write_atomic(args.out, lambda f: torch.save(result.pruned, f))
+        lines.append(f"saved the pruned model to {args.out} (torch.load(path, weights_only=False))")
+    return "\n".join(lines)
+
+
+def runtime_lines(info: Mapping[str, object]) -> list[str]:
+    """One line per runtime the case was timed in: dense and pruned latency and measured ÷ MACs speedup."""
+    lines = []
+    for runtime in RUNTIMES:
+        if f"latency_{runtime}_error" in info:
+            lines.append(f"{runtime:<10}not timed: {info[f'latency_{runtime}_error']}")
+        elif f"latency_{runtime}_dense_ms" in info:
+            lines.append(
+                f"{runtime:<10}{info[f'latency_{runtime}_dense_ms']:.2f} ms -> "
+                f"{info[f'latency_{runtime}_pruned_ms']:.2f} ms ({info[f'latency_{runtime}_speedup']:.2f}x, "
+                f"{info[f'latency_{runtime}_per_macs']:.2f} of the MACs speedup; set-up "
+                f"{info[f'latency_{runtime}_dense_setup_s']:.1f} s)"
+            )
+    return lines
+
+
+def profile_command(args: argparse.Namespace) -> str:
+    check_writable(args.out_dir, "--out-dir", folder=True)
+    result = case_command(args)
+    case = Case(
+        args.model, args.method, None if result.target_speedup else result.ratio, result.target_speedup
+    )
+    out_dir = args.out_dir / case.id
+    path = profile_pair(
+        result.dense, result.pruned, result.inputs, out_dir, result.record.macs_speedup, out_dir.name
+    ).markdown
+    return (
+        path.read_text() + f"\nwrote {path}, {out_dir / 'dense.trace.json'}, {out_dir / 'pruned.trace.json'}"
+    )
+
+
+def gpu_check_command(args: argparse.Namespace) -> str:
+    return gpu_check(args.out_dir, args.device)
+
+
+def list_command(args: argparse.Namespace) -> str:
+    lines = []
+    if args.what in ("methods", "all"):
+        lines += [
+            "| method | kind | unit | needs | requires | tolerance | default ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name in list_methods(args.pattern):
+            spec = get_method(name)
+            lines.append(
+                f"| {name} | {spec.kind} | {spec.unit} | {', '.join(spec.needs) or '-'} | "
+                f"{', '.join(spec.requires) or '-'} | {spec.tolerance:g} | {spec.default_ratio:g}"
+                f"{' only' if spec.ratios == (spec.default_ratio,) else ''} |"
+            )
+    if args.what in ("models", "all"):
+        lines += [
+            "",
+            "| model | family | baseline recipe (digits) | other workloads | timm kwargs at 32 px "
+            "| cached baselines: plateaued? (last epochs' top-1) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for entry in map(get_model, list_models(args.pattern)):
+            recipe = f"{entry.recipe.epochs} epochs, lr {entry.recipe.lr:g}"
+            others = (
+                "; ".join(f"{w}: {r.epochs} epochs, lr {r.lr:g}" for w, r in entry.recipes.items()) or "-"
+            )
+            kwargs = ", ".join(f"{k}={v}" for k, v in entry.kwargs.items()) or "-"
+            cached = "; ".join(
+                f"{workload} seed {seed}: {plateau_text(history)}" if seed >= 0 else f"{workload}: unreadable"
+                for workload, seed, history in cached_histories(entry.name)
+            )
+            lines.append(
+                f"| {entry.name} | {entry.family} | {recipe} | {others} | {kwargs} | {cached or 'none'} |"
+            )
+    return "\n".join(lines).strip()
+
+
+def report_command(args: argparse.Namespace) -> str:
+    check_writable(args.out_dir, "--out-dir", folder=True)
+    written = write_report(args.runs, args.out_dir)
+    return "wrote " + ", ".join(str(p) for p in written)
+
+
+def merge_benchmarks_command(args: argparse.Namespace) -> str:
+    if args.out is not None:
+        check_writable(args.out, "--out")
+    if args.save_to is not None:
+        check_writable(args.save_to, "--save-to", folder=True)
+    merged = merge_benchmark_files(args.runs, out=args.out, save_to=args.save_to)
+    where = " and ".join(str(p) for p in (args.out, args.save_to) if p is not None)
+    return f"merged {len(merged['benchmarks'])} benchmarks from {len(args.runs)} runs into {where}"
+
+
+def merge_asv_command(args: argparse.Namespace) -> str:
+    check_writable(args.out, "--out", folder=True)
+    written = merge_asv_results(args.shards, args.out)
+    return f"merged {len(args.shards)} asv result sets into {len(written)} result files under {args.out}"
+
+
+def sweep_command(args: argparse.Namespace) -> str:
+    for module in args.imports:
+        importlib.import_module(module)
+    spec = get_method(args.method)
+    if "train" in spec.needs:
+        raise ValueError(f"method {args.method!r} needs sparse training; the sweep runs one-shot methods")
+    ratio = spec.check_ratio(args.ratio if args.ratio is not None else spec.default_ratio)
+    check_writable(args.out_dir, "--out-dir", folder=True)
+    earlier = read_csv(args.update) if args.update else []
+    start = time.perf_counter()
+    archs = select_architectures(args.patterns, args.per_family)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+
+    def progress(row: SweepRow) -> None:
+        status = "ok" if row.ok else f"failed at {row.failed_stage}: {row.reason}"
+        print(f"{row.arch}: {status} ({row.seconds:.1f} s)", file=sys.stderr, flush=True)
+
+    rows = sweep(
+        archs,
+        args.method,
+        ratio,
+        jobs=args.jobs,
+        timeout=args.timeout,
+        imports=args.imports,
+        progress=progress,
+    )
+    wall = time.perf_counter() - start
+    how = (
+        f"Command: `prunebench {shlex.join(args.argv)}`; {wall / 60:.1f} min wall with {args.jobs} "
+        f"job(s) on {os.cpu_count()} cores, torch {torch.__version__}, timm {timm.__version__}, "
+        f"torch-pruning {tp.__version__}."
+    )
+    if args.update:
+        kept = len(earlier) - sum(row.arch in archs for row in earlier)
+        how += f" The other {kept} rows are those of `{args.update}`, an earlier sweep."
+        rows = merge_rows(earlier, rows)
+    write_csv(rows, args.out_dir / "sweep.csv")
+    report = markdown(rows, args.method, ratio, how).encode()
+    write_atomic(args.out_dir / "sweep.md", lambda f: f.write(report))
+    ok = sum(row.ok for row in rows)
+    return (
+        f"{ok} of {len(rows)} architectures pass every stage in {wall:.0f} s; "
+        f"wrote {args.out_dir / 'sweep.csv'} and {args.out_dir / 'sweep.md'}"
+    )
+
+
+def golden_command(args: argparse.Namespace) -> str:
+    if args.rebuild_models:
+        top1 = golden.rebuild_models()
+        print(
+            "rebuilt " + ", ".join(f"{m} ({t:.2f} % held-out top-1)" for m, t in top1.items()),
+            file=sys.stderr,
+        )
+    cases = golden.golden_cases(methods=split_csv(args.methods) or None)
+    if args.update or args.rebuild_models:
+        golden.update({case.id: golden.decide(case) for case in cases})
+        return f"wrote {len(cases)} golden entries to {golden.GOLDEN_PATH}; review the diff"
+    entries = golden.load_golden()
+    changed = {case.id: golden.check(case, entries) for case in cases}
+    for case_id, lines in changed.items():
+        for line in lines:
+            print(f"{case_id}: {line}", file=sys.stderr)
+    failed = [case_id for case_id, lines in changed.items() if lines]
+    if failed:
+        raise golden.GoldenMismatchError(
+            f"{len(failed)} of {len(cases)} cases decide differently from their golden entries: "
+            f"{', '.join(failed)}; if that is intended, {golden.UPDATE_HINT}"
+        )
+    return f"all {len(cases)} cases decide what their golden entries say"
