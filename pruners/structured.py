@@ -21,18 +21,15 @@ from .adapters import (
     attention_heads,
     channel_rounding,
     classifier_layers,
-    customized_pruners,
     ignored_parameters,
     left_whole,
-    mis_mapped_groups,
-    multiplier_feeders,
     prunable_heads,
     prune_channel_extras,
-    split_input_feeders,
     sync_attention,
     sync_layer_scales,
     unwrapped_parameters,
 )
+from .layer_pruners import customized_pruners, mis_mapped_groups, multiplier_feeders, split_input_feeders
 from .registry import CalibBatches, MethodData, register_method
 
 # Remaining channel counts are rounded to a multiple of this, as CPU and GPU kernels favour.

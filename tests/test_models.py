@@ -13,14 +13,8 @@ from timm.models.swin_transformer import PatchMerging
 from torch import nn
 
 import pruners
-from pruners.adapters import (
-    PatchMergingPruner,
-    channel_rounding,
-    classifier_layers,
-    features,
-    foreign_attention,
-    model_kwargs,
-)
+from pruners.adapters import channel_rounding, classifier_layers, features, foreign_attention, model_kwargs
+from pruners.layer_pruners import PatchMergingPruner
 from pruners.matrix import build_cases
 from pruners.models import (
     DEFAULT_RECIPE,
