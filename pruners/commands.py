@@ -30,7 +30,8 @@ from .report_page import write_report
 from .result import CaseResult
 from .runtimes import RUNTIMES
 from .settings import bench_settings
-from .sweep import SweepRow, markdown, merge_rows, read_csv, select_architectures, sweep, write_csv
+from .sweep import SweepRow, select_architectures, sweep
+from .sweep_report import markdown, merge_rows, read_csv, write_csv
 from .zoo import cached_histories
 
 

@@ -20,15 +20,12 @@ from pruners.sweep import (
     check_architecture,
     export_onnx,
     family,
-    markdown,
-    merge_rows,
     parameter_count,
     raised_in,
-    read_csv,
     run_isolated,
     select_architectures,
-    write_csv,
 )
+from pruners.sweep_report import markdown, merge_rows, read_csv, write_csv
 
 METHODS_MODULE = '''
 import os
