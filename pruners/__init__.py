@@ -54,7 +54,7 @@ _EXPORTS = {
     "UnderPrunedError": "pruning",
     "load_pruned_state_dict": "pruning",
     "prune": "pruning",
-    "prune_to_speedup": "pruning",
+    "prune_to_speedup": "search",
     "MethodData": "registry",
     "MethodSpec": "registry",
     "check_ratio": "registry",

@@ -21,10 +21,11 @@ from .data import Workload
 from .gate import PairedDrop
 from .levels import criterion_level
 from .measure import LatencyStats, compare_latency, correct, device_of
-from .pruning import PruneRecord, prune, prune_to_speedup
+from .pruning import PruneRecord, prune
 from .registry import MethodData, Regularizer, get_method
 from .result import CaseResult, SeedResult
 from .runtimes import RuntimeLatency, compare_runtimes
+from .search import prune_to_speedup
 from .spec import CaseSpec, Timing
 from .train import Recipe, recalibrate_batchnorm, train
 from .unstructured import make_permanent
@@ -260,7 +261,7 @@ def run_case(spec: CaseSpec) -> CaseResult:
     score on the same held-out images; then time the first seed's models (:class:`pruners.spec.Timing`).
 
     Each seed has its own cached baseline; a MACs target is searched per seed
-    (:func:`pruners.pruning.prune_to_speedup`)."""
+    (:func:`pruners.search.prune_to_speedup`)."""
     inputs = spec.data.test_batch(spec.timing.batch_size).to(spec.weights.device)
     results = [run_seed(spec, seed, inputs) for seed in spec.seeds]
     timings = time_stage(spec, results[0], inputs)

@@ -24,11 +24,12 @@ from .matrix import Case, parse_seeds
 from .models import check_model_name, get_model, list_models
 from .options import check, split_csv
 from .profile import profile_pair
-from .pruning import case_refusal, check_target
+from .pruning import case_refusal
 from .registry import get_method, list_methods
 from .report_page import write_report
 from .result import CaseResult
 from .runtimes import RUNTIMES
+from .search import check_target
 from .settings import bench_settings
 from .sweep import SweepRow, select_architectures, sweep
 from .sweep_report import markdown, merge_rows, read_csv, write_csv

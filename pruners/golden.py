@@ -34,8 +34,9 @@ from .decisions import Decision, differences
 from .files import write_atomic
 from .measure import correct
 from .models import UnmeasuredModelWarning
-from .pruning import TargetUnreachableError, prune, prune_to_speedup
+from .pruning import TargetUnreachableError, prune
 from .registry import Regularizer, get_method, list_methods
+from .search import prune_to_speedup
 from .train import Recipe, recalibrate_batchnorm
 from .zoo import create_model, load_baseline
 

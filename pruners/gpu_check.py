@@ -23,9 +23,10 @@ from .case import sized_inputs
 from .files import check_writable, write_atomic
 from .measure import alternated, resolve_device
 from .profile import profile_pair
-from .pruning import prune, prune_to_speedup
+from .pruning import prune
 from .report import row_from_info
 from .runtimes import semi_structured
+from .search import prune_to_speedup
 from .unstructured import make_permanent
 
 BENCH_MODEL = "resnet18"

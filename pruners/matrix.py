@@ -8,8 +8,9 @@ from typing import NamedTuple
 
 from .adapters import missing_features, model_features
 from .models import default_target, select_models
-from .pruning import case_refusal, check_speedup
+from .pruning import case_refusal
 from .registry import check_ratio, get_method, list_methods
+from .search import check_speedup
 
 DEFAULT_MODELS = ("resnet18", "mobilenetv3_small_100", "vit_tiny_patch16_224")
 

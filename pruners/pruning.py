@@ -22,7 +22,7 @@ from .adapters import (
 from .decisions import Decision, collected, recording
 from .measure import count_macs_params
 from .registry import CalibBatches, MethodData, MethodSpec, SparseTrain, get_method
-from .structured import ROUND_TO, channel_multiple
+from .structured import ROUND_TO
 
 
 class NothingPrunedError(RuntimeError):
@@ -44,15 +44,6 @@ class TargetUnreachableError(NotApplicableError):
 # A structured method must remove at least this fraction of the channel ratio it was asked for. Global
 # rankings legitimately miss the ratio layer by layer (they count dependency groups, not layers).
 MIN_ACHIEVED_FRACTION = 0.4
-# A MACs target is met when dense MACs / pruned MACs lies within this fraction of it.
-SPEEDUP_TOLERANCE = 0.02
-# A MACs-target search first steps through this grid of ratios until one removes enough, then bisects
-# between it and the grid point before, down to this ratio resolution. Stepping up rather than starting
-# at the top matters: near 1, rounding to whole multiples of channels makes MACs rise again.
-SEARCH_GRID = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9)
-RATIO_RESOLUTION = 1e-3
-# Channel multiples a search tries, coarsest first: the first whose MACs land in the band is used.
-SEARCH_MULTIPLES = (ROUND_TO, 4, 2, 1)
 
 
 @dataclass(frozen=True)
@@ -124,11 +115,11 @@ def prune(
     """
     spec = get_method(method)
     ratio = spec.check_ratio(ratio)
-    data = _method_data(spec, model, calib, sparse_train)
-    return _prune_once(model if inplace else copy.deepcopy(model), spec, ratio, example_inputs, data)
+    data = method_data_for(spec, model, calib, sparse_train)
+    return prune_once(model if inplace else copy.deepcopy(model), spec, ratio, example_inputs, data)
 
 
-def _method_data(
+def method_data_for(
     spec: MethodSpec, model: nn.Module, calib: CalibBatches | None, sparse_train: SparseTrain | None
 ) -> MethodData:
     """What ``spec`` declared it needs, and nothing else; a ``ValueError`` when it is missing, a
@@ -146,7 +137,7 @@ def _method_data(
     return MethodData(calib if wants_calib else None, sparse_train if "train" in spec.needs else None)
 
 
-def _prune_once(
+def prune_once(
     model: nn.Module,
     spec: MethodSpec,
     ratio: float,
@@ -185,7 +176,7 @@ def _prune_once(
         decision=collected(log, model),
     )
     if check:
-        _check(record, why)
+        check_record(record, why)
     model.train(was_training)
     return model, record
 
@@ -239,7 +230,7 @@ def case_refusal(model_name: str, method: str, ratio: float) -> str | None:
     return reason and f"method {method!r} cannot prune {model_name}: {reason}"
 
 
-def _check(record: PruneRecord, why: str | None = None) -> None:
+def check_record(record: PruneRecord, why: str | None = None) -> None:
     """Raise :class:`NothingPrunedError` / :class:`UnderPrunedError` for a record that misstates its row;
     ``why`` (:func:`channel_refusal`, :func:`stuck_layers`) says what the dense model allowed."""
     method, ratio, macs, macs_after = record.method, record.ratio, record.macs_before, record.macs_after
@@ -252,127 +243,6 @@ def _check(record: PruneRecord, why: str | None = None) -> None:
         raise UnderPrunedError(
             f"method {method!r} was asked to remove {ratio} of the {record.unit} and removed "
             f"{record.achieved_ratio:.3f} (MACs {macs} -> {macs_after})" + (f"; {why}" if why else "")
-        )
-
-
-def check_speedup(speedup: float) -> float:
-    """Return ``speedup`` as a float if it is a MACs target above 1, else raise ``ValueError``."""
-    try:
-        value = float(speedup)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"a MACs target must be a number > 1 (dense / pruned MACs), got {speedup!r}"
-        ) from None
-    if not value > 1.0:
-        raise ValueError(f"a MACs target must be > 1 (dense / pruned MACs), got {speedup!r}")
-    return value
-
-
-def check_target(method: str, speedup: float) -> float:
-    """:func:`check_speedup`, and a ``ValueError`` when ``method`` is a mask method: it zeroes weights
-    inside dense layers, which a dense kernel runs at the dense cost, so it has no MACs target."""
-    value = check_speedup(speedup)
-    if get_method(method).kind != "structured":
-        raise ValueError(
-            f"method {method!r} is a mask method: it zeroes weights in place and has no MACs target; "
-            "compare it at a ratio (sparsity) with the other mask methods"
-        )
-    return value
-
-
-def prune_to_speedup(
-    model: nn.Module,
-    method: str,
-    speedup: float,
-    example_inputs: torch.Tensor,
-    calib: CalibBatches | None = None,
-    *,
-    sparse_train: SparseTrain | None = None,
-) -> tuple[nn.Module, PruneRecord]:
-    """Prune a copy of ``model`` with the structured ``method`` at the ratio that makes dense MACs /
-    pruned MACs land within :data:`SPEEDUP_TOLERANCE` of ``speedup``: equal cost, so methods compare on
-    quality rather than on how much they remove.
-
-    The ratio is found on a coarse grid (:data:`SEARCH_GRID`), then by bisection, each probe pruning a
-    fresh copy with the same random state. Remaining channel counts are rounded to multiples of 8
-    (:data:`ROUND_TO`) where that lands in the band, else to the coarsest of :data:`SEARCH_MULTIPLES`
-    that does. Gradients and sparse-training epochs are computed on the first probe only and replayed on
-    the others (:meth:`pruners.MethodData.for_search`). The record carries ``target_speedup``, the ratio
-    found, the channel multiple and the number of probes. Raises :class:`TargetUnreachableError` with the
-    reason when the method cannot remove that much, or MACs jump over the band at every multiple, and
-    ``ValueError`` for a mask method (:func:`check_target`).
-    """
-    spec = get_method(method)
-    target = check_target(method, speedup)
-    search = _Search(model, spec, target, example_inputs, _method_data(spec, model, calib, sparse_train))
-    jumps = []
-    for multiple in SEARCH_MULTIPLES:
-        with channel_multiple(multiple):
-            found = search.bisect(multiple)
-        if isinstance(found, str):
-            jumps.append(found)
-            continue
-        pruned, record = found
-        _check(record)
-        return pruned, record
-    raise TargetUnreachableError(
-        f"method {method!r} cannot land within {SPEEDUP_TOLERANCE:.0%} of {target:g}x fewer MACs on this "
-        f"model: MACs jump over it ({'; '.join(jumps)})"
-    )
-
-
-class _Search:
-    """Bisection over the ratio for one MACs target; every probe prunes a fresh copy of the dense model."""
-
-    def __init__(
-        self, model: nn.Module, spec: MethodSpec, target: float, inputs: torch.Tensor, data: MethodData
-    ) -> None:
-        self.model, self.spec, self.target, self.inputs = model, spec, target, inputs
-        self.data = data.for_search()
-        self.rng = torch.get_rng_state()
-        self.band = (target * (1 - SPEEDUP_TOLERANCE), target * (1 + SPEEDUP_TOLERANCE))
-        self.probes = 0
-
-    def probe(self, ratio: float) -> tuple[nn.Module, PruneRecord]:
-        torch.set_rng_state(self.rng)
-        self.probes += 1
-        model = copy.deepcopy(self.model)
-        return _prune_once(model, self.spec, ratio, self.inputs, self.data, check=False)
-
-    def bracket(self) -> tuple[tuple[float, float], tuple[nn.Module, PruneRecord]]:
-        """``((ratio, speedup) of the grid point below the band, the first grid probe that reaches it)``;
-        :class:`TargetUnreachableError` when no grid ratio removes enough, or the next one fails."""
-        below, failure = (0.0, 1.0), ""
-        for ratio in SEARCH_GRID:
-            try:
-                pruned, record = self.probe(ratio)
-            except (RuntimeError, ValueError, IndexError, ZeroDivisionError) as err:
-                failure = f"; ratio {ratio:g} fails ({type(err).__name__}: {str(err).strip()[:80]})"
-                break
-            if record.macs_speedup >= self.band[0]:
-                return below, (pruned, record)
-            below = (ratio, record.macs_speedup)
-        raise TargetUnreachableError(
-            f"method {self.spec.name!r} cannot reach {self.target:g}x fewer MACs on this model: at ratio "
-            f"{below[0]:g} it removes {below[1]:.2f}x{failure}"
-        )
-
-    def bisect(self, multiple: int) -> tuple[nn.Module, PruneRecord] | str:
-        """The probe that lands in the band, or a sentence saying where MACs jump over it."""
-        low_band, high_band = self.band
-        below, (pruned, record) = self.bracket()
-        above = (record.ratio, record.macs_speedup)
-        while not low_band <= record.macs_speedup <= high_band:
-            if above[0] - below[0] < RATIO_RESOLUTION:
-                return (
-                    f"multiples of {multiple}: {below[1]:.3f}x at ratio {below[0]:.3f}, "
-                    f"{above[1]:.3f}x at {above[0]:.3f}"
-                )
-            pruned, record = self.probe((below[0] + above[0]) / 2)
-            point = (record.ratio, record.macs_speedup)
-            below, above = (point, above) if record.macs_speedup < low_band else (below, point)
-        return pruned, dataclasses.replace(
-            record, target_speedup=self.target, probes=self.probes, channel_multiple=multiple
         )
 
 

@@ -16,9 +16,9 @@ from .data import Workload, digits
 from .matrix import Case
 from .measure import TimingOptions
 from .models import check_model_name
-from .pruning import check_target
 from .registry import get_method
 from .runtimes import check_runtimes
+from .search import check_target
 from .train import Recipe
 from .zoo import baseline_recipe
 

@@ -14,9 +14,9 @@ from pruners import structured
 from pruners.equal_cost import equal_cost_tables
 from pruners.gate import decode_correct, encode_correct, paired_difference
 from pruners.matrix import build_cases, parse_speedups
-from pruners.pruning import SPEEDUP_TOLERANCE, check_speedup
 from pruners.report import load_run
 from pruners.report_page import write_report
+from pruners.search import SPEEDUP_TOLERANCE, check_speedup
 from pruners.train import recalibrate_batchnorm
 
 from .conftest import SparseTrainSpy, bench_where_run_raises
