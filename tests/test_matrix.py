@@ -44,7 +44,7 @@ def test_tiers() -> None:
     assert build_cases(methods=["l1"]) == [c for c in full if c.method == "l1"]
     assert choose_tier(False, False, False) == "default" and choose_tier(False, True, False) == "full"
     for flags in [(True, True, False), (True, False, True), (False, True, True)]:
-        with pytest.raises(ValueError, match="choose one of --quick, --full, or --models / --methods"):
+        with pytest.raises(ValueError, match="choose one of `quick`, `full`, or `models` / `methods`"):
             choose_tier(*flags)
     with pytest.raises(ValueError, match="unknown tier 'huge'"):
         build_cases(tier="huge")
