@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import calibrate, golden
+from . import calibrate, docs, golden
 from .commands import (
     golden_command,
     gpu_check_command,
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser(
         "list", help="list the pruning methods and the bench models", description="List methods and models."
     )
-    listing.add_argument("what", nargs="?", choices=("all", "methods", "models"), default="all")
+    listing.add_argument("what", nargs="?", choices=("all", *docs.BLOCKS), default="all")
     listing.add_argument("--pattern", default="*", help="wildcard over the names (default *)")
     listing.set_defaults(run=list_command)
 

@@ -14,18 +14,18 @@ import timm
 import torch
 import torch_pruning as tp
 
-from . import golden
+from . import docs, golden
 from .case import run_case
 from .convergence import convergence_lines, dense_record, plateau_text
 from .files import check_writable, write_atomic
 from .gpu_check import gpu_check
 from .history import merge_asv_results, merge_benchmark_files
 from .matrix import Case, parse_seeds
-from .models import check_model_name, get_model, list_models
+from .models import check_model_name, list_models
 from .options import check, split_csv
 from .profile import profile_pair
 from .pruning import case_refusal
-from .registry import get_method, list_methods
+from .registry import get_method
 from .report_page import write_report
 from .result import CaseResult
 from .runtimes import RUNTIMES
@@ -33,6 +33,7 @@ from .search import check_target
 from .settings import bench_settings
 from .sweep import SweepRow, select_architectures, sweep
 from .sweep_report import markdown, merge_rows, read_csv, write_csv
+from .tables import markdown_table
 from .zoo import cached_histories
 
 
@@ -122,40 +123,28 @@ def gpu_check_command(args: argparse.Namespace) -> str:
 
 
 def list_command(args: argparse.Namespace) -> str:
-    lines = []
-    if args.what in ("methods", "all"):
-        lines += [
-            "| method | kind | unit | needs | requires | tolerance | default ratio |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for name in list_methods(args.pattern):
-            spec = get_method(name)
-            lines.append(
-                f"| {name} | {spec.kind} | {spec.unit} | {', '.join(spec.needs) or '-'} | "
-                f"{', '.join(spec.requires) or '-'} | {spec.tolerance:g} | {spec.default_ratio:g}"
-                f"{' only' if spec.ratios == (spec.default_ratio,) else ''} |"
-            )
-    if args.what in ("models", "all"):
-        lines += [
-            "",
-            "| model | family | baseline recipe (digits) | other workloads | timm kwargs at 32 px "
-            "| cached baselines: plateaued? (last epochs' top-1) |",
-            "|---|---|---|---|---|---|",
-        ]
-        for entry in map(get_model, list_models(args.pattern)):
-            recipe = f"{entry.recipe.epochs} epochs, lr {entry.recipe.lr:g}"
-            others = (
-                "; ".join(f"{w}: {r.epochs} epochs, lr {r.lr:g}" for w, r in entry.recipes.items()) or "-"
-            )
-            kwargs = ", ".join(f"{k}={v}" for k, v in entry.kwargs.items()) or "-"
-            cached = "; ".join(
-                f"{workload} seed {seed}: {plateau_text(history)}" if seed >= 0 else f"{workload}: unreadable"
-                for workload, seed, history in cached_histories(entry.name)
-            )
-            lines.append(
-                f"| {entry.name} | {entry.family} | {recipe} | {others} | {kwargs} | {cached or 'none'} |"
-            )
-    return "\n".join(lines).strip()
+    """The tables of ``docs/reference.md`` (methods and models filtered by ``--pattern``), and for models
+    whether each cached baseline had plateaued."""
+    names = list(docs.BLOCKS) if args.what == "all" else [args.what]
+    parts = []
+    for name in names:
+        table = docs.BLOCKS[name]
+        parts.append(table(args.pattern) if name in ("methods", "models") else table())
+        if name == "models":
+            cached = [
+                (
+                    f"`{model}`",
+                    workload,
+                    seed if seed >= 0 else "-",
+                    plateau_text(history) if seed >= 0 else "unreadable",
+                )
+                for model in list_models(args.pattern)
+                for workload, seed, history in cached_histories(model)
+            ]
+            if cached:
+                header = ("model", "workload", "seed", "plateaued? (last epochs' top-1)")
+                parts.append("Cached baselines:\n\n" + markdown_table(header, cached))
+    return "\n\n".join(parts)
 
 
 def report_command(args: argparse.Namespace) -> str:
