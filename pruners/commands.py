@@ -18,6 +18,7 @@ from . import docs, golden
 from .case import run_case
 from .convergence import convergence_lines, dense_record, plateau_text
 from .files import check_writable, write_atomic
+from .gates import GATES
 from .gpu_check import gpu_check
 from .history import merge_asv_results, merge_benchmark_files
 from .matrix import Case, parse_seeds
@@ -69,9 +70,7 @@ def prune_command(args: argparse.Namespace) -> str:
         f"top-1     dense {r.dense_top1:.2f} %, dense control {r.dense_control_top1:.2f} %, "
         f"one-shot {r.one_shot_top1:.2f} %, BN-recalibrated {r.recalibrated_top1:.2f} %, "
         f"recovered {r.recovered_top1:.2f} %",
-        f"recovery  drop from the control {r.top1_drop:+.2f}, tolerance {r.tolerance:g}: "
-        f"{'pass' if r.recovery_passed else 'FAIL'}",
-        f"criterion {r.criterion_gate}",
+        *(gate.line(r) for gate in GATES),
         *convergence_lines([dense_record(r.to_extra_info())]),
         f"MACs      {r.macs_dense:,} -> {r.macs_pruned:,} ({r.macs_speedup:.2f}x fewer, "
         f"ratio {r.ratio:.3f}{target})",

@@ -12,6 +12,7 @@ from torch import nn
 
 from .decisions import weights_fingerprint
 from .gate import BandVerdict, PairedDrop, Verdict, band, encode_correct, judge
+from .gates import GATES
 from .levels import CriterionLevel
 from .matrix import Case
 from .measure import LatencyStats, device_of
@@ -185,8 +186,6 @@ class CaseResult:
     def summary(self) -> dict[str, object]:
         """Flat figures for pytest-benchmark's ``extra_info`` (:class:`pruners.CaseRecord`, schema
         :data:`pruners.record.SCHEMA`); ``per_seed`` holds each seed's."""
-        verdict, criterion, conv = self.verdict, self.criterion_verdict, self.convergence
-        drops = [s.paired.drop for s in self.seeds]
         info: dict[str, object] = {
             "schema": SCHEMA,
             "model": self.model_name,
@@ -198,28 +197,11 @@ class CaseResult:
             "dense_top1": round(self.dense_top1, 2),
             "dense_control_top1": round(self.control_top1, 2),
             "gate_reference": "dense control: the baseline fine-tuned with the same recovery recipe",
-            "control_gain": round(-conv.mean_drop, 2),
-            "control_gain_noise": round(conv.noise, 3),
-            "baseline_converged": self.baseline_converged,
             "baseline_epoch_top1": list(self.seeds[0].baseline_epoch_top1),
             "one_shot_top1": round(statistics.fmean(s.pruned_top1_before_recovery for s in self.seeds), 2),
             "recalibrated_top1": round(statistics.fmean(s.pruned_top1_recalibrated for s in self.seeds), 2),
             "recalibration": self.recalibration,
             "recovered_top1": round(self.pruned_top1, 2),
-            "top1_drop": round(verdict.mean_drop, 2),
-            "top1_drop_min": round(min(drops), 2),
-            "top1_drop_max": round(max(drops), 2),
-            "top1_drop_seed_std": round(verdict.seed_std, 3),
-            "top1_drop_noise": round(verdict.noise, 3),
-            "tolerance": self.tolerance,
-            "gate": verdict.rule,
-            "recovery_passed": verdict.passed,
-            "criterion_drop": round(statistics.fmean(s.criterion.drop for s in self.seeds), 2),
-            "criterion_level": self.level.level if self.level else None,
-            "criterion_tolerance": self.level.tolerance if self.level else None,
-            "criterion_gate": criterion.rule if criterion else f"not judged: {self.level_missing}",
-            "criterion_passed": criterion.passed if criterion else None,
-            "passed": verdict.passed,
             "macs_dense": self.record.macs_before,
             "macs_pruned": self.record.macs_after,
             "params_dense": self.record.params_before,
@@ -239,6 +221,8 @@ class CaseResult:
             "threads": torch.get_num_threads(),
             "per_seed": [s.summary() for s in self.seeds],
         }
+        for gate in GATES:
+            info.update(gate.fields(self))
         first = info["per_seed"][0]
         info.update({k: first[k] for k in ("baseline_fingerprint", "decision_fingerprint")})
         if len(self.seeds) == 1:

@@ -11,7 +11,7 @@ import torch
 import torch_pruning as tp
 
 import pruners
-from pruners import cli, registry
+from pruners import commands, registry
 from pruners.cli import main
 from pruners.sweep import (
     STAGES,
@@ -244,7 +244,7 @@ def test_an_update_replaces_the_rows_checked_again_and_keeps_the_others(
     def checked(archs, *args, **kwargs) -> list[SweepRow]:
         return [SweepRow(arch, family(arch), "onnx", seconds=1.0) for arch in archs]
 
-    monkeypatch.setattr(cli, "sweep", checked)
+    monkeypatch.setattr(commands, "sweep", checked)
     earlier = [
         SweepRow("test_vit", "vision_transformer", "prune", "macs_dropped", "stale", seconds=9.0),
         SweepRow("other_arch", "other", "onnx", seconds=2.0),
