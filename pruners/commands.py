@@ -30,7 +30,7 @@ from .registry import get_method
 from .report_page import write_report
 from .result import CaseResult
 from .runtimes import RUNTIMES
-from .search import check_target
+from .search import check_reachable, check_target
 from .settings import bench_settings
 from .sweep import SweepRow, select_architectures, sweep
 from .sweep_report import markdown, merge_rows, read_csv, write_csv
@@ -54,6 +54,9 @@ def case_command(args: argparse.Namespace) -> CaseResult:
         torch.set_num_threads(args.threads)
     settings = bench_settings([args.model], values)
     spec = settings.spec(Case(args.model, args.method, args.ratio, args.speedup), parse_seeds(args.seeds))
+    if spec.speedup is not None:
+        inputs = spec.data.test_batch(spec.timing.batch_size)
+        check_reachable(spec.model, spec.method, spec.speedup, spec.data, inputs)
     cost = f"{spec.speedup:g}x fewer MACs" if spec.speedup else f"{spec.ratio:g}"
     print(f"prunebench: {args.model} / {args.method} @ {cost} on {spec.data.name}")
     return run_case(spec)

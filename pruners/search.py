@@ -9,9 +9,11 @@ import dataclasses
 import torch
 from torch import nn
 
+from .data import Workload
 from .pruning import PruneRecord, TargetUnreachableError, check_record, method_data_for, prune_once
 from .registry import CalibBatches, MethodData, MethodSpec, SparseTrain, get_method
-from .structured import ROUND_TO, channel_multiple
+from .structured import MAX_GROUP_RATIO, ROUND_TO, channel_multiple
+from .zoo import create_model
 
 # A MACs target is met when dense MACs / pruned MACs lies within this fraction of it.
 SPEEDUP_TOLERANCE = 0.02
@@ -148,4 +150,41 @@ class _Search:
             below, above = (point, above) if record.macs_speedup < low_band else (below, point)
         return pruned, dataclasses.replace(
             record, target_speedup=self.target, probes=self.probes, channel_multiple=multiple
+        )
+
+
+_MOST_REMOVED: dict[tuple[str, str], float] = {}
+
+
+def most_removed(model_name: str, workload: Workload, inputs: torch.Tensor) -> float:
+    """The largest MACs speedup any channel method can reach on ``model_name``, known before any training:
+    every group keeps at least ``1 - MAX_GROUP_RATIO`` of its channels (global rankings are capped there,
+    layer-wise ones search ratios up to :data:`SEARCH_GRID`'s last), so no method removes more than
+    ``random`` at that ratio on an untrained copy. Measured once per model and workload, with the global
+    random state left as it was."""
+    key = (model_name, workload.name)
+    if key not in _MOST_REMOVED:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = create_model(model_name, workload).to(inputs.device)
+            ratio = min(SEARCH_GRID[-1], MAX_GROUP_RATIO)
+            with channel_multiple(min(SEARCH_MULTIPLES)):
+                _, record = prune_once(model, get_method("random"), ratio, inputs, MethodData(), check=False)
+        _MOST_REMOVED[key] = record.macs_speedup
+    return _MOST_REMOVED[key]
+
+
+def check_reachable(
+    model_name: str, method: str, speedup: float, workload: Workload, inputs: torch.Tensor
+) -> None:
+    """:class:`TargetUnreachableError` before any training when no channel method can remove ``speedup``
+    times the MACs of ``model_name`` (:func:`most_removed`); methods that prune heads are not judged here."""
+    if get_method(method).unit != "channels":
+        return
+    most = most_removed(model_name, workload, inputs)
+    if most < speedup * (1 - SPEEDUP_TOLERANCE):
+        raise TargetUnreachableError(
+            f"method {method!r} cannot reach {speedup:g}x fewer MACs on {model_name}: no channel method can "
+            f"remove more than {most:.2f}x (every group keeps at least {1 - MAX_GROUP_RATIO:.0%} of its "
+            "channels), whatever the weights; nothing was trained"
         )

@@ -146,6 +146,7 @@ CLI_REFUSALS = [
     (["--method", "l1", "--pretrained", "--checkpoint", "w.pth"], "--pretrained and --checkpoint both"),
     (["--method", "l1", "--device", "tpu"], "unknown device 'tpu'"),
     (["--method", "l1", "--runtime", "eager,eager"], "runtimes must be distinct"),
+    (["--method", "l1", "--speedup", "80"], "no channel method can remove more than 66.27x"),
     (["--method", "l1", "--batch-size", "0"], "--batch-size must be a positive integer, got 0"),
     (["--method", "l1", "--latency-rounds", "1"], "--latency-rounds must be >= 2, got 1"),
     (["--method", "l1", "--data-dir", "{small}", "--img-size", "4"], "--img-size 4 px is below"),
