@@ -62,6 +62,7 @@ from .options import check, split_csv
 from .registry import get_method
 from .result import CaseResult
 from .spec import CaseSpec, Recipes, Timing
+from .tables import markdown_table
 from .workloads import create_workload
 from .zoo import baseline_recipe
 
@@ -95,26 +96,53 @@ def render(
         "*Required* is `drop - z x SE`, the tolerance a single run needs; *detects* is the smallest drop a",
         "single run with this case's mean SE fails on: the method's tolerance + z x SE.",
         "",
-        "| model | method | cost | runs | seeds | control → recovered | mean drop | min | max | std "
-        "| mean SE | worst required | needs | detects |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    header = (
+        "model",
+        "method",
+        "cost",
+        "runs",
+        "seeds",
+        "control → recovered",
+        "mean drop",
+        "min",
+        "max",
+        "std",
+        "mean SE",
+        "worst required",
+        "needs",
+        "detects",
+    )
+    rows: list[tuple] = []
     for case, cal in cals.items():
         if not cal.runs:
-            lines.append(f"| {case.model} | {case.method} | {case.cost} | 0 |{'  |' * 10}")
+            rows.append((case.model, case.method, case.cost, 0, *[""] * 10))
             continue
         drops = cal.drops
         std = statistics.stdev(drops) if len(drops) > 1 else 0.0
         control = statistics.fmean(r.paired.dense_top1 for r in cal.runs)
         pruned = statistics.fmean(r.paired.pruned_top1 for r in cal.runs)
         detects = get_method(case.method).tolerance + z * cal.mean_se
-        lines.append(
-            f"| {case.model} | {case.method} | {case.cost} | {len(cal.runs)} | "
-            f"{','.join(map(str, sorted(cal.seeds)))} | {control:.2f} → {pruned:.2f} | "
-            f"{statistics.fmean(drops):.2f} | {min(drops):.2f} | {max(drops):.2f} | {std:.2f} | "
-            f"{cal.mean_se:.2f} | {max(cal.required):.2f} | {cal.covering_tolerance:.2f} | {detects:.2f} |"
+        rows.append(
+            (
+                case.model,
+                case.method,
+                case.cost,
+                len(cal.runs),
+                ",".join(map(str, sorted(cal.seeds))),
+                f"{control:.2f} → {pruned:.2f}",
+                f"{statistics.fmean(drops):.2f}",
+                f"{min(drops):.2f}",
+                f"{max(drops):.2f}",
+                f"{std:.2f}",
+                f"{cal.mean_se:.2f}",
+                f"{max(cal.required):.2f}",
+                f"{cal.covering_tolerance:.2f}",
+                f"{detects:.2f}",
+            )
         )
     lines += [
+        markdown_table(header, rows),
         "",
         f"*Needs*: the worst run's required tolerance + {MARGIN_POINTS} points, and at least the mean +",
         f"{MARGIN_STDS:g} std of the required tolerance over the runs.",
@@ -128,10 +156,22 @@ def render(
         "caught* counts the calibrated runs of that random method (same model, cost and seeds) that this",
         "case's band fails: the gate's power against a criterion that stopped ranking.",
         "",
-        "| model | method | cost | runs | dense → recalibrated | level | std | mean SE | band | detects "
-        "| vs random | random runs caught |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    header = (
+        "model",
+        "method",
+        "cost",
+        "runs",
+        "dense → recalibrated",
+        "level",
+        "std",
+        "mean SE",
+        "band",
+        "detects",
+        "vs random",
+        "random runs caught",
+    )
+    rows = []
     for case, cal in cals.items():
         if not cal.runs:
             continue
@@ -142,21 +182,32 @@ def render(
         lead, caught = lead_over_random(cals, case), random_runs_caught(cals, case)
         lead = "" if lead is None else f"{lead.mean_drop:+.2f} ± {lead.noise:.2f}"
         tells = f"{sum(caught.values())}/{len(caught)}" if caught else ""
-        lines.append(
-            f"| {case.model} | {case.method} | {case.cost} | {len(cal.runs)} | {dense:.2f} → {recal:.2f} | "
-            f"{cal.criterion_level:.2f} | {std:.2f} | {cal.criterion_se:.2f} | {cal.criterion_tolerance:g} | "
-            f"{cal.criterion_detects:.2f} | {lead} | {tells} |"
+        rows.append(
+            (
+                case.model,
+                case.method,
+                case.cost,
+                len(cal.runs),
+                f"{dense:.2f} → {recal:.2f}",
+                f"{cal.criterion_level:.2f}",
+                f"{std:.2f}",
+                f"{cal.criterion_se:.2f}",
+                f"{cal.criterion_tolerance:g}",
+                f"{cal.criterion_detects:.2f}",
+                lead,
+                tells,
+            )
         )
     lines += [
+        markdown_table(header, rows),
         "",
         "## Registered recovery tolerances",
         "",
         "A method's suggested tolerance is the largest *needs* of its cases in the default tier, rounded up",
         f"to 0.5 points; no registered tolerance may exceed {MAX_TOLERANCE:g} points.",
         "",
-        "| method | suggested tolerance | registered tolerance | covered |",
-        "|---|---|---|---|",
     ]
+    rows = []
     for method in dict.fromkeys(c.method for c in gated):
         method_cals = [
             cal for case, cal in cals.items() if case in gated and case.method == method and cal.runs
@@ -165,10 +216,9 @@ def render(
             continue
         suggested = suggested_tolerance(method_cals)
         registered = get_method(method).tolerance
-        lines.append(
-            f"| {method} | {suggested:g} | {registered:g} | {'yes' if registered >= suggested else 'NO'} |"
-        )
-    return "\n".join(lines) + "\n"
+        rows.append((method, f"{suggested:g}", f"{registered:g}", "yes" if registered >= suggested else "NO"))
+    header = ("method", "suggested tolerance", "registered tolerance", "covered")
+    return "\n".join([*lines, markdown_table(header, rows)]) + "\n"
 
 
 def rendered_cases(entries: Iterable[dict]) -> list[Case]:

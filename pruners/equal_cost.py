@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from .gate import Verdict, paired_difference
 from .report import CONTROL, ReportRow, latency_size_label
+from .tables import markdown_table
 
 
 def pair(
@@ -43,37 +44,57 @@ def equal_cost_tables(rows: Sequence[ReportRow]) -> str:
         for target in sorted({r.target_speedup for r in mine if r.target_speedup}):
             at = sorted((r for r in mine if r.target_speedup == target), key=lambda r: r.method)
             control = next((r for r in at if r.method == CONTROL), None)
-            lines = [
-                f"### {model} at {target:g}x fewer MACs",
-                "",
-                "| method | ratio found | MACs x | one-shot | recalibrated | recovered ± SE "
-                f"| Δ vs random, recalibrated | Δ vs random, recovered | latency x{latency_size_label(at)} |",
-                "|---|---|---|---|---|---|---|---|---|",
-            ]
+            header = (
+                "method",
+                "ratio found",
+                "MACs x",
+                "one-shot",
+                "recalibrated",
+                "recovered ± SE",
+                "Δ vs random, recalibrated",
+                "Δ vs random, recovered",
+                f"latency x{latency_size_label(at)}",
+            )
+            cells = []
             for r in at:
                 against = control is not None and r is not control
-                lines.append(
-                    f"| {r.method} | {r.ratio:.3f} | {r.macs_speedup:.2f} | {r.one_shot_top1:.2f} | "
-                    f"{_top1(r.recalibrated_top1)} | {r.pruned_top1:.2f} ± {r.recovered_se:.2f} | "
-                    f"{_signed(pair(r, control, 'recalibrated')) if against else '-'} | "
-                    f"{_signed(pair(r, control)) if against else '-'} | {r.measured_speedup:.2f} |"
+                cells.append(
+                    (
+                        r.method,
+                        f"{r.ratio:.3f}",
+                        f"{r.macs_speedup:.2f}",
+                        f"{r.one_shot_top1:.2f}",
+                        _top1(r.recalibrated_top1),
+                        f"{r.pruned_top1:.2f} ± {r.recovered_se:.2f}",
+                        _signed(pair(r, control, "recalibrated")) if against else "-",
+                        _signed(pair(r, control)) if against else "-",
+                        f"{r.measured_speedup:.2f}",
+                    )
                 )
-            parts.append("\n".join(lines))
+            parts.append(f"### {model} at {target:g}x fewer MACs\n\n" + markdown_table(header, cells))
         masks = sorted((r for r in mine if r.kind != "structured"), key=lambda r: (r.ratio, r.method))
         if masks and any(r.target_speedup for r in mine):
-            lines = [
-                f"### {model}: mask methods at equal sparsity (no MACs target: dense kernels)",
-                "",
-                "| method | sparsity | one-shot | recalibrated | recovered ± SE "
-                f"| latency x{latency_size_label(masks)} |",
-                "|---|---|---|---|---|---|",
-            ]
-            lines += [
-                f"| {r.method} | {r.ratio:g} | {r.one_shot_top1:.2f} | {_top1(r.recalibrated_top1)} | "
-                f"{r.pruned_top1:.2f} ± {r.recovered_se:.2f} | {r.measured_speedup:.2f} |"
+            header = (
+                "method",
+                "sparsity",
+                "one-shot",
+                "recalibrated",
+                "recovered ± SE",
+                f"latency x{latency_size_label(masks)}",
+            )
+            cells = [
+                (
+                    r.method,
+                    f"{r.ratio:g}",
+                    f"{r.one_shot_top1:.2f}",
+                    _top1(r.recalibrated_top1),
+                    f"{r.pruned_top1:.2f} ± {r.recovered_se:.2f}",
+                    f"{r.measured_speedup:.2f}",
+                )
                 for r in masks
             ]
-            parts.append("\n".join(lines))
+            title = f"### {model}: mask methods at equal sparsity (no MACs target: dense kernels)\n\n"
+            parts.append(title + markdown_table(header, cells))
     return "\n\n".join(parts) + "\n" if parts else ""
 
 

@@ -27,6 +27,7 @@ from .pruning import prune
 from .report import row_from_info
 from .runtimes import semi_structured
 from .search import prune_to_speedup
+from .tables import markdown_table
 from .unstructured import make_permanent
 
 BENCH_MODEL = "resnet18"
@@ -170,18 +171,13 @@ def profiler_row(
 
 def table(rows: Sequence[CheckRow], device_name: str) -> str:
     """Markdown: one line per check, headed by the GPU's name."""
-    lines = [
-        f"GPU check on {device_name}, torch {torch.__version__}",
-        "",
-        "| check | case | dense ms | pruned ms | x | detail |",
-        "|---|---|---|---|---|---|",
-    ]
-    lines += [
-        f"| {r.check} | {r.case} | {r.dense_ms:.2f} | {r.pruned_ms:.2f} | {r.speedup:.2f} | "
-        f"{r.detail}{'' if r.ok else ' **FAIL**'} |"
+    cells = [
+        (r.check, r.case, f"{r.dense_ms:.2f}", f"{r.pruned_ms:.2f}", f"{r.speedup:.2f}",
+         f"{r.detail}{'' if r.ok else ' **FAIL**'}")
         for r in rows
-    ]
-    return "\n".join(lines) + "\n"
+    ]  # fmt: skip
+    header = ("check", "case", "dense ms", "pruned ms", "x", "detail")
+    return f"GPU check on {device_name}, torch {torch.__version__}\n\n" + markdown_table(header, cells) + "\n"
 
 
 def gpu_check(out_dir: Path, device_name: str = "cuda") -> str:

@@ -16,6 +16,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from .files import write_atomic
 from .measure import count_macs_params, device_of, synchronize
+from .tables import markdown_table
 
 PROFILE_ROUNDS = 10
 TOP_OPS = 15
@@ -70,17 +71,13 @@ def compare_ops(
     total_pruned = sum(op.self_ms for op in pruned.values())
     gap = total_pruned - total_dense / macs_speedup
     names = sorted(set(dense) | set(pruned), key=lambda n: -(dense[n].self_ms if n in dense else 0.0))
-    lines = [
-        f"| op | calls | dense ms | pruned ms | speedup | excess over MACs {macs_speedup:.2f}x (ms) "
-        "| share of the gap |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    lines = []
 
-    def line(name: str, d: float, p: float, calls: str) -> str:
+    def line(name: str, d: float, p: float, calls: str) -> tuple[str, ...]:
         speedup = f"{d / p:.2f}" if p > 0 else "gone"
         excess = p - d / macs_speedup
         share = f"{100 * excess / gap:.0f} %" if gap > 0 else ""
-        return f"| {name} | {calls} | {d:.3f} | {p:.3f} | {speedup} | {excess:+.3f} | {share} |"
+        return (name, calls, f"{d:.3f}", f"{p:.3f}", speedup, f"{excess:+.3f}", share)
 
     for name in names[:top]:
         d = dense[name].self_ms if name in dense else 0.0
@@ -93,7 +90,11 @@ def compare_ops(
         p = sum(pruned[n].self_ms for n in rest if n in pruned)
         lines.append(line(f"{len(rest)} other ops", d, p, ""))
     lines.append(line("**total**", total_dense, total_pruned, ""))
-    return "\n".join(lines) + "\n"
+    header = (
+        "op", "calls", "dense ms", "pruned ms", "speedup", f"excess over MACs {macs_speedup:.2f}x (ms)",
+        "share of the gap",
+    )  # fmt: skip
+    return markdown_table(header, lines) + "\n"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from . import tables
 from .convergence import plateau_text
 from .gate import decode_correct
 from .matrix import Case
@@ -294,7 +295,5 @@ def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[lis
 
 
 def markdown_table(runs: Sequence[Sequence[ReportRow]]) -> str:
-    header, cells = table_rows(runs)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(line) + " |" for line in cells]
-    return "\n".join(lines) + "\n"
+    """The report's table of ``runs``: a row per case, with the change from the first run to the last."""
+    return tables.markdown_table(*table_rows(runs)) + "\n"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .files import write_atomic
 from .sweep import STAGES, SweepRow
+from .tables import markdown_table
 
 
 def write_csv(rows: Sequence[SweepRow], path: Path) -> None:
@@ -73,9 +74,8 @@ def markdown(rows: Sequence[SweepRow], method: str, ratio: float, how: str = "")
         "",
         "## Failures by stage",
         "",
-        "| stage | architectures | raised in | most common reasons |",
-        "|---|---|---|---|",
     ]
+    failures = []
     for stage in STAGES:
         failed = [row for row in rows if row.failed_stage == stage]
         if failed:
@@ -83,29 +83,37 @@ def markdown(rows: Sequence[SweepRow], method: str, ratio: float, how: str = "")
             reasons = "; ".join(f"{_cell(reason)} ({count})" for reason, count in common)
             owners = Counter(row.raised_in or "crash or time limit" for row in failed).most_common()
             where = ", ".join(f"{owner} {count}" for owner, count in owners)
-            lines.append(f"| {stage} | {len(failed)} | {where} | {reasons} |")
+            failures.append((stage, len(failed), where, reasons))
     if ok == len(rows):
-        lines.append("| none | 0 | | |")
-    lines += ["", "## By family", "", "| family | architectures | ok |", "|---|---|---|"]
-    for fam in sorted({row.family for row in rows}):
-        members = [row for row in rows if row.family == fam]
-        lines.append(f"| {fam} | {len(members)} | {sum(row.ok for row in members)} |")
-    lines += [
-        "",
-        "## Architectures",
-        "",
-        "| architecture | family | reached | failed at | reason | raised in | MACs before → after | MACs x "
-        "| params before → after | ONNX exporter | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        failures.append(("none", 0, "", ""))
+    lines += [markdown_table(("stage", "architectures", "raised in", "most common reasons"), failures)]
+    families = [
+        (fam, len(members), sum(row.ok for row in members))
+        for fam in sorted({row.family for row in rows})
+        for members in [[row for row in rows if row.family == fam]]
     ]
-    for row in rows:
-        macs = f"{row.macs_before:,} → {row.macs_after:,}" if row.macs_before else ""
-        params = f"{row.params_before:,} → {row.params_after:,}" if row.params_before else ""
-        lines.append(
-            f"| {row.arch} | {row.family} | {row.reached or '-'} | {row.failed_stage or ''} | "
-            f"{_cell(row.reason)} | {row.raised_in} | {macs} | {_ratio(row.macs_before, row.macs_after)} | "
-            f"{params} | {row.onnx_exporter} | {row.seconds:.1f} |"
+    lines += ["", "## By family", "", markdown_table(("family", "architectures", "ok"), families)]
+    header = (
+        "architecture", "family", "reached", "failed at", "reason", "raised in", "MACs before → after",
+        "MACs x", "params before → after", "ONNX exporter", "seconds",
+    )  # fmt: skip
+    cells = [
+        (
+            row.arch,
+            row.family,
+            row.reached or "-",
+            row.failed_stage or "",
+            _cell(row.reason),
+            row.raised_in,
+            f"{row.macs_before:,} → {row.macs_after:,}" if row.macs_before else "",
+            _ratio(row.macs_before, row.macs_after),
+            f"{row.params_before:,} → {row.params_after:,}" if row.params_before else "",
+            row.onnx_exporter,
+            f"{row.seconds:.1f}",
         )
+        for row in rows
+    ]
+    lines += ["", "## Architectures", "", markdown_table(header, cells)]
     return "\n".join(lines) + "\n"
 
 

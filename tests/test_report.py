@@ -213,9 +213,10 @@ def test_prune_command_end_to_end_saves_a_loadable_model(model: str, tmp_path: P
 def test_list_shows_methods_and_models(capsys: pytest.CaptureFixture) -> None:
     assert main(["list"]) == 0
     text = capsys.readouterr().out
-    assert "| l1 | structured | channels | - | - |" in text
-    assert "| swin_tiny_patch4_window7_224 | Swin |" in text
-    assert "| resnet18 | ResNet | 6 epochs, lr 0.002 | fashion_mnist: 2 epochs, lr 0.002 |" in text
+    assert "| `l1` | structured | channels | - | - | 0.3 | 2 | Channels with the smallest group L1" in text
+    assert "| `swin_tiny_patch4_window7_224` | Swin |" in text
+    assert "| `resnet18` | ResNet | - | 6 epochs, lr 0.002 | fashion_mnist: 2 epochs, lr 0.002 | 3x |" in text
+    assert "| default | `mobilenetv3_small_100` | `l1` | 1 |" in text and "| `--batch-size` |" in text
     assert main(["list", "methods", "--pattern", "l?"]) == 0
     assert capsys.readouterr().out.count("| structured |") == 2
 
