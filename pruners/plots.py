@@ -23,17 +23,29 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
     return front
 
 
+# One marker per method or case, cycled.
+MARKERS = "osD^vP*Xhp<>"
+
+
+def _png(fig: Figure, legend_ax) -> bytes:
+    """``fig`` as PNG bytes, the legend of ``legend_ax`` to its right."""
+    legend_ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
 def plot_model(model: str, rows: Sequence[ReportRow]) -> bytes:
     """PNG of ``model``'s cases: recovered top-1 against measured pruned latency, one marker per method and
     ratio, the dense baseline as a star, the Pareto front as a step line."""
     fig = Figure(figsize=(7, 4.5), dpi=110)
     ax = fig.subplots()
-    markers = "osD^vP*Xhp<>"
     for i, row in enumerate(rows):
         ax.scatter(
             row.latency_pruned_ms,
             row.pruned_top1,
-            marker=markers[i % len(markers)],
+            marker=MARKERS[i % len(MARKERS)],
             s=45,
             label=f"{row.method} @ {row.cost}",
         )
@@ -45,11 +57,7 @@ def plot_model(model: str, rows: Sequence[ReportRow]) -> bytes:
     xlabel = f"pruned latency (ms, median{latency_size_label(rows)})"
     ax.set(xlabel=xlabel, ylabel="recovered top-1 (%)", title=model)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return _png(fig, ax)
 
 
 def front_methods(rows: Sequence[ReportRow]) -> list[str]:
@@ -84,7 +92,6 @@ def plot_curves(model: str, rows: Sequence[ReportRow]) -> bytes:
             "BN-recalibrated top-1, no fine-tune (%)",
         ),
     )
-    markers = "osD^vP*Xhp<>"
     for i, method in enumerate(sorted({r.method for r in targeted})):
         line = sorted((r for r in targeted if r.method == method), key=lambda r: r.target_speedup)
         for ax, x, y, se, _ in panels:
@@ -94,7 +101,7 @@ def plot_curves(model: str, rows: Sequence[ReportRow]) -> bytes:
                 [getattr(r, x) for r in line],
                 [getattr(r, y) for r in line],
                 yerr=[se(r) for r in line],
-                marker=markers[i % len(markers)],
+                marker=MARKERS[i % len(MARKERS)],
                 color=colormaps["tab20"](i % 20),
                 capsize=3,
                 lw=1.2,
@@ -110,8 +117,4 @@ def plot_curves(model: str, rows: Sequence[ReportRow]) -> bytes:
         ax.scatter([1.0], [dense_top1], marker="*", s=220, c="black", zorder=5, label="dense")
         ax.set(xlabel=xlabel, ylabel=ylabel, title=model)
         ax.grid(alpha=0.3)
-    axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return _png(fig, axes[2])
