@@ -26,7 +26,7 @@ from .commands import (
 )
 from .gpu_check import CheckFailedError
 from .history import MergeError
-from .options import add_arguments, as_flags
+from .options import add_arguments, as_flags, check
 from .pruning import NothingPrunedError
 from .zoo import CorruptCacheError, WeightsUnavailableError
 
@@ -143,26 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
         "export, each in its own process under a time limit; write sweep.csv and sweep.md.",
     )
     check.add_argument("patterns", nargs="*", default=["*"], help="timm architecture names or wildcards")
-    check.add_argument("--per-family", type=int, help="at most this many architectures of each timm family")
-    check.add_argument("--method", default="l1", help="registered pruning method (default l1)")
-    check.add_argument("--ratio", type=float, help="pruning ratio (default: the method's own)")
-    check.add_argument("--jobs", type=int, default=1, help="architectures checked at once (default 1)")
-    check.add_argument("--timeout", type=float, default=300.0, help="seconds per architecture (default 300)")
+    check.add_argument("--method", default="l1", help="the one-shot method to sweep with (default l1)")
     check.add_argument("--out-dir", type=Path, default=Path("sweep"), help="where to write (default sweep/)")
-    check.add_argument(
-        "--update",
-        type=Path,
-        metavar="CSV",
-        help="an earlier sweep.csv: write its rows with those of the architectures checked now replaced",
-    )
-    check.add_argument(
-        "--import",
-        dest="imports",
-        action="append",
-        default=[],
-        metavar="MODULE",
-        help="import this module first (e.g. one that registers your own method); repeatable",
-    )
+    add_arguments(check, "sweep")
     check.set_defaults(run=sweep_command)
     return parser
 
@@ -189,8 +172,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     if args.command == "merge-benchmarks" and args.out is None and args.save_to is None:
         parser.error("merge-benchmarks needs --out and/or --save-to")
-    if args.command == "sweep" and (args.jobs < 1 or args.timeout <= 0 or (args.per_family or 1) < 1):
-        parser.error("--jobs and --per-family must be >= 1 and --timeout > 0")
+    if args.command == "sweep":
+        args.imports = args.imports or []
+        try:
+            check(vars(args))
+        except ValueError as err:
+            parser.error(as_flags(str(err)))
     try:
         print(args.run(args))
     except KNOWN_ERRORS as err:

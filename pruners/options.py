@@ -13,12 +13,14 @@ import argparse
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-Front = Literal["bench", "prune", "profile", "calibrate"]
+Front = Literal["bench", "prune", "profile", "calibrate", "sweep"]
 RUNS: frozenset[Front] = frozenset({"bench", "prune", "profile"})
 EVERY: frozenset[Front] = RUNS | {"calibrate"}
 CASE: frozenset[Front] = frozenset({"prune", "profile"})
+SWEEP: frozenset[Front] = frozenset({"sweep"})
 MATRIX: frozenset[Front] = frozenset({"bench", "calibrate"})
 
 
@@ -35,6 +37,7 @@ class Option:
     section: str = "data, weights and timing"
     aliases: tuple[str, ...] = ()
     required: bool = False
+    repeated: bool = False
 
     @property
     def flag(self) -> str:
@@ -49,6 +52,13 @@ class Option:
         help_text = self.help.replace("%", "%%")
         if self.type is bool:
             return {"action": "store_true", "dest": self.name, "help": help_text}
+        if self.repeated:
+            return {
+                "action": "append",
+                "dest": self.name,
+                "type": self.type,
+                "help": help_text + "; repeatable",
+            }
         if self.default is not None:
             help_text += f" (default: {self.default})"
         kwargs = {"dest": self.name, "type": self.type, "default": self.default, "help": help_text}
@@ -74,7 +84,11 @@ OPTIONS: tuple[Option, ...] = (
         section="cases",
     ),
     Option(
-        "ratio", "pruning ratio in (0, 1) (default: the method's own)", float, fronts=CASE, section="cases"
+        "ratio",
+        "pruning ratio in (0, 1) (default: the method's own)",
+        float,
+        fronts=CASE | SWEEP,
+        section="cases",
     ),
     Option(
         "ratios",
@@ -179,6 +193,30 @@ OPTIONS: tuple[Option, ...] = (
         "latency_size", "also time dense and pruned at this input size, or 'model' for its pretrained size"
     ),
     Option(
+        "per_family",
+        "at most this many architectures of each timm family",
+        int,
+        fronts=SWEEP,
+        section="sweep",
+    ),
+    Option("jobs", "architectures checked at once", int, 1, fronts=SWEEP, section="sweep"),
+    Option("timeout", "seconds per architecture", float, 300.0, fronts=SWEEP, section="sweep"),
+    Option(
+        "update",
+        "an earlier sweep.csv: write its rows with those of the architectures checked now replaced",
+        Path,
+        fronts=SWEEP,
+        section="sweep",
+    ),
+    Option(
+        "imports",
+        "import this module first (e.g. one that registers your own method)",
+        fronts=SWEEP,
+        section="sweep",
+        aliases=("--import",),
+        repeated=True,
+    ),
+    Option(
         "distill",
         "distillation weight of the recovery, to compare recipes",
         float,
@@ -225,7 +263,8 @@ def split_csv(text: str | None) -> list[str]:
 def check(values: Mapping[str, object]) -> None:
     """The checks on option values that need no model or data, in one place: a ``ValueError`` naming the
     parameter (:func:`as_flags` names its flag)."""
-    for name in ("batch_size", "threads", "img_size", "train_images", "test_images", "recovery_epochs"):
+    names = ("batch_size", "threads", "img_size", "train_images", "test_images", "recovery_epochs", "jobs")
+    for name in (*names, "per_family"):
         value = values.get(name)
         if value is not None and value < 1:
             raise ValueError(f"`{name}` must be a positive integer, got {value}")
@@ -238,6 +277,9 @@ def check(values: Mapping[str, object]) -> None:
         values.get("models") or values.get("methods")
     ) > 1 and ("quick" in values or "full" in values):
         raise ValueError("choose one of `quick`, `full`, or `models` / `methods`")
+    timeout = values.get("timeout")
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"`timeout` must be > 0 seconds, got {timeout}")
     distill = values.get("distill")
     if distill is not None and not 0 <= distill < 1:
         raise ValueError(f"`distill` must be in [0, 1), got {distill}")
