@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
@@ -46,6 +45,7 @@ from .calibration import (
     lead_over_random,
     levels,
     load,
+    machine,
     random_runs_caught,
     suggested_tolerance,
 )
@@ -262,17 +262,6 @@ def write_markdown(
     if found:
         write_levels(found, levels_path)
     return markdown
-
-
-def machine() -> str:
-    """A short name of this CPU, for the record."""
-    try:
-        names = [
-            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")
-        ]
-    except OSError:
-        names = []
-    return names[0].split(":", 1)[1].strip() if names else platform.processor() or platform.machine()
 
 
 def calibrate(args: argparse.Namespace) -> str:

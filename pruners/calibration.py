@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -237,3 +238,14 @@ def levels(
 ) -> dict[tuple[str, str], CriterionLevel]:
     """The criterion levels of every case calibrated over at least :data:`MIN_SEEDS` seeds."""
     return {(family, case.id): cal.level(family) for case, cal in cals.items() if len(cal.seeds) >= MIN_SEEDS}
+
+
+def machine() -> str:
+    """A short name of this CPU, for the record."""
+    try:
+        names = [
+            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")
+        ]
+    except OSError:
+        names = []
+    return names[0].split(":", 1)[1].strip() if names else platform.processor() or platform.machine()

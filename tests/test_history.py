@@ -251,8 +251,9 @@ def _workflow_commands() -> list[list[str]]:
     return commands
 
 
-def test_workflows_run_the_commands_the_readme_documents() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_workflows_run_the_commands_the_docs_document() -> None:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    readme = "\n".join(page.read_text() for page in pages)
     commands = _workflow_commands()
     assert {" ".join(c[:2]) for c in commands} >= {
         "bash .ci/run",
@@ -267,4 +268,4 @@ def test_workflows_run_the_commands_the_readme_documents() -> None:
         if words[0] != "pip":
             assert " ".join(words[:2]) in readme, words
         for flag in (w.split("=")[0] for w in words if w.startswith("--")):
-            assert flag in readme, f"{flag} of {' '.join(words)!r} is not in the README"
+            assert flag in readme, f"{flag} of {' '.join(words)!r} is not in the README or docs/"
