@@ -107,7 +107,7 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "workloads": workloads_table,
 }
 
-PAGES = ("README.md", "docs/reference.md", "docs/methods.md", "docs/models.md")
+PAGES = ("README.md", "docs/reference.md", "docs/methods.md", "docs/models.md", "docs/running.md")
 _BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end: \2 -->)", re.S)
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
 from pruners import docs, register_method, registry
+from pruners.record import CaseRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_MODULE_LINES = 350
@@ -53,3 +56,12 @@ def test_no_module_is_long_and_no_public_function_takes_many_parameters(module: 
             count = len(args.posonlyargs) + len(args.args) + len(args.kwonlyargs)
             count -= bool(args.args and args.args[0].arg in ("self", "cls"))
             assert count <= MAX_PARAMETERS, f"{module.name}: {node.name} takes {count} parameters"
+
+
+def test_every_field_the_running_page_explains_is_a_field_of_the_record() -> None:
+    text = (ROOT / "docs" / "running.md").read_text()
+    table = text[text.index("| field | meaning |") :].split("\n\n")[0].splitlines()[2:]
+    named = {name for row in table for name in re.findall(r"`([a-z0-9_*]+)`", row.split("|")[1])}
+    fields = {f.name for f in dataclasses.fields(CaseRecord)}
+    unknown = {n for n in named if n not in fields and not n.startswith("latency_")}
+    assert named and not unknown, f"docs/running.md explains fields the record does not have: {unknown}"
