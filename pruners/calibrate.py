@@ -307,8 +307,9 @@ def calibrate(args: argparse.Namespace) -> str:
 
 
 def run_entry(spec: CaseSpec, result: CaseResult, family: str, cpu: str) -> dict:
-    """The calibration record of a one-seed ``result`` of ``spec``."""
-    first = result.seeds[0]
+    """The calibration record of a one-seed ``result`` of ``spec``: its figures from the case's
+    :class:`pruners.CaseRecord`, its paired statistics at full precision from the seed."""
+    first, case = result.seeds[0], result.case_record()
     paired = first.paired
     print(
         f"{spec.case().id} seed {first.seed}: drop {paired.drop:.2f} +- {paired.se:.2f} points",
@@ -323,9 +324,9 @@ def run_entry(spec: CaseSpec, result: CaseResult, family: str, cpu: str) -> dict
         "speedup": spec.speedup,
         "family": family,
         "workload": spec.data.name,
-        "ratio_found": round(result.ratio, 4),
-        "macs_speedup": round(result.record.macs_speedup, 3),
-        "pruned_top1_recalibrated": round(first.pruned_top1_recalibrated, 2),
+        "ratio_found": round(case.ratio, 4),
+        "macs_speedup": case.macs_speedup,
+        "pruned_top1_recalibrated": case.recalibrated_top1,
         "seed": first.seed,
         "threads": torch.get_num_threads(),
         "machine": cpu,
@@ -338,5 +339,5 @@ def run_entry(spec: CaseSpec, result: CaseResult, family: str, cpu: str) -> dict
         "criterion_drop": round(first.criterion.drop, 3),
         "criterion_se": round(first.criterion.se, 3),
         "control_gain": round(-first.convergence.drop, 3),
-        "correct": first.summary()["correct"],
+        "correct": case.per_seed[0]["correct"],
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ import pytest
 
 import pruners
 from pruners import entry_points, models, registry
+from pruners.cli import main
 from pruners.record import SCHEMA, CaseRecord, RecordSchemaError
 
 TINY_METHOD = '''
@@ -155,3 +157,33 @@ def test_a_record_of_another_schema_is_refused_in_one_line(schema: object) -> No
 def test_a_record_without_its_figures_says_which() -> None:
     with pytest.raises(RecordSchemaError, match=r"without .*recovered_top1"):
         CaseRecord.from_extra_info({"model": "resnet18", "method": "l1"})
+
+
+@pytest.mark.slow
+def test_an_entry_point_method_runs_beside_random_judged_by_both_gates(
+    outside: Path, bench: pytest.Pytester, tmp_path: Path
+) -> None:
+    out = tmp_path / "run.json"
+    argv = [
+        "--models",
+        "test_resnet",
+        "--methods",
+        "l2_sum,random",
+        "--ratios",
+        "0.3",
+        "--recovery-epochs",
+        "1",
+    ]
+    result = bench.runpytest(*argv, "--latency-rounds", "2", "--benchmark-json", str(out))
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 2, result.stdout.str()
+    runs = {b["name"]: b["extra_info"] for b in json.loads(out.read_text())["benchmarks"]}
+    mine = CaseRecord.from_extra_info(runs["test_prune[test_resnet-l2_sum-0.3]"])
+    assert (
+        mine.tolerance == 3.0
+        and mine.gate.startswith("fail if top-1 drop")
+        and mine.macs_pruned < mine.macs_dense
+    )
+    assert mine.recovery_passed is not None and mine.criterion_gate.startswith("not judged")
+    assert main(["report", str(out), "--out-dir", str(tmp_path / "report")]) == 0
+    assert "| test_resnet | l2_sum |" in (tmp_path / "report" / "report.md").read_text()
