@@ -19,7 +19,7 @@ from .options import OPTIONS
 from .record import CaseRecord
 from .registry import get_method, list_methods
 from .tables import markdown_table
-from .workloads import _sources
+from .workloads import workload_sources
 
 
 def methods_table(pattern: str = "*") -> str:
@@ -93,7 +93,7 @@ def workloads_table() -> str:
     """The registered workload sources."""
     rows = [
         (f"`{source.pattern}`", source.family or "per dataset", " ".join(source.doc.split()))
-        for source in _sources().values()
+        for source in workload_sources().values()
     ]
     return markdown_table(("name", "recipe family", "what it is"), rows)
 

@@ -11,12 +11,11 @@ import pytest
 import torch
 
 from .convergence import convergence_lines
-from .data import Workload
 from .entry_points import EntryPointError
 from .equal_cost import equal_cost_tables
 from .files import check_writable
 from .history import first_run_without_baseline
-from .matrix import Case, choose_tier, left_out, parse_seeds, parse_shard, parse_speedups, select_cases
+from .matrix import choose_tier, left_out, parse_seeds, parse_shard, parse_speedups, select_cases
 from .options import as_flags, check, split_csv
 from .progress import show_progress
 from .report import ReportRow
@@ -143,11 +142,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def settings(request: pytest.FixtureRequest) -> BenchSettings:
     return request.config.prunebench_settings
-
-
-@pytest.fixture
-def workload(case: Case, settings: BenchSettings) -> Workload:
-    return settings.workload(case.model)
 
 
 @pytest.fixture

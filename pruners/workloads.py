@@ -7,7 +7,7 @@ come from, and :func:`create_workload` builds the :class:`pruners.Workload`.
 
 Each source is one file that registers one function with :func:`register_workload`, naming the recipe
 family its workloads train with (:attr:`pruners.Workload.family`, the key of
-:attr:`pruners.ModelEntry.recipes`); a new source is that file and its import in :func:`_sources`.
+:attr:`pruners.ModelEntry.recipes`); a new source is that file and its import in :func:`workload_sources`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ def register_workload(pattern: str, family: str | None = None) -> Callable[[Crea
     return decorator
 
 
-def _sources() -> dict[str, WorkloadSource]:
+def workload_sources() -> dict[str, WorkloadSource]:
+    """Every registered source, by pattern (importing the built-in ones first)."""
     from . import data, datasets, folder  # noqa: F401  (each registers its source)
 
     return _SOURCES
@@ -57,14 +58,14 @@ def _sources() -> dict[str, WorkloadSource]:
 
 def list_workloads(pattern: str = "*") -> list[str]:
     """The registered source patterns matching ``pattern``: ``digits``, ``folder:*``, ``torch/*``."""
-    return sorted(p for p in _sources() if fnmatch.fnmatchcase(p, pattern))
+    return sorted(p for p in workload_sources() if fnmatch.fnmatchcase(p, pattern))
 
 
 def create_workload(name: str, model_name: str | None = None, **options: object) -> Workload:
     """The workload ``name`` names, built for ``model_name`` where the source reads images at the model's
     own data config (``folder:PATH``); ``options`` are the source's (``img_size``, ``train_images``,
     ``test_images``, ``root``, ``download``, ``hflip``, ``crop_scale``, ``skip_unreadable``)."""
-    for pattern, source in _sources().items():
+    for pattern, source in workload_sources().items():
         if fnmatch.fnmatchcase(name, pattern):
             workload = source.create(name, model_name, options)
             if source.family is not None and workload.family != source.family:
