@@ -40,7 +40,7 @@ def test_prune(
         corrupt = as_flags(str(err))
     if corrupt:
         pytest.fail(corrupt, pytrace=False)
-    benchmark.extra_info.update(result.summary())
+    benchmark.extra_info.update(result.case_record().to_extra_info())
     record_property("prunebench_dense", dense_record(benchmark.extra_info))
     forward = timed_forward(result.pruned, result.inputs, settings.timing)
     benchmark.pedantic(forward, rounds=opts.latency_rounds, warmup_rounds=3, iterations=1)

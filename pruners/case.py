@@ -26,7 +26,7 @@ from .pruning import PruneRecord, prune
 from .registry import MethodData, Regularizer, get_method
 from .result import CaseResult, SeedResult
 from .runtimes import RuntimeLatency, compare_runtimes
-from .search import check_reachable, prune_to_speedup
+from .search import prune_to_speedup
 from .spec import CaseSpec, Timing
 from .train import Recipe, recalibrate_batchnorm, train
 from .unstructured import make_permanent
@@ -262,8 +262,6 @@ def run_case(spec: CaseSpec) -> CaseResult:
     Each seed has its own cached baseline; a MACs target is searched per seed
     (:func:`pruners.search.prune_to_speedup`)."""
     inputs = spec.data.test_batch(spec.timing.batch_size).to(spec.weights.device)
-    if spec.speedup is not None:
-        check_reachable(spec.model, spec.method, spec.speedup, spec.data, inputs)
     results = [run_seed(spec, seed, inputs) for seed in spec.seeds]
     timings = time_stage(spec, results[0], inputs)
     recovery = spec.recovery_recipe

@@ -25,13 +25,12 @@ from .matrix import Case, parse_seeds
 from .models import check_model_name, list_models
 from .options import check, split_csv
 from .profile import profile_pair
-from .pruning import case_refusal
 from .registry import get_method
 from .report_page import write_report
 from .result import CaseResult
 from .runtimes import RUNTIMES
-from .search import check_reachable, check_target
 from .settings import bench_settings
+from .spec import check_cost
 from .sweep import SweepRow, select_architectures, sweep
 from .sweep_report import markdown, merge_rows, read_csv, write_csv
 from .tables import markdown_table
@@ -42,21 +41,11 @@ def case_command(args: argparse.Namespace) -> CaseResult:
     """Run the case that ``prune`` and ``profile`` are about, from their options (the bench's table)."""
     values = vars(args)
     check(values)
-    get_method(args.method)
-    if args.speedup is not None:
-        check_target(args.method, args.speedup)
-    elif args.ratio is not None:
-        get_method(args.method).check_ratio(args.ratio)
-        refusal = case_refusal(check_model_name(args.model), args.method, args.ratio)
-        if refusal:
-            raise ValueError(refusal)
+    check_cost(check_model_name(args.model), args.method, args.ratio, args.speedup)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     settings = bench_settings([args.model], values)
     spec = settings.spec(Case(args.model, args.method, args.ratio, args.speedup), parse_seeds(args.seeds))
-    if spec.speedup is not None:
-        inputs = spec.data.test_batch(spec.timing.batch_size)
-        check_reachable(spec.model, spec.method, spec.speedup, spec.data, inputs)
     cost = f"{spec.speedup:g}x fewer MACs" if spec.speedup else f"{spec.ratio:g}"
     print(f"prunebench: {args.model} / {args.method} @ {cost} on {spec.data.name}")
     return run_case(spec)

@@ -271,8 +271,6 @@ def check(values: Mapping[str, object]) -> None:
     rounds = values.get("latency_rounds")
     if rounds is not None and rounds < 2:
         raise ValueError(f"`latency_rounds` must be >= 2, got {rounds}")
-    if values.get("ratio") is not None and values.get("speedup") is not None:
-        raise ValueError("`ratio` and `speedup` both set the cost: pass one")
     if sum(bool(values.get(name)) for name in ("quick", "full")) + bool(
         values.get("models") or values.get("methods")
     ) > 1 and ("quick" in values or "full" in values):

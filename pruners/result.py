@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -180,7 +181,12 @@ class CaseResult:
         return self.verdict.mean_drop
 
     def case_record(self) -> CaseRecord:
-        """The case's :class:`pruners.CaseRecord`."""
+        """The case's :class:`pruners.CaseRecord`, built once (``to_extra_info`` gives back
+        :meth:`summary`)."""
+        return self._record
+
+    @cached_property
+    def _record(self) -> CaseRecord:
         return CaseRecord.from_extra_info(self.summary())
 
     def summary(self) -> dict[str, object]:

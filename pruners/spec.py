@@ -16,9 +16,10 @@ from .data import Workload, digits
 from .matrix import Case
 from .measure import TimingOptions
 from .models import check_model_name
+from .pruning import case_refusal
 from .registry import get_method
 from .runtimes import check_runtimes
-from .search import check_target
+from .search import check_reachable, check_target
 from .train import Recipe
 from .zoo import baseline_recipe
 
@@ -77,12 +78,31 @@ class Recipes:
             )
 
 
+def check_cost(
+    model: str, method: str, ratio: float | None, speedup: float | None
+) -> tuple[float | None, float | None]:
+    """``(ratio, None)`` or ``(None, MACs target)`` for ``method`` on ``model``, checked before any data is
+    read: not both, a MACs target above 1 for a structured method, a ratio the method takes (default: its
+    own) that leaves some layer a channel (:func:`pruners.pruning.case_refusal`); else a ``ValueError``."""
+    if speedup is not None:
+        if ratio is not None:
+            raise ValueError("`ratio` and `speedup` both set the cost: pass one")
+        return None, check_target(method, speedup)
+    spec = get_method(method)
+    ratio = spec.check_ratio(spec.default_ratio if ratio is None else ratio)
+    refusal = case_refusal(model, method, ratio)
+    if refusal:
+        raise ValueError(refusal)
+    return ratio, None
+
+
 @dataclass(frozen=True)
 class CaseSpec:
     """One case: ``method`` on ``model`` at a pruning ``ratio`` (default: the method's own) or at a MACs
     target ``speedup`` (structured methods; each seed searches its own ratio), once per training seed of
     ``seeds``, on ``workload`` (default: the embedded digits), with the given ``recipes``, dense ``weights``
-    and ``timing``."""
+    and ``timing``. A MACs target no channel method can reach on the architecture is refused here
+    (:func:`pruners.search.check_reachable`), before any training."""
 
     model: str
     method: str
@@ -95,20 +115,16 @@ class CaseSpec:
     timing: Timing = Timing()
 
     def __post_init__(self) -> None:
-        method = get_method(self.method)
-        check_model_name(self.model)
-        if self.speedup is not None:
-            if self.ratio is not None:
-                raise ValueError("`ratio` and `speedup` both set the cost: pass one")
-            object.__setattr__(self, "speedup", check_target(self.method, self.speedup))
-        else:
-            ratio = method.default_ratio if self.ratio is None else self.ratio
-            object.__setattr__(self, "ratio", method.check_ratio(ratio))
+        ratio, speedup = check_cost(check_model_name(self.model), self.method, self.ratio, self.speedup)
+        object.__setattr__(self, "ratio", ratio)
+        object.__setattr__(self, "speedup", speedup)
         seeds = tuple(dict.fromkeys(self.seeds))
         if not seeds:
             raise ValueError("`seeds`: a case needs at least one seed")
         object.__setattr__(self, "seeds", seeds)
         object.__setattr__(self, "workload", self.workload or digits())
+        if speedup is not None:
+            check_reachable(self.model, self.method, speedup, self.data, self.data.test_batch(1))
 
     @property
     def data(self) -> Workload:
