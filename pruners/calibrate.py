@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,198 +33,30 @@ import torch
 from filelock import FileLock
 
 from .calibration import (
-    DEFAULT_PATH,
-    MARGIN_POINTS,
-    MARGIN_STDS,
-    MAX_TOLERANCE,
     REFERENCE,
     calibrations,
-    entry_case,
+    default_path,
     entry_key,
-    lead_over_random,
+    is_recorded,
     levels,
     load,
     machine,
-    random_runs_caught,
-    suggested_tolerance,
+    tolerances,
 )
+from .calibration_tables import render, rendered_cases
 from .case import recovery_recipe, run_case
 from .datasets import dataset_family
 from .files import write_atomic
 from .gate import (
     CONFIDENCE,
-    one_sided_z,
 )
-from .levels import LEVELS_PATH, write_levels
-from .matrix import Case, build_cases, parse_seeds, parse_speedups
+from .levels import LEVELS_PATH, TOLERANCES_PATH, write_levels, write_tolerances
+from .matrix import Case, build_cases, default_tier, parse_seeds, parse_speedups
 from .options import check, split_csv
-from .registry import get_method
 from .result import CaseResult
 from .spec import CaseSpec, Recipes, Timing
-from .tables import markdown_table
 from .workloads import create_workload
-from .zoo import baseline_recipe
-
-
-def render(
-    entries: list[dict], cases: Sequence[Case], family: str = "digits", gated: Sequence[Case] | None = None
-) -> str:
-    """The calibration tables as Markdown: the recovery gate and the criterion band per case of ``cases``,
-    then per method against its registered tolerance over the ``gated`` cases (default: the default
-    tier's)."""
-    cals = calibrations(entries, cases, family)
-    gated = build_cases(tier="default") if gated is None else gated
-    current = [e for e in entries if e.get("family", "digits") == family and e.get("reference") == REFERENCE]
-    images = sorted({e["n"] for e in current})
-    machines = sorted({f"{e['machine']}, torch threads={e['threads']}" for e in current})
-    z = one_sided_z()
-    lines = [
-        "# Gate calibration",
-        "",
-        "Written by `prunebench calibrate`; do not edit by hand. Re-run it when a method, a recipe or",
-        "the default tier changes (`tests/test_calibration.py` fails until the tables cover every case of",
-        "`pytest bench/` under today's recipes).",
-        "",
-        f"Runs: {', '.join(machines) or 'none'}. Top-1 in points on the "
-        f"{'/'.join(map(str, images)) or 'no'} held-out images of {family}; *SE* is the paired standard",
-        f"error, z = {z:.2f} (one-sided {CONFIDENCE:.0%}).",
-        "",
-        "## Recovery gate: dense control → pruned and recovered",
-        "",
-        "The drop is from the dense control (the baseline fine-tuned with the same recovery recipe).",
-        "*Required* is `drop - z x SE`, the tolerance a single run needs; *detects* is the smallest drop a",
-        "single run with this case's mean SE fails on: the method's tolerance + z x SE.",
-        "",
-    ]
-    header = (
-        "model",
-        "method",
-        "cost",
-        "runs",
-        "seeds",
-        "control → recovered",
-        "mean drop",
-        "min",
-        "max",
-        "std",
-        "mean SE",
-        "worst required",
-        "needs",
-        "detects",
-    )
-    rows: list[tuple] = []
-    for case, cal in cals.items():
-        if not cal.runs:
-            rows.append((case.model, case.method, case.cost, 0, *[""] * 10))
-            continue
-        drops = cal.drops
-        std = statistics.stdev(drops) if len(drops) > 1 else 0.0
-        control = statistics.fmean(r.paired.dense_top1 for r in cal.runs)
-        pruned = statistics.fmean(r.paired.pruned_top1 for r in cal.runs)
-        detects = get_method(case.method).tolerance + z * cal.mean_se
-        rows.append(
-            (
-                case.model,
-                case.method,
-                case.cost,
-                len(cal.runs),
-                ",".join(map(str, sorted(cal.seeds))),
-                f"{control:.2f} → {pruned:.2f}",
-                f"{statistics.fmean(drops):.2f}",
-                f"{min(drops):.2f}",
-                f"{max(drops):.2f}",
-                f"{std:.2f}",
-                f"{cal.mean_se:.2f}",
-                f"{max(cal.required):.2f}",
-                f"{cal.covering_tolerance:.2f}",
-                f"{detects:.2f}",
-            )
-        )
-    lines += [
-        markdown_table(header, rows),
-        "",
-        f"*Needs*: the worst run's required tolerance + {MARGIN_POINTS} points, and at least the mean +",
-        f"{MARGIN_STDS:g} std of the required tolerance over the runs.",
-        "",
-        "## Criterion band (reported, not gated): dense → BatchNorm-recalibrated one-shot",
-        "",
-        "The level is the mean paired drop to the recalibrated one-shot model; a run fails when its drop",
-        "± z x SE lies outside level ± band. *Detects* is the smallest shift of the recalibrated top-1 a",
-        "single run fails on (band + z x SE); *vs random* is the case's recalibrated lead over `random` at",
-        "the same cost (`random_unstructured` for mask methods), paired over images and seeds; *random runs",
-        "caught* counts the calibrated runs of that random method (same model, cost and seeds) that this",
-        "case's band fails: the gate's power against a criterion that stopped ranking.",
-        "",
-    ]
-    header = (
-        "model",
-        "method",
-        "cost",
-        "runs",
-        "dense → recalibrated",
-        "level",
-        "std",
-        "mean SE",
-        "band",
-        "detects",
-        "vs random",
-        "random runs caught",
-    )
-    rows = []
-    for case, cal in cals.items():
-        if not cal.runs:
-            continue
-        crit = [r.criterion.drop for r in cal.runs]
-        std = statistics.stdev(crit) if len(crit) > 1 else 0.0
-        dense = statistics.fmean(r.criterion.dense_top1 for r in cal.runs)
-        recal = statistics.fmean(r.criterion.pruned_top1 for r in cal.runs)
-        lead, caught = lead_over_random(cals, case), random_runs_caught(cals, case)
-        lead = "" if lead is None else f"{lead.mean_drop:+.2f} ± {lead.noise:.2f}"
-        tells = f"{sum(caught.values())}/{len(caught)}" if caught else ""
-        rows.append(
-            (
-                case.model,
-                case.method,
-                case.cost,
-                len(cal.runs),
-                f"{dense:.2f} → {recal:.2f}",
-                f"{cal.criterion_level:.2f}",
-                f"{std:.2f}",
-                f"{cal.criterion_se:.2f}",
-                f"{cal.criterion_tolerance:g}",
-                f"{cal.criterion_detects:.2f}",
-                lead,
-                tells,
-            )
-        )
-    lines += [
-        markdown_table(header, rows),
-        "",
-        "## Registered recovery tolerances",
-        "",
-        "A method's suggested tolerance is the largest *needs* of its cases in the default tier, rounded up",
-        f"to 0.5 points; no registered tolerance may exceed {MAX_TOLERANCE:g} points.",
-        "",
-    ]
-    rows = []
-    for method in dict.fromkeys(c.method for c in gated):
-        method_cals = [
-            cal for case, cal in cals.items() if case in gated and case.method == method and cal.runs
-        ]
-        if not method_cals:
-            continue
-        suggested = suggested_tolerance(method_cals)
-        registered = get_method(method).tolerance
-        rows.append((method, f"{suggested:g}", f"{registered:g}", "yes" if registered >= suggested else "NO"))
-    header = ("method", "suggested tolerance", "registered tolerance", "covered")
-    return "\n".join([*lines, markdown_table(header, rows)]) + "\n"
-
-
-def rendered_cases(entries: Iterable[dict]) -> list[Case]:
-    """The cases ``CALIBRATION.md`` lists: the default tier's, then any other case calibrated."""
-    cases = build_cases(tier="default")
-    extra = dict.fromkeys(entry_case(e) for e in entries if e.get("reference") == REFERENCE)
-    return cases + [case for case in extra if case not in cases]
+from .zoo import baseline_recipe, recovery_epochs
 
 
 def markdown_path(path: Path) -> Path:
@@ -240,8 +71,9 @@ def record(entry: dict, path: Path, cases: Sequence[Case]) -> None:
         entries = sorted([*entries, entry], key=entry_key)
         text = json.dumps({"confidence": CONFIDENCE, "runs": entries}, indent=1) + "\n"
         write_atomic(path, lambda f: f.write(text.encode()))
-        cases = [*cases, *(c for c in rendered_cases(entries) if c not in cases)]
-        write_markdown(entries, path, cases, entry.get("family", "digits"))
+        family = entry.get("family", "digits")
+        cases = [*cases, *(c for c in rendered_cases(entries, family) if c not in cases)]
+        write_markdown(entries, path, cases, family)
 
 
 def write_markdown(
@@ -257,10 +89,15 @@ def write_markdown(
     markdown = render(entries, cases, family)
     write_atomic(markdown_path(path), lambda f: f.write(markdown.encode()))
     if levels_path is None:
-        levels_path = LEVELS_PATH if path == DEFAULT_PATH else path.with_name("gate_levels.json")
-    found = levels(calibrations(entries, cases, family), family)
+        levels_path = LEVELS_PATH if path == default_path(family) else path.with_name("gate_levels.json")
+    cals = calibrations(entries, cases, family)
+    found = levels(cals, family)
     if found:
         write_levels(found, levels_path)
+    case_tolerances = tolerances(cals, family) if family != "digits" else {}
+    if case_tolerances:
+        here = path == default_path(family)
+        write_tolerances(case_tolerances, TOLERANCES_PATH if here else path.with_name("gate_tolerances.json"))
     return markdown
 
 
@@ -269,29 +106,34 @@ def calibrate(args: argparse.Namespace) -> str:
     ``out``) once per seed, record each run as it finishes and return the rendered Markdown."""
     check(vars(args))
     family = dataset_family(args.dataset) if args.dataset else "digits"
-    out = args.out or (
-        DEFAULT_PATH if not args.dataset else DEFAULT_PATH.with_name(f"calibration-{family}.json")
-    )
+    out = args.out or default_path(family)
     seeds = parse_seeds(args.seeds)
+    tier = args.tier or default_tier(family)
     todo = build_cases(
         split_csv(args.models),
         split_csv(args.methods),
-        tier=args.tier,
+        tier=tier,
         speedups=parse_speedups(args.speedups),
     )
     load(out)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tier_cases = build_cases(tier=args.tier)
+    tier_cases = build_cases(tier=tier)
     if args.render:
         entries = load(out)
-        return write_markdown(entries, out, rendered_cases(entries), family)
+        return write_markdown(entries, out, rendered_cases(entries, family), family)
     workload = create_workload(args.dataset or "digits")
     cpu = machine()
     for case in todo:
         for seed in seeds:
-            recovery = recovery_recipe(baseline_recipe(case.model, family), args.distill)
+            dense = baseline_recipe(case.model, family)
+            recovery = recovery_recipe(dense, args.distill, recovery_epochs(case.model, family))
+            where = {"threads": torch.get_num_threads(), "machine": cpu}
+            where |= {"baseline_recipe": dense.key, "recovery_recipe": recovery.key}
+            if is_recorded(load(out), case, seed, family, where):
+                print(f"{case.id} seed {seed}: recorded already, skipped", file=sys.stderr, flush=True)
+                continue
             spec = CaseSpec(
                 case.model,
                 case.method,

@@ -23,13 +23,19 @@ from .gate import (
     paired_difference,
     required_tolerance,
 )
-from .levels import CriterionLevel
+from .levels import CaseTolerance, CriterionLevel
 from .matrix import Case
 from .registry import get_method
-from .zoo import baseline_recipe
+from .zoo import baseline_recipe, recovery_epochs
 
 # Relative to where it runs: this repository calibrates from its root, into bench/.
 DEFAULT_PATH = Path("bench") / "calibration.json"
+
+
+def default_path(family: str = "digits") -> Path:
+    """Where a calibration on a workload of ``family`` is kept: :data:`DEFAULT_PATH` for the digits,
+    ``bench/calibration-FAMILY.json`` beside it for any other."""
+    return DEFAULT_PATH if family == "digits" else DEFAULT_PATH.with_name(f"calibration-{family}.json")
 
 
 MIN_SEEDS = 5
@@ -46,6 +52,14 @@ MIN_TOLERANCE = 0.5
 
 # No recovery tolerance on the default workload may be wider than this, in top-1 points.
 MAX_TOLERANCE = 5.0
+
+
+# A case tolerance of the verdict tier (a workload other than the digits) needs this many training seeds,
+# and may be at most this wide, in top-1 points.
+VERDICT_SEEDS = 6
+MAX_VERDICT_TOLERANCE = 2.0
+# The smallest recovered drop a single verdict-tier run must detect, per model (points).
+DETECTS_BOUNDS: dict[str, float] = {"resnet18": 1.5, "mobilenetv3_small_100": 2.5}
 
 
 # What a run's recovery drop is measured from; runs against another reference are stale.
@@ -123,6 +137,11 @@ class CaseCalibration:
         """The smallest shift of the recalibrated top-1 a single run detects at 99 %: band + z x SE."""
         return self.criterion_tolerance + one_sided_z() * self.criterion_se
 
+    @property
+    def case_tolerance(self) -> float:
+        """The tolerance this case alone needs, rounded up to half a point (the verdict tier's)."""
+        return _rounded_up(self.covering_tolerance)
+
     def level(self, family: str = "digits") -> CriterionLevel:
         """This case's :class:`~pruners.levels.CriterionLevel` for the gate."""
         keys = recipe_keys(self.case.model, family)
@@ -139,7 +158,8 @@ def recipe_keys(model: str, family: str = "digits") -> dict[str, str]:
     """The keys of the recipes a case of ``model`` runs with today on a workload of ``family``; a run
     under other recipes is stale."""
     dense = baseline_recipe(model, family)
-    return {"baseline_recipe": dense.key, "recovery_recipe": recovery_recipe(dense).key}
+    recovery = recovery_recipe(dense, epochs=recovery_epochs(model, family))
+    return {"baseline_recipe": dense.key, "recovery_recipe": recovery.key}
 
 
 def entry_key(entry: dict) -> tuple:
@@ -152,6 +172,19 @@ def entry_key(entry: dict) -> tuple:
         ratio,
         speedup,
         *(entry[k] for k in ("seed", "threads", "machine")),
+    )
+
+
+def is_recorded(entries: Iterable[dict], case: Case, seed: int, family: str, where: dict) -> bool:
+    """Whether ``entries`` hold the run of ``case`` at ``seed`` on ``family`` measured ``where`` (its
+    ``threads``, ``machine`` and recipe keys) from the dense control: a resumed calibration skips it."""
+    return any(
+        entry_case(e) == case
+        and e["seed"] == seed
+        and e.get("family", "digits") == family
+        and e.get("reference") == REFERENCE
+        and all(e.get(k) == v for k, v in where.items())
+        for e in entries
     )
 
 
@@ -238,6 +271,17 @@ def levels(
 ) -> dict[tuple[str, str], CriterionLevel]:
     """The criterion levels of every case calibrated over at least :data:`MIN_SEEDS` seeds."""
     return {(family, case.id): cal.level(family) for case, cal in cals.items() if len(cal.seeds) >= MIN_SEEDS}
+
+
+def tolerances(cals: dict[Case, CaseCalibration], family: str) -> dict[tuple[str, str], CaseTolerance]:
+    """The per-case recovery tolerances of every case calibrated over at least :data:`VERDICT_SEEDS` seeds."""
+    return {
+        (family, case.id): CaseTolerance(
+            tolerance=cal.case_tolerance, runs=len(cal.runs), **recipe_keys(case.model, family)
+        )
+        for case, cal in cals.items()
+        if len(cal.seeds) >= VERDICT_SEEDS
+    }
 
 
 def machine() -> str:

@@ -20,7 +20,7 @@ from . import zoo
 from .data import Workload
 from .gate import PairedDrop
 from .gates import GATES
-from .levels import criterion_level
+from .levels import case_tolerance, criterion_level
 from .measure import LatencyStats, compare_latency, correct, device_of
 from .pruning import PruneRecord, prune
 from .registry import MethodData, Regularizer, get_method
@@ -38,12 +38,11 @@ CALIB_BATCH_SIZE = 32
 RECOVERY_DISTILL = 0.5
 
 
-def recovery_recipe(baseline: Recipe, distill: float = RECOVERY_DISTILL) -> Recipe:
-    """The fine-tune every method gets after pruning: a third of the baseline's epochs at its peak lr,
-    distilling from the dense model with weight ``distill``."""
-    return dataclasses.replace(
-        baseline, epochs=max(1, baseline.epochs // 3), warmup_epochs=0, distill=distill
-    )
+def recovery_recipe(baseline: Recipe, distill: float = RECOVERY_DISTILL, epochs: int | None = None) -> Recipe:
+    """The fine-tune every method gets after pruning: ``epochs`` (default: a third of the baseline's) at
+    the baseline's peak lr, distilling from the dense model with weight ``distill``."""
+    epochs = max(1, baseline.epochs // 3) if epochs is None else epochs
+    return dataclasses.replace(baseline, epochs=epochs, warmup_epochs=0, distill=distill)
 
 
 def split_budget(recovery: Recipe, needs: Sequence[str]) -> tuple[int, int]:
@@ -266,12 +265,15 @@ def run_case(spec: CaseSpec) -> CaseResult:
     timings = time_stage(spec, results[0], inputs)
     recovery = spec.recovery_recipe
     case = spec.case(results[0].record.ratio)
-    level, missing = criterion_level(spec.data.family, case.id, spec.baseline_recipe.key, recovery.key)
+    keys = spec.data.family, case.id, spec.baseline_recipe.key, recovery.key
+    level, missing = criterion_level(*keys)
+    tolerance, tolerance_source = case_tolerance(*keys, get_method(spec.method).tolerance)
     return CaseResult(
         model_name=spec.model,
         method=spec.method,
         ratio=results[0].record.ratio,
-        tolerance=get_method(spec.method).tolerance,
+        tolerance=tolerance,
+        tolerance_source=tolerance_source,
         seeds=results,
         baseline_recipe=spec.baseline_recipe,
         recovery_recipe=recovery,

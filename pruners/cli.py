@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import calibrate, docs, golden
+from .calibration import default_path
 from .commands import (
     golden_command,
     gpu_check_command,
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument(
         "--out",
         type=Path,
-        help=f"calibration JSON (default {calibrate.DEFAULT_PATH}, or calibration-FAMILY.json beside it)",
+        help=f"calibration JSON (default {default_path()}, or calibration-FAMILY.json beside it)",
     )
     cal.set_defaults(run=calibrate.calibrate)
 

@@ -48,6 +48,7 @@ class RecoveryGate:
             "top1_drop_seed_std": round(verdict.seed_std, 3),
             "top1_drop_noise": round(verdict.noise, 3),
             "tolerance": result.tolerance,
+            "tolerance_source": result.tolerance_source,
             "gate": verdict.rule,
             "recovery_passed": verdict.passed,
             "passed": verdict.passed,
@@ -66,8 +67,8 @@ class RecoveryGate:
         return (
             f"{record.case_id}: recovery gate failed: control top-1 {record.dense_control_top1:.2f}% -> "
             f"recovered {record.recovered_top1:.2f}%, a drop of {record.top1_drop:.2f} points with noise "
-            f"{record.top1_drop_noise:.2f} (SE), past the tolerance of {record.tolerance:g} points: "
-            f"{record.gate}"
+            f"{record.top1_drop_noise:.2f} (SE), past the tolerance of {record.tolerance:g} points "
+            f"({record.tolerance_source or 'registered'}): {record.gate}"
         )
 
 

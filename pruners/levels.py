@@ -60,3 +60,58 @@ def write_levels(levels: dict[tuple[str, str], CriterionLevel], path: Path = LEV
     merged = {**load_levels(path), **{_key(*key): value for key, value in levels.items()}}
     text = json.dumps({k: asdict(v) for k, v in sorted(merged.items())}, indent=1) + "\n"
     write_atomic(path, lambda f: f.write(text.encode()))
+
+
+# Per-case recovery tolerances calibrated on a workload other than the digits (the verdict tier's), where
+# one tolerance per method cannot fit both a model's small paired SE and another's larger one.
+TOLERANCES_PATH = Path(__file__).with_name("gate_tolerances.json")
+
+
+@dataclass(frozen=True)
+class CaseTolerance:
+    """One case's calibrated recovery tolerance on one workload family (points), over ``runs`` runs under
+    the recipes named."""
+
+    tolerance: float
+    runs: int
+    baseline_recipe: str
+    recovery_recipe: str
+
+
+def load_tolerances(path: Path = TOLERANCES_PATH) -> dict[str, CaseTolerance]:
+    """Every calibrated case tolerance at ``path`` by ``family/case id`` (none when it does not exist)."""
+    if not path.exists():
+        return {}
+    try:
+        return {key: CaseTolerance(**value) for key, value in json.loads(path.read_text()).items()}
+    except (ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"{path}: not a tolerance file ({type(err).__name__}: {err})") from None
+
+
+def case_tolerance(
+    family: str,
+    case_id: str,
+    baseline_recipe: str,
+    recovery_recipe: str,
+    registered: float,
+    path: Path = TOLERANCES_PATH,
+) -> tuple[float, str]:
+    """``(tolerance, where it comes from)``: the case's calibrated tolerance on ``family`` under these
+    recipe keys, else the method's ``registered`` one (calibrated on the digits)."""
+    if family == "digits":
+        return registered, "the method's registered tolerance (calibrated on the digits)"
+    found = load_tolerances(path).get(_key(family, case_id))
+    if found is not None and (found.baseline_recipe, found.recovery_recipe) == (
+        baseline_recipe,
+        recovery_recipe,
+    ):
+        return found.tolerance, f"calibrated for this case on {family} ({found.runs} runs)"
+    why = "no calibrated tolerance" if found is None else "calibrated under other recipes"
+    return registered, f"the method's registered tolerance (digits); {why} for {case_id} on {family}"
+
+
+def write_tolerances(tolerances: dict[tuple[str, str], CaseTolerance], path: Path = TOLERANCES_PATH) -> None:
+    """Replace the tolerances of the ``(family, case id)`` pairs given, keeping the others."""
+    merged = {**load_tolerances(path), **{_key(*key): value for key, value in tolerances.items()}}
+    text = json.dumps({k: asdict(v) for k, v in sorted(merged.items())}, indent=1) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode()))

@@ -28,7 +28,21 @@ TIERS: dict[str, dict[str, tuple[str, ...]]] = {
         "mobilenetv3_small_100": ("l1",),
     },
     "full": dict.fromkeys(DEFAULT_MODELS, ("*",)),
+    # The tier whose calibrated gates and ranking give verdicts (docs/fashion-mnist.md): every method on
+    # resnet18 at its target and l1 against random on the depthwise CNN, on a workload without a ceiling.
+    "verdict": {
+        "resnet18": ("*",),
+        "mobilenetv3_small_100": ("l1", "random"),
+    },
 }
+
+# The tier a plain run picks on a workload family (``default`` on any other).
+FAMILY_TIERS: dict[str, str] = {"fashion_mnist": "verdict"}
+
+
+def default_tier(family: str = "digits") -> str:
+    """The tier a run on a workload of ``family`` gets without ``--quick``, ``--full`` or a selection."""
+    return FAMILY_TIERS.get(family, "default")
 
 
 class Case(NamedTuple):
@@ -77,11 +91,12 @@ def select_methods(patterns: Iterable[str]) -> list[str]:
     return names
 
 
-def choose_tier(quick: bool, full: bool, selected: bool) -> str:
-    """The tier that ``--quick`` / ``--full`` ask for; with each other or a selection, a ``ValueError``."""
+def choose_tier(quick: bool, full: bool, selected: bool, family: str = "digits") -> str:
+    """The tier that ``--quick`` / ``--full`` ask for, else the ``family``'s (:func:`default_tier`); with
+    each other or a selection, a ``ValueError``."""
     if quick + full + selected > 1:
         raise ValueError("choose one of `quick`, `full`, or `models` / `methods`")
-    return "quick" if quick else "full" if full else "default"
+    return "quick" if quick else "full" if full else default_tier(family)
 
 
 def not_applicable(model: str, method: str) -> str | None:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from .convergence import convergence_lines
+from .datasets import dataset_family
 from .entry_points import EntryPointError
 from .equal_cost import equal_cost_tables
 from .files import check_writable
@@ -28,7 +29,8 @@ def pytest_configure(config: pytest.Config) -> None:
     models, methods = split_csv(option.models), split_csv(option.methods)
     try:
         check(vars(option))
-        tier = choose_tier(config.option.quick, config.option.full, bool(models or methods))
+        family = dataset_family(option.dataset) if option.dataset else "digits"
+        tier = choose_tier(option.quick, option.full, bool(models or methods), family)
         matrix, config.prunebench_cases = select_cases(
             models,
             methods,

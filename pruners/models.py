@@ -28,8 +28,8 @@ TRANSFORMER = Recipe(epochs=30, lr=1e-3, warmup_epochs=2)
 DEFAULT_RECIPE = CNN
 # Recipes on Fashion-MNIST's 60,000 training images at 32 px (README, "Models"): an epoch is 938 steps,
 # 42 digits epochs, so a few epochs suffice.
-FASHION_CNN = Recipe(epochs=2, lr=2e-3)
-FASHION_MOBILE = Recipe(epochs=4, lr=3e-3, warmup_epochs=1)
+FASHION_CNN = Recipe(epochs=4, lr=2e-3)
+FASHION_MOBILE = Recipe(epochs=8, lr=3e-3, warmup_epochs=1)
 FASHION_TRANSFORMER = Recipe(epochs=3, lr=1e-3, warmup_epochs=1)
 # On an image folder (--data-dir) a baseline gets a number of optimizer steps, not of epochs: at least
 # FOLDER_STEPS (more where the model's digits recipe takes more), times the resolution over
@@ -50,7 +50,8 @@ class ModelEntry:
     e.g. ``"fashion_mnist"``), and ``kwargs`` for ``timm.create_model`` at 32 px. ``sized`` models also get
     the workload's ``img_size`` (ViT-style models whose position embeddings depend on it). ``target`` is
     the MACs target its structured cases run at by default: one where, after BatchNorm recalibration, the
-    criteria measurably differ from ``random`` (bench/CALIBRATION.md)."""
+    criteria measurably differ from ``random`` (bench/CALIBRATION.md). ``recovery_epochs`` sets, per
+    workload family, the recovery budget measured there (see :meth:`recovery_epochs_for`)."""
 
     name: str
     family: str
@@ -60,10 +61,16 @@ class ModelEntry:
     measured: bool = True
     recipes: Mapping[str, Recipe] = field(default_factory=dict)
     target: float = DEFAULT_TARGET
+    recovery_epochs: Mapping[str, int] = field(default_factory=dict)
 
     def recipe_for(self, workload_family: str = "digits") -> Recipe:
         """The baseline recipe on ``workload_family``: its measured one, else the digits recipe."""
         return self.recipes.get(workload_family, self.recipe)
+
+    def recovery_epochs_for(self, workload_family: str = "digits") -> int | None:
+        """The recovery fine-tune's epochs measured on ``workload_family``; ``None``: a third of the
+        baseline's (:func:`pruners.case.recovery_recipe`)."""
+        return self.recovery_epochs.get(workload_family)
 
 
 def folder_recipe(recipe: Recipe, train_images: int, img_size: int) -> Recipe:

@@ -127,8 +127,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "tier",
-        "the bench tier to calibrate without --models / --methods",
-        default="default",
+        "the bench tier to calibrate without --models / --methods (default: the dataset's: verdict on "
+        "Fashion-MNIST, default elsewhere)",
         fronts=frozenset({"calibrate"}),
         section="cases",
     ),

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from .equal_cost import pair
+from .ranking import pair
 from .report import CONTROL, ReportRow, latency_size_label
 
 

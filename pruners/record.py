@@ -67,6 +67,7 @@ class CaseRecord:
     top1_drop_seed_std: float | None = None
     top1_drop_noise: float = 0.0
     tolerance: float | None = None
+    tolerance_source: str = ""
     gate: str = ""
     recovery_passed: bool | None = None
     criterion_drop: float | None = None

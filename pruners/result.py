@@ -97,6 +97,7 @@ class CaseResult:
     latency: LatencyStats | None
     latency_at_size: LatencyStats | None = None
     latency_at_size_error: str = ""
+    tolerance_source: str = ""
     data: str = ""
     unreadable_images: int = 0
     runtimes: dict[str, tuple[dict[str, RuntimeLatency], dict[str, str]]] = field(default_factory=dict)

@@ -52,6 +52,13 @@ def baseline_recipe(model_name: str, workload: Workload | str = "digits") -> Rec
     return recipe
 
 
+def recovery_epochs(model_name: str, workload: Workload | str = "digits") -> int | None:
+    """The recovery budget measured for ``model_name`` on ``workload``'s family, in epochs of its recovery
+    subset; ``None`` where none was (a third of the baseline's epochs)."""
+    family = workload if isinstance(workload, str) else workload.family
+    return get_model(model_name).recovery_epochs_for(family)
+
+
 class WeightsUnavailableError(RuntimeError):
     """Pretrained or checkpoint weights that cannot be had; the message is one line that says what to do."""
 

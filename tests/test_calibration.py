@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pruners
-from pruners import calibrate, calibration
+from pruners import calibrate, calibration, calibration_tables
 from pruners.cli import main
 from pruners.gate import PairedDrop, band, encode_correct, judge, required_tolerance
 from pruners.levels import load_levels
@@ -71,7 +71,7 @@ def test_the_levels_and_the_markdown_are_rendered_from_the_json(calibrated) -> N
     }
     assert {k: v for k, v in load_levels().items() if k in expected} == expected, RERUN
     markdown = calibrate.markdown_path(calibration.DEFAULT_PATH).read_text()
-    assert markdown == calibrate.render(entries, calibrate.rendered_cases(entries)), RERUN
+    assert markdown == calibration_tables.render(entries, calibration_tables.rendered_cases(entries)), RERUN
 
 
 def packed(n: int, right: int) -> dict:

@@ -185,9 +185,11 @@ def test_the_report_pairs_every_method_against_random_and_draws_the_curves(tmp_p
     run = tmp_path / "run.json"
     run.write_text(json.dumps({"machine_info": {}, "benchmarks": cases}))
     tables = equal_cost_tables(load_run(run))
-    l1_row = next(line for line in tables.splitlines() if line.startswith("| l1 |"))
+    l1_row = next(line for line in tables.splitlines() if line.startswith("| 1 | l1 |"))
     assert "### resnet18 at 2x fewer MACs" in tables
     assert "+40.00 ±" in l1_row and "+10.00 ±" in l1_row
+    assert next(line for line in tables.splitlines() if line.startswith("| 2 | random |"))
+    assert "1. `l1`: alone; beats random (`l1` +10.00 ± 1.50)" in tables
     written = {p.name for p in write_report([run], tmp_path / "report")}
     assert "curves_resnet18.png" in written
     assert (tmp_path / "report" / "curves_resnet18.png").read_bytes().startswith(b"\x89PNG")

@@ -1,0 +1,159 @@
+"""The verdict tier's machinery: its cases, per-case tolerances from its calibration, the recovery budget
+measured per workload, and a calibration that resumes where it stopped."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from pruners import calibrate, calibration, levels, models
+from pruners.case import recovery_recipe, split_budget
+from pruners.cli import main
+from pruners.gate import PairedDrop, encode_correct
+from pruners.matrix import Case, build_cases, choose_tier
+from pruners.models import get_model
+from pruners.registry import get_method
+from pruners.spec import CaseSpec
+
+
+def test_fashion_mnist_runs_the_verdict_tier_and_the_digits_the_default() -> None:
+    assert choose_tier(False, False, False, "fashion_mnist") == "verdict"
+    assert choose_tier(False, False, False) == choose_tier(False, False, False, "cifar10") == "default"
+    assert choose_tier(True, False, False, "fashion_mnist") == "quick"
+    verdict = build_cases(tier="verdict")
+    mobile = [c.method for c in verdict if c.model == "mobilenetv3_small_100"]
+    assert mobile == ["random", "l1"] or sorted(mobile) == ["l1", "random"]
+    assert {c.method for c in verdict if c.model == "resnet18"} == {
+        c.method for c in build_cases() if c.model == "resnet18"
+    }
+
+
+def _tolerance_file(tmp_path: Path, **changes) -> Path:
+    keys = calibration.recipe_keys("resnet18", "fashion_mnist")
+    value = {"tolerance": 1.0, "runs": 6, **keys, **changes}
+    path = tmp_path / "gate_tolerances.json"
+    path.write_text(json.dumps({"fashion_mnist/resnet18-l1-3x": value}))
+    return path
+
+
+def test_a_calibrated_case_tolerance_replaces_the_method_one_only_under_its_recipes(tmp_path: Path) -> None:
+    keys = calibration.recipe_keys("resnet18", "fashion_mnist")
+    args = ("resnet18-l1-3x", keys["baseline_recipe"], keys["recovery_recipe"], 3.0)
+    tolerance, source = levels.case_tolerance("fashion_mnist", *args, path=_tolerance_file(tmp_path))
+    assert tolerance == 1.0 and "calibrated for this case on fashion_mnist (6 runs)" in source
+    stale = _tolerance_file(tmp_path, recovery_recipe="old")
+    tolerance, source = levels.case_tolerance("fashion_mnist", *args, path=stale)
+    assert tolerance == 3.0 and "calibrated under other recipes" in source
+    assert levels.case_tolerance("cifar10", *args, path=stale)[0] == 3.0
+    assert "registered" in levels.case_tolerance("digits", *args, path=stale)[1]
+
+
+def test_a_case_tolerance_is_written_only_from_enough_seeds() -> None:
+    case = Case("resnet18", "l1", None, 3.0)
+    right = torch.arange(1000) < 900
+
+    def run(seed: int) -> calibration.Run:
+        return calibration.Run(
+            seed, 1, PairedDrop(1000, 900, 895, 10, 5), PairedDrop.from_correct(right, right), {}
+        )
+
+    short = calibration.CaseCalibration(case, tuple(run(s) for s in range(calibration.VERDICT_SEEDS - 1)))
+    enough = calibration.CaseCalibration(case, tuple(run(s) for s in range(calibration.VERDICT_SEEDS)))
+    assert calibration.tolerances({case: short}, "fashion_mnist") == {}
+    written = calibration.tolerances({case: enough}, "fashion_mnist")[("fashion_mnist", "resnet18-l1-3x")]
+    assert written.tolerance == enough.case_tolerance and written.runs == calibration.VERDICT_SEEDS
+    assert written.recovery_recipe == calibration.recipe_keys("resnet18", "fashion_mnist")["recovery_recipe"]
+
+
+def test_the_recovery_budget_measured_on_a_workload_sets_the_recovery_recipe() -> None:
+    entry = get_model("resnet18")
+    assert entry.recovery_epochs_for("digits") is None
+    spec = CaseSpec("resnet18", "l1", 0.3)
+    assert spec.recovery_recipe.epochs == max(1, spec.baseline_recipe.epochs // 3)
+    models.register_model(dataclasses.replace(entry, recovery_epochs={"digits": 5}), replace=True)
+    try:
+        assert CaseSpec("resnet18", "l1", 0.3).recovery_recipe.epochs == 5
+        assert (
+            calibration.recipe_keys("resnet18")["recovery_recipe"]
+            == CaseSpec("resnet18", "l1", 0.3).recovery_recipe.key
+        )
+    finally:
+        models.register_model(entry, replace=True)
+
+
+@pytest.mark.parametrize("model", sorted({c.model for c in build_cases(tier="verdict")}))
+def test_sparse_training_methods_keep_recovery_epochs_on_the_verdict_tier(model: str) -> None:
+    budget = get_model(model).recovery_epochs_for("fashion_mnist")
+    dense = get_model(model).recipe_for("fashion_mnist")
+    recovery = recovery_recipe(dense, epochs=budget)
+    sparse, recover = split_budget(recovery, ("train",))
+    assert sparse >= 1 and recover >= 1
+
+
+def _entry(spec: CaseSpec, seed: int) -> dict:
+    n, ok = 1000, torch.arange(1000) < 900
+    correct = {k: encode_correct(ok) for k in ("dense", "control", "recalibrated", "recovered")}
+    return {
+        "reference": calibration.REFERENCE,
+        "model": spec.model,
+        "method": spec.method,
+        "ratio": spec.case().ratio,
+        "speedup": spec.speedup,
+        "family": "digits",
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+        "machine": "test-cpu",
+        "baseline_recipe": spec.baseline_recipe.key,
+        "recovery_recipe": spec.recovery_recipe.key,
+        "n": n,
+        "dense_correct": 900,
+        "pruned_correct": 900,
+        "dense_only": 0,
+        "pruned_only": 0,
+        "drop": 0.0,
+        "se": 0.0,
+        "correct": correct,
+    }
+
+
+def test_an_interrupted_calibration_resumes_with_the_runs_it_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    ran: list[int] = []
+
+    def fake_run(spec: CaseSpec):
+        if spec.seeds[0] == 2 and not ran.count(-1):
+            ran.append(-1)
+            raise KeyboardInterrupt
+        ran.append(spec.seeds[0])
+        return spec
+
+    monkeypatch.setattr(calibrate, "run_case", fake_run)
+    monkeypatch.setattr(calibrate, "run_entry", lambda spec, result, family, cpu: _entry(spec, spec.seeds[0]))
+    monkeypatch.setattr(calibrate, "machine", lambda: "test-cpu")
+    out = tmp_path / "calibration.json"
+    args = ["calibrate", "--models", "resnet18", "--methods", "l1", "--seeds", "0,1,2,3", "--out", str(out)]
+    with pytest.raises(KeyboardInterrupt):
+        main(args)
+    assert ran == [0, 1, -1] and sorted(e["seed"] for e in calibration.load(out)) == [0, 1]
+    assert main(args) == 0
+    assert ran == [0, 1, -1, 2, 3], "the second call ran only the seeds the first had not recorded"
+    assert sorted(e["seed"] for e in calibration.load(out)) == [0, 1, 2, 3]
+    assert "resnet18-l1-3x seed 0: recorded already, skipped" in capsys.readouterr().err
+
+
+def test_a_failing_case_names_where_its_tolerance_came_from() -> None:
+    from pruners.gates import RecoveryGate
+    from pruners.record import CaseRecord
+
+    source = "calibrated for this case on fashion_mnist (6 runs)"
+    record = CaseRecord(
+        "resnet18", "l1", 0.4, 90.0, 10.0, 85.0, 4, 1, 2, 1, dense_control_top1=90.0, top1_drop=5.0,
+        top1_drop_noise=0.2, tolerance=1.0, tolerance_source=source, gate="5.00 - 2.33 x 0.20 > 1",
+    )  # fmt: skip
+    assert "(calibrated for this case on fashion_mnist (6 runs))" in RecoveryGate().failure(record)
+    assert get_method("l1").tolerance > 0
