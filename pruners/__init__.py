@@ -26,6 +26,8 @@ _EXPORTS = {
     "SeedResult": "result",
     "check_accuracy": "case",
     "run_case": "case",
+    "layer_sensitivity": "sensitivity",
+    "Sensitivity": "sensitivity",
     "CaseSpec": "spec",
     "Weights": "spec",
     "CaseRecord": "record",

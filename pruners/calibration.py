@@ -19,6 +19,7 @@ from .gate import (
     Verdict,
     band,
     decode_correct,
+    judge,
     one_sided_z,
     paired_difference,
     required_tolerance,
@@ -271,6 +272,22 @@ def levels(
 ) -> dict[tuple[str, str], CriterionLevel]:
     """The criterion levels of every case calibrated over at least :data:`MIN_SEEDS` seeds."""
     return {(family, case.id): cal.level(family) for case, cal in cals.items() if len(cal.seeds) >= MIN_SEEDS}
+
+
+def planted_drop(run: Run, points: float) -> PairedDrop:
+    """``run``'s recovery pair (control -> recovered) with ``points`` more top-1 lost: that share of all
+    images, taken from those the recovered model got right (the first, in image order), turned wrong. The
+    gate sees only these vectors, so a planted drop is what a real regression of that size looks like."""
+    recovered = run.correct["recovered"].clone()
+    right = recovered.nonzero().flatten()
+    recovered[right[: math.ceil(points / 100 * len(recovered))]] = False
+    return PairedDrop.from_correct(run.correct["control"], recovered)
+
+
+def planted_caught(cal: CaseCalibration, tolerance: float, points: float) -> int:
+    """How many of ``cal``'s runs the single-seed recovery gate at ``tolerance`` fails once a drop of
+    ``points`` is planted in them (:func:`planted_drop`)."""
+    return sum(not judge([planted_drop(r, points)], tolerance).passed for r in cal.runs)
 
 
 def tolerances(cals: dict[Case, CaseCalibration], family: str) -> dict[tuple[str, str], CaseTolerance]:

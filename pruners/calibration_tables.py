@@ -19,6 +19,7 @@ from .calibration import (
     calibrations,
     entry_case,
     lead_over_random,
+    planted_caught,
     random_runs_caught,
     suggested_tolerance,
 )
@@ -203,15 +204,27 @@ def case_tolerance_section(
         "",
         "Each case gets its own tolerance: its *needs* rounded up to 0.5 points, gated once it has",
         f"{VERDICT_SEEDS} training seeds; none may exceed {MAX_VERDICT_TOLERANCE:g} points, and *detects*",
-        "must stay within the model's bound.",
+        "must stay within the model's bound. The planted column takes each calibrated run, turns right",
+        "recovered images wrong until its top-1 is tolerance + 1 points lower, and counts the runs the",
+        "single-seed gate then fails (all of them, or the gate cannot see that drop).",
         "",
     ]
-    header = ("model", "method", "cost", "seeds", "tolerance", "detects", "bound", "gated")
+    header = (
+        "model",
+        "method",
+        "cost",
+        "seeds",
+        "tolerance",
+        "detects",
+        "bound",
+        "runs failing, planted drop of tolerance + 1",
+        "gated",
+    )
     rows = []
     for case in gated:
         cal = cals.get(case)
         if cal is None or not cal.runs:
-            rows.append((case.model, case.method, case.cost, 0, "", "", "", "no runs"))
+            rows.append((case.model, case.method, case.cost, 0, "", "", "", "", "no runs"))
             continue
         detects = cal.case_tolerance + z * cal.mean_se
         bound = DETECTS_BOUNDS.get(case.model)
@@ -226,6 +239,7 @@ def case_tolerance_section(
                 f"{cal.case_tolerance:g}",
                 f"{detects:.2f}",
                 "" if bound is None else f"{bound:g}",
+                f"{planted_caught(cal, cal.case_tolerance, cal.case_tolerance + 1)}/{len(cal.runs)}",
                 ("yes" if within else "yes, OUT OF BOUNDS")
                 if enough
                 else f"not yet ({len(cal.seeds)} of {VERDICT_SEEDS} seeds)",

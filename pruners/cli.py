@@ -23,6 +23,7 @@ from .commands import (
     profile_command,
     prune_command,
     report_command,
+    sensitivity_command,
     sweep_command,
 )
 from .gpu_check import CheckFailedError
@@ -79,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(prof, "profile")
     prof.add_argument("--out-dir", type=Path, default=Path("profiles"), help="where to write (profiles/)")
     prof.set_defaults(run=profile_command)
+
+    sens = commands.add_parser(
+        "sensitivity",
+        help="layer sensitivity: prune one dependency group at a time and plot top-1 against MACs removed",
+        description="Prune each dependency group of MODEL alone with METHOD at each of --ratios, re-estimate "
+        "BatchNorm statistics (no training), score the held-out images paired against the dense model, and "
+        "write a table and a plot (drop against MACs removed) naming the groups whose MACs cost the most.",
+    )
+    add_arguments(sens, "sensitivity")
+    sens.add_argument("--out-dir", type=Path, default=Path("report"), help="where to write (report/)")
+    sens.set_defaults(run=sensitivity_command)
 
     gpu = commands.add_parser(
         "gpu-check",

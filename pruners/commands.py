@@ -25,10 +25,11 @@ from .matrix import Case, parse_seeds
 from .models import check_model_name, list_models
 from .options import check, split_csv
 from .profile import profile_pair
-from .registry import get_method
+from .registry import check_ratio, get_method
 from .report_page import write_report
 from .result import CaseResult
 from .runtimes import RUNTIMES
+from .sensitivity import DEFAULT_RATIOS, layer_sensitivity
 from .settings import bench_settings
 from .spec import check_cost
 from .sweep import SweepRow, select_architectures, sweep
@@ -229,3 +230,20 @@ def golden_command(args: argparse.Namespace) -> str:
             f"{', '.join(failed)}; if that is intended, {golden.UPDATE_HINT}"
         )
     return f"all {len(cases)} cases decide what their golden entries say"
+
+
+def sensitivity_command(args: argparse.Namespace) -> str:
+    """``prunebench sensitivity``: scan the method's groups on the model's dense baseline, write the table
+    and the plot into ``--out-dir``, and return the table."""
+    values = vars(args)
+    check(values)
+    check_writable(args.out_dir, "--out-dir", folder=True)
+    ratios = tuple(check_ratio(r) for r in split_csv(args.ratios)) or DEFAULT_RATIOS
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    settings = bench_settings([check_model_name(args.model)], values)
+    seeds = parse_seeds(args.seeds)[:1]
+    spec = settings.spec(Case(args.model, args.method, ratios[0]), seeds, timed=False)
+    result = layer_sensitivity(spec, ratios)
+    written = result.write(args.out_dir)
+    return result.markdown() + "\n" + "\n".join(f"wrote {p}" for p in written)

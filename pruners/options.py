@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-Front = Literal["bench", "prune", "profile", "calibrate", "sweep"]
+Front = Literal["bench", "prune", "profile", "calibrate", "sweep", "sensitivity"]
 RUNS: frozenset[Front] = frozenset({"bench", "prune", "profile"})
 EVERY: frozenset[Front] = RUNS | {"calibrate"}
 CASE: frozenset[Front] = frozenset({"prune", "profile"})
+# The options of the runs that score a model but train none: data, weights, device.
+SCORED: frozenset[Front] = RUNS | {"sensitivity"}
 SWEEP: frozenset[Front] = frozenset({"sweep"})
 MATRIX: frozenset[Front] = frozenset({"bench", "calibrate"})
 
@@ -66,9 +68,13 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("model", "timm model name", fronts=CASE, section="cases", required=True),
+    Option("model", "timm model name", fronts=CASE | {"sensitivity"}, section="cases", required=True),
     Option(
-        "method", "registered pruning method (prunebench list)", fronts=CASE, section="cases", required=True
+        "method",
+        "registered pruning method (prunebench list)",
+        fronts=CASE | {"sensitivity"},
+        section="cases",
+        required=True,
     ),
     Option(
         "models",
@@ -92,8 +98,8 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "ratios",
-        "comma-separated pruning ratios in (0, 1) (default: each method's own)",
-        fronts=frozenset({"bench"}),
+        "comma-separated pruning ratios in (0, 1) (default: each method's own; sensitivity: 0.25,0.5,0.75)",
+        fronts=frozenset({"bench", "sensitivity"}),
         section="cases",
     ),
     Option(
@@ -134,9 +140,10 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "seeds",
-        "comma-separated training seeds; a case runs once per seed and is judged on the mean drop",
+        "comma-separated training seeds; a case runs once per seed and is judged on the mean drop "
+        "(sensitivity: the first seed's baseline)",
         default="0",
-        fronts=EVERY,
+        fronts=EVERY | {"sensitivity"},
         section="cases",
         aliases=("--seed",),
     ),
@@ -146,35 +153,42 @@ OPTIONS: tuple[Option, ...] = (
         fronts=frozenset({"bench"}),
         section="cases",
     ),
-    Option("batch_size", "images per forward for MACs and latency", int, 64),
-    Option("threads", "torch threads (default: all cores; 1 per xdist worker)", int, fronts=EVERY),
+    Option("batch_size", "images per forward for MACs and latency", int, 64, fronts=SCORED),
+    Option("threads", "torch threads (default: all cores; 1 per xdist worker)", int, fronts=EVERY | SCORED),
     Option("latency_rounds", "timed rounds per model and case", int, 20),
     Option(
         "data_dir",
         "your labelled images: an ImageFolder with train/ and val/, or a val-only folder of classes "
         "(half held out, half for training and recovery); read at each model's own timm data config",
+        fronts=SCORED,
     ),
     Option(
         "dataset",
         "a dataset named the timm way: torch/fashion_mnist (offline from Debian's dataset-fashion-mnist), "
         "torch/mnist, torch/kmnist, torch/cifar10, torch/cifar100; --data-dir is then its torchvision root",
-        fronts=EVERY,
+        fronts=EVERY | SCORED,
     ),
-    Option("dataset_download", "let torchvision download --dataset (network needed)", bool),
-    Option("img_size", "input size for --data-dir (default: the model's own) or --dataset (32)", int),
-    Option("train_images", "cap the training images of --dataset / --data-dir", int),
-    Option("test_images", "cap the held-out images of --dataset / --data-dir", int),
+    Option("dataset_download", "let torchvision download --dataset (network needed)", bool, fronts=SCORED),
+    Option(
+        "img_size",
+        "input size for --data-dir (default: the model's own) or --dataset (32)",
+        int,
+        fronts=SCORED,
+    ),
+    Option("train_images", "cap the training images of --dataset / --data-dir", int, fronts=SCORED),
+    Option("test_images", "cap the held-out images of --dataset / --data-dir", int, fronts=SCORED),
     Option("hflip", "horizontal flip probability when training", float, 0.5),
     Option("crop_scale", "smallest random-resized-crop area when training (timm's: 0.08)", float),
     Option(
         "skip_bad_images",
         "leave out the unreadable images of --data-dir (counted in extra_info) instead of stopping",
         bool,
+        fronts=SCORED,
     ),
     Option("recovery_epochs", "recovery fine-tune epochs (default: each recipe's)", int),
-    Option("pretrained", "timm's pretrained weights as the dense model (no training)", bool),
-    Option("checkpoint", "a local checkpoint of the one model, loaded the timm way"),
-    Option("device", "cpu, cuda, cuda:N or auto", default="cpu"),
+    Option("pretrained", "timm's pretrained weights as the dense model (no training)", bool, fronts=SCORED),
+    Option("checkpoint", "a local checkpoint of the one model, loaded the timm way", fronts=SCORED),
+    Option("device", "cpu, cuda, cuda:N or auto", default="cpu", fronts=SCORED),
     Option("channels_last", "time latency in channels_last memory format", bool),
     Option("amp", "time latency under autocast (fp16 CUDA, bf16 CPU)", bool),
     Option(

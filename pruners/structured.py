@@ -48,6 +48,22 @@ def channel_multiple(multiple: int) -> Iterator[None]:
         _round_to.reset(token)
 
 
+# Inside only_group(name), apply() prunes just the dependency group rooted at that layer (sensitivity).
+_only_group: ContextVar[str | None] = ContextVar("only_group", default=None)
+
+
+@contextlib.contextmanager
+def only_group(root: str) -> Iterator[None]:
+    """Inside this block a structured method prunes only the dependency group whose root layer is named
+    ``root`` (its name in the model), at the ratio it was asked for: one point of a layer-sensitivity scan
+    (:mod:`pruners.sensitivity`)."""
+    token = _only_group.set(root)
+    try:
+        yield
+    finally:
+        _only_group.reset(token)
+
+
 # Global rankings may take at most this fraction of any one group's channels, so no layer is emptied.
 MAX_GROUP_RATIO = 0.9
 # Per-sample gradients for the diagonal Fisher (OBD's Hessian estimate) come from this many images.
@@ -126,7 +142,11 @@ def apply(pruner: tp.pruner.BasePruner, model: nn.Module) -> None:
     their layers, and bring attention and layer-scale bookkeeping in line with the new widths. Inside
     :func:`pruners.decisions.recording` every group is logged before it is pruned."""
     note = decisions.watch(pruner, model)
+    only = _only_group.get()
+    names = {module: name for name, module in model.named_modules()} if only is not None else {}
     for group in pruner.step(interactive=True):
+        if only is not None and names.get(group[0].dep.target.module) != only:
+            continue
         if note is not None:
             note(group)
         for dep, idxs in group:
