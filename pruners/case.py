@@ -18,6 +18,7 @@ from torch import nn
 
 from . import zoo
 from .data import Workload
+from .forgetting import forgetting_figures
 from .gate import PairedDrop
 from .gates import GATES
 from .levels import case_tolerance, criterion_level
@@ -262,6 +263,7 @@ def run_case(spec: CaseSpec) -> CaseResult:
     (:func:`pruners.search.prune_to_speedup`)."""
     inputs = spec.data.test_batch(spec.timing.batch_size).to(spec.weights.device)
     results = [run_seed(spec, seed, inputs) for seed in spec.seeds]
+    forgetting = forgetting_figures(spec.data, [s.correct for s in results])
     timings = time_stage(spec, results[0], inputs)
     recovery = spec.recovery_recipe
     case = spec.case(results[0].record.ratio)
@@ -289,4 +291,5 @@ def run_case(spec: CaseSpec) -> CaseResult:
         level=level,
         level_missing=missing,
         runtimes=timings.runtimes,
+        forgetting=forgetting,
     )

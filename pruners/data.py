@@ -39,7 +39,7 @@ class Workload:
     """A labelled dataset for one bench run: ``train`` (augmented) for the dense baselines, ``test`` held
     out. ``recovery`` is what pruning and recovery train on: the whole train split, or a seeded subset of
     it where a full epoch would not fit the bench's budget. ``family`` keys the baseline recipes
-    (:mod:`pruners.models`)."""
+    (:mod:`pruners.models`); ``classes`` names the labels where the source does (else their indices)."""
 
     name: str
     train: Dataset
@@ -52,6 +52,7 @@ class Workload:
     family: str = "digits"
     recovery: Dataset | None = None
     unreadable: int = 0
+    classes: tuple[str, ...] = ()
 
     def loader(self, split: str, batch_size: int, seed: int = 0) -> DataLoader:
         """Batches of ``split``: "train" and "recovery" are shuffled with ``seed``, "test" is in order."""

@@ -183,6 +183,7 @@ def torch_dataset(
         ),
         family=family,
         recovery=recovery,
+        classes=tuple(getattr(splits["train"], "classes", ())),
     )
 
 

@@ -209,6 +209,7 @@ def image_folder(
         family="folder",
         num_workers=min(4, os.cpu_count() or 1),
         unreadable=skipped,
+        classes=tuple(sorted(classes, key=classes.get)),
     )
 
 

@@ -99,6 +99,8 @@ class CaseRecord:
     unreadable_images: int = 0
     weights: str = ""
     device: str = ""
+    per_class: dict[str, object] = field(default_factory=dict)
+    forgotten: dict[str, object] = field(default_factory=dict)
     latency: dict[str, object] = field(default_factory=dict)
     schema: int = SCHEMA
 

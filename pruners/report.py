@@ -66,6 +66,8 @@ class ReportRow:
     baseline_fingerprint: str = ""
     decision_fingerprint: str = ""
     correct: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False, compare=False)
+    per_class: dict = field(default_factory=dict, repr=False, compare=False)
+    forgotten: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def key(self) -> tuple[str, str, float]:
@@ -155,6 +157,8 @@ def row_from_record(record: CaseRecord, name: str) -> ReportRow:
         baseline_fingerprint=record.baseline_fingerprint,
         decision_fingerprint=record.decision_fingerprint,
         correct=_seed_correct(name, record.per_seed),
+        per_class=record.per_class,
+        forgotten=record.forgotten,
     )
 
 

@@ -106,6 +106,7 @@ class CaseResult:
     family: str = "digits"
     level: CriterionLevel | None = None
     level_missing: str = ""
+    forgetting: dict[str, object] = field(default_factory=dict)
 
     @property
     def case(self) -> Case:
@@ -240,6 +241,7 @@ class CaseResult:
                 "unreadable_images": self.unreadable_images,
                 "weights": self.weights,
                 "device": str(device_of(self.pruned)),
+                **self.forgetting,
             }
         )
         for prefix, stats in (("latency", self.latency), ("latency_at_size", self.latency_at_size)):

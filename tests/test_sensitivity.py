@@ -47,7 +47,9 @@ def test_each_point_prunes_only_its_group_and_the_dear_and_cheap_groups_are_foun
     assert {p.group for p in points} | {g for g, _, _ in skipped} == set(groups)
     assert all(len([g for g in groups if g in s]) == 1 for s in seen), "one group's root per point"
     assert all(0 < p.share < 100 and p.macs_removed > 0 for p in points)
-    result = sensitivity.Sensitivity("test_resnet", "l1", "digits", 90.0, 1000, tuple(points), tuple(skipped), 1.0)
+    result = sensitivity.Sensitivity(
+        "test_resnet", "l1", "digits", 90.0, 1000, tuple(points), tuple(skipped), 1
+    )
     assert result.costliest(1) == [ruinous] and result.cheapest(1) == [harmless]
     assert f"the largest drop per MAC removed is in {ruinous}" in result.summary()
 

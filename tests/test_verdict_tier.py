@@ -161,8 +161,8 @@ def test_a_failing_case_names_where_its_tolerance_came_from() -> None:
 
 def test_a_planted_drop_lowers_the_recovered_top1_by_that_much_and_the_gate_sees_it() -> None:
     control = torch.arange(2000) % 10 != 0
-    run = calibration.Run(0, 1, PairedDrop.from_correct(control, control), PairedDrop.from_correct(control, control),
-                          {"control": control, "recovered": control.clone()})  # fmt: skip
+    same = PairedDrop.from_correct(control, control)
+    run = calibration.Run(0, 1, same, same, {"control": control, "recovered": control.clone()})
     planted = calibration.planted_drop(run, 1.5)
     assert planted.drop == pytest.approx(1.5) and planted.pruned_only == 0
     assert torch.equal(run.correct["recovered"], control), "the run itself is left as it was"
