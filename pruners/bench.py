@@ -10,6 +10,7 @@ import pytest
 
 from .case import check_accuracy, run_case
 from .convergence import dense_record
+from .gates import ScratchControl
 from .matrix import Case
 from .measure import timed_forward
 from .options import as_flags
@@ -40,8 +41,12 @@ def test_prune(
         corrupt = as_flags(str(err))
     if corrupt:
         pytest.fail(corrupt, pytrace=False)
-    benchmark.extra_info.update(result.case_record().to_extra_info())
+    record = result.case_record()
+    benchmark.extra_info.update(record.to_extra_info())
     record_property("prunebench_dense", dense_record(benchmark.extra_info))
+    scratch = ScratchControl().line(record)
+    if scratch:
+        record_property("prunebench_scratch", f"{case.id}: {scratch.removeprefix('scratch').strip()}")
     forward = timed_forward(result.pruned, result.inputs, settings.timing)
     benchmark.pedantic(forward, rounds=opts.latency_rounds, warmup_rounds=3, iterations=1)
     if benchmark.enabled:

@@ -27,6 +27,7 @@ from .pruning import PruneRecord, prune
 from .registry import MethodData, Regularizer, get_method
 from .result import CaseResult, SeedResult
 from .runtimes import RuntimeLatency, compare_runtimes
+from .scratch import train_scratch
 from .search import prune_to_speedup
 from .spec import CaseSpec, Timing
 from .train import Recipe, recalibrate_batchnorm, train
@@ -186,6 +187,12 @@ def run_seed(spec: CaseSpec, seed: int, inputs: torch.Tensor) -> SeedResult:
     recovery_seconds = recover_stage(spec, pruned, baseline.model, budget[1], seed)
     dense_ok, recovered_ok = correct(baseline.model, test), correct(pruned, test)
     control_ok = correct(dense.control.model, test)
+    scratch: dict[str, object] = {}
+    if spec.recipes.scratch and record.kind == "structured":
+        desc = f"{spec.model}/{spec.method}"
+        model, seconds = train_scratch(pruned, spec.data, spec.baseline_recipe, seed, desc)
+        scratch_ok = correct(model, test)
+        scratch = {"scratch": PairedDrop.from_correct(recovered_ok, scratch_ok), "scratch_seconds": seconds}
     return SeedResult(
         seed=seed,
         paired=PairedDrop.from_correct(control_ok, recovered_ok),
@@ -208,7 +215,9 @@ def run_seed(spec: CaseSpec, seed: int, inputs: torch.Tensor) -> SeedResult:
             "control": control_ok,
             "recalibrated": recalibrated_ok,
             "recovered": recovered_ok,
+            **({"scratch": scratch_ok} if scratch else {}),
         },
+        **scratch,
     )
 
 
@@ -292,4 +301,5 @@ def run_case(spec: CaseSpec) -> CaseResult:
         level_missing=missing,
         runtimes=timings.runtimes,
         forgetting=forgetting,
+        scratch=spec.recipes.scratch,
     )

@@ -63,7 +63,7 @@ def prune_command(args: argparse.Namespace) -> str:
         f"top-1     dense {r.dense_top1:.2f} %, dense control {r.dense_control_top1:.2f} %, "
         f"one-shot {r.one_shot_top1:.2f} %, BN-recalibrated {r.recalibrated_top1:.2f} %, "
         f"recovered {r.recovered_top1:.2f} %",
-        *(gate.line(r) for gate in GATES),
+        *(line for gate in GATES if (line := gate.line(r))),
         *convergence_lines([dense_record(r.to_extra_info())]),
         f"MACs      {r.macs_dense:,} -> {r.macs_pruned:,} ({r.macs_speedup:.2f}x fewer, "
         f"ratio {r.ratio:.3f}{target})",

@@ -6,12 +6,16 @@ here (or in its own file, added to :data:`GATES`) plus the record fields it writ
   tolerance beyond the noise.
 - :class:`CriterionBand` (reported): the BatchNorm-recalibrated one-shot drop against its calibrated level.
 - :class:`ConvergenceCheck` (reported): whether the dense control beat the baseline beyond noise.
+- :class:`ScratchControl` (reported, with ``--scratch``): whether the pruned weights beat the pruned
+  architecture trained from scratch beyond noise.
 """
 
 from __future__ import annotations
 
 import statistics
 from typing import TYPE_CHECKING, Protocol
+
+from .scratch import scratch_text
 
 if TYPE_CHECKING:
     from .record import CaseRecord
@@ -121,4 +125,37 @@ class ConvergenceCheck:
         )
 
 
-GATES: tuple[Gate, ...] = (RecoveryGate(), CriterionBand(), ConvergenceCheck())
+class ScratchControl:
+    """With ``--scratch``: the recovered model against the pruned architecture trained from random
+    initialisation (:mod:`pruners.scratch`); reported, never failing a case."""
+
+    name = "scratch"
+    fails_case = False
+
+    def fields(self, result: CaseResult) -> dict[str, object]:
+        if not result.scratch:
+            return {}
+        verdict = result.scratch_verdict
+        if verdict is None:
+            return {"scratch_verdict": "not applicable: a mask method keeps the dense architecture"}
+        scratch = [s.scratch.pruned_top1 for s in result.seeds if s.scratch is not None]
+        return {
+            "scratch_top1": round(statistics.fmean(scratch), 2),
+            "scratch_gap": round(verdict.mean_drop, 2),
+            "scratch_gap_noise": round(verdict.noise, 3),
+            "scratch_verdict": scratch_text(verdict),
+        }
+
+    def passed(self, record: CaseRecord) -> bool | None:
+        return None
+
+    def line(self, record: CaseRecord) -> str:
+        if record.scratch_top1 is None:
+            return f"scratch   {record.scratch_verdict}" if record.scratch_verdict else ""
+        return (
+            f"scratch   recovered {record.recovered_top1:.2f}% vs from scratch {record.scratch_top1:.2f}% "
+            f"({record.scratch_gap:+.2f} ± {record.scratch_gap_noise:.2f}): {record.scratch_verdict}"
+        )
+
+
+GATES: tuple[Gate, ...] = (RecoveryGate(), CriterionBand(), ConvergenceCheck(), ScratchControl())

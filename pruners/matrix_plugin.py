@@ -94,6 +94,10 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         terminalreporter.write_line(config.prunebench_first_run, yellow=True)
     for line in convergence_lines(config.prunebench_dense.records):
         terminalreporter.write_line(line, yellow=True)
+    if config.prunebench_dense.scratch:
+        terminalreporter.write_sep("=", "prunebench: the scratch control (pruned architecture, random init)")
+        for line in config.prunebench_dense.scratch:
+            terminalreporter.write_line(line)
     tables = equal_cost_tables(config.prunebench_rows)
     if tables:
         terminalreporter.write_sep("=", "prunebench: methods at equal cost")
@@ -124,15 +128,18 @@ class TerminalStream:
 
 
 class DenseRecords:
-    """Each case's dense baseline and control figures, collected from its report so that xdist workers'
-    cases count too (user properties travel with the report to the controller)."""
+    """Each case's dense baseline and control figures, and its scratch-control line, collected from its
+    report so that xdist workers' cases count too (user properties travel with the report to the
+    controller)."""
 
     def __init__(self) -> None:
         self.records: list[dict] = []
+        self.scratch: list[str] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if report.when == "call":
             self.records += [value for name, value in report.user_properties if name == "prunebench_dense"]
+            self.scratch += [value for name, value in report.user_properties if name == "prunebench_scratch"]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -186,6 +186,13 @@ OPTIONS: tuple[Option, ...] = (
         fronts=SCORED,
     ),
     Option("recovery_epochs", "recovery fine-tune epochs (default: each recipe's)", int),
+    Option(
+        "scratch",
+        "also train each pruned architecture from random initialisation with the baseline recipe and seed, "
+        "and pair it with the recovered model (costs a baseline's training per case and seed)",
+        bool,
+        fronts=frozenset({"bench", "prune"}),
+    ),
     Option("pretrained", "timm's pretrained weights as the dense model (no training)", bool, fronts=SCORED),
     Option("checkpoint", "a local checkpoint of the one model, loaded the timm way", fronts=SCORED),
     Option("device", "cpu, cuda, cuda:N or auto", default="cpu", fronts=SCORED),

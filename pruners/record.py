@@ -99,6 +99,10 @@ class CaseRecord:
     unreadable_images: int = 0
     weights: str = ""
     device: str = ""
+    scratch_top1: float | None = None
+    scratch_gap: float | None = None
+    scratch_gap_noise: float | None = None
+    scratch_verdict: str = ""
     per_class: dict[str, object] = field(default_factory=dict)
     forgotten: dict[str, object] = field(default_factory=dict)
     latency: dict[str, object] = field(default_factory=dict)

@@ -66,6 +66,10 @@ class ReportRow:
     baseline_fingerprint: str = ""
     decision_fingerprint: str = ""
     correct: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict, repr=False, compare=False)
+    scratch_top1: float | None = None
+    scratch_gap: float | None = None
+    scratch_gap_noise: float | None = None
+    scratch_verdict: str = ""
     per_class: dict = field(default_factory=dict, repr=False, compare=False)
     forgotten: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -157,6 +161,10 @@ def row_from_record(record: CaseRecord, name: str) -> ReportRow:
         baseline_fingerprint=record.baseline_fingerprint,
         decision_fingerprint=record.decision_fingerprint,
         correct=_seed_correct(name, record.per_seed),
+        scratch_top1=record.scratch_top1,
+        scratch_gap=record.scratch_gap,
+        scratch_gap_noise=record.scratch_gap_noise,
+        scratch_verdict=record.scratch_verdict,
         per_class=record.per_class,
         forgotten=record.forgotten,
     )
@@ -295,6 +303,24 @@ def table_rows(runs: Sequence[Sequence[ReportRow]]) -> tuple[list[str], list[lis
                 d_lat = row.latency_pruned_ms / before.latency_pruned_ms - 1
                 line.append(f"{100 * d_lat:+.1f} %" + (" ⚠" if d_lat > LATENCY_REGRESSION else ""))
         cells.append(line)
+    return header, cells
+
+
+def scratch_table(rows: Sequence[ReportRow]) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The scratch control's header and rows (``--scratch`` cases only): recovered against the pruned
+    architecture trained from random initialisation, paired over images and seeds."""
+    header = ("case", "recovered", "from scratch", "recovered - scratch ± SE", "verdict")
+    cells = [
+        (
+            f"{r.model}-{r.method}-{r.cost}",
+            f"{r.pruned_top1:.2f}",
+            "-" if r.scratch_top1 is None else f"{r.scratch_top1:.2f}",
+            "-" if r.scratch_gap is None else f"{r.scratch_gap:+.2f} ± {r.scratch_gap_noise:.2f}",
+            r.scratch_verdict,
+        )
+        for r in rows
+        if r.scratch_verdict
+    ]
     return header, cells
 
 

@@ -7,11 +7,12 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import tables
 from .equal_cost import equal_cost_tables
 from .files import write_atomic
 from .forgetting import forgetting_html, forgetting_markdown
 from .plots import front_methods, plot_curves, plot_model
-from .report import ReportRow, decision_changes, load_run, markdown_table, table_rows
+from .report import ReportRow, decision_changes, load_run, markdown_table, scratch_table, table_rows
 
 
 def _forgetting_cases(rows: Sequence[ReportRow]) -> list[tuple[str, dict, dict]]:
@@ -30,6 +31,16 @@ def html_page(runs: Sequence[Sequence[ReportRow]], plots: dict[str, bytes], sour
         for model, png in plots.items()
     )
     names = ", ".join(html.escape(str(p)) for p in sources)
+    header, cells = scratch_table(runs[-1])
+    scratch = (
+        "<h2>The scratch control</h2><table><thead><tr>"
+        + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+        + "</tr></thead><tbody>"
+        + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in line) + "</tr>" for line in cells)
+        + "</tbody></table>"
+        if cells
+        else ""
+    )
     forgot = forgetting_html(_forgetting_cases(runs[-1]))
     if forgot:
         forgot = (
@@ -46,7 +57,7 @@ def html_page(runs: Sequence[Sequence[ReportRow]], plots: dict[str, bytes], sour
         "image-rendering:pixelated;border:1px solid #ccc}"
         "</style></head><body><h1>PruneBench report</h1>"
         f"<p>Runs: {names}</p><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        f"{figures}{forgot}</body></html>\n"
+        f"{figures}{scratch}{forgot}</body></html>\n"
     )
 
 
@@ -74,6 +85,9 @@ def write_report(paths: Sequence[Path], out_dir: Path) -> list[Path]:
     text = "# PruneBench report\n\n" + markdown_table(runs) + "\n## Pareto fronts\n\n" + "\n".join(fronts)
     if len(runs) > 1:
         text += "\n\n## Decisions, first run to last\n\n" + "\n".join(decision_changes(runs[0], latest))
+    header, cells = scratch_table(latest)
+    if cells:
+        text += "\n\n## The scratch control\n\n" + tables.markdown_table(header, cells)
     forgot = forgetting_markdown(_forgetting_cases(latest))
     if forgot:
         text += "\n\n## What pruning forgets\n\n" + forgot

@@ -48,6 +48,8 @@ class SeedResult:
     dense: nn.Module = dataclasses.field(repr=False)
     pruned: nn.Module = dataclasses.field(repr=False)
     correct: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict, repr=False)
+    scratch: PairedDrop | None = None
+    scratch_seconds: float = 0.0
 
     def summary(self) -> dict[str, object]:
         """This seed's figures; ``correct`` packs the per-image correctness of its ``dense``,
@@ -76,6 +78,16 @@ class SeedResult:
             "recovery_seconds": round(self.recovery_seconds, 1),
             "baseline_train_seconds": round(self.baseline_train_seconds, 1),
             "control_train_seconds": round(self.control_train_seconds, 1),
+            **(
+                {
+                    "scratch_top1": round(self.scratch.pruned_top1, 2),
+                    "scratch_gap": round(self.scratch.drop, 2),
+                    "scratch_gap_se": round(self.scratch.se, 3),
+                    "scratch_train_seconds": round(self.scratch_seconds, 1),
+                }
+                if self.scratch is not None
+                else {}
+            ),
             "correct": {name: encode_correct(ok) for name, ok in self.correct.items()},
             "baseline_fingerprint": weights_fingerprint(self.dense),
             "decision_fingerprint": self.record.decision.fingerprint(),
@@ -107,6 +119,7 @@ class CaseResult:
     level: CriterionLevel | None = None
     level_missing: str = ""
     forgetting: dict[str, object] = field(default_factory=dict)
+    scratch: bool = False
 
     @property
     def case(self) -> Case:
@@ -140,6 +153,13 @@ class CaseResult:
         if self.level is None:
             return None
         return band([s.criterion for s in self.seeds], self.level.level, self.level.tolerance)
+
+    @property
+    def scratch_verdict(self) -> Verdict | None:
+        """The recovered model's lead over the scratch control (:mod:`pruners.scratch`) over the seeds, or
+        ``None`` where it did not run."""
+        pairs = [s.scratch for s in self.seeds if s.scratch is not None]
+        return judge(pairs, 0.0) if pairs else None
 
     @property
     def convergence(self) -> Verdict:

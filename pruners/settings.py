@@ -41,6 +41,7 @@ class BenchSettings:
     crop_scale: float | None = None
     skip_bad_images: bool = False
     recovery_epochs: int | None = None
+    scratch: bool = False
     weights: Weights = field(default_factory=Weights)
     timing: TimingOptions = field(default_factory=TimingOptions)
     latency_size: int | str | None = None
@@ -94,7 +95,7 @@ class BenchSettings:
             case.speedup,
             workload=self.workload(case.model),
             seeds=tuple(seeds),
-            recipes=Recipes(recovery_epochs=self.recovery_epochs),
+            recipes=Recipes(recovery_epochs=self.recovery_epochs, scratch=self.scratch),
             weights=self.weights,
             timing=Timing(
                 batch_size=self.batch_size,
@@ -168,6 +169,7 @@ def bench_settings(models: Sequence[str], values: Mapping[str, object]) -> Bench
         crop_scale=crop_scale,
         skip_bad_images=option["skip_bad_images"],
         recovery_epochs=option["recovery_epochs"],
+        scratch=bool(option.get("scratch")),
         weights=weights,
         timing=TimingOptions(channels_last=option["channels_last"], amp=option["amp"]),
         latency_size=size,

@@ -65,11 +65,13 @@ class Timing:
 class Recipes:
     """The dense ``baseline`` recipe and the ``recovery`` fine-tune (defaults: the model's recipe on the
     workload, :func:`pruners.zoo.baseline_recipe`, and :func:`pruners.case.recovery_recipe` of it);
-    ``recovery_epochs`` overrides the recovery's epochs."""
+    ``recovery_epochs`` overrides the recovery's epochs. ``scratch`` also trains each pruned architecture
+    from random initialisation with the baseline recipe (:mod:`pruners.scratch`)."""
 
     baseline: Recipe | None = None
     recovery: Recipe | None = None
     recovery_epochs: int | None = None
+    scratch: bool = False
 
     def __post_init__(self) -> None:
         if self.recovery_epochs is not None and self.recovery_epochs < 1:
