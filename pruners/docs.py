@@ -46,11 +46,18 @@ def methods_table(pattern: str = "*") -> str:
 
 
 def models_table(pattern: str = "*") -> str:
-    """The bench models matching ``pattern``: family, timm kwargs at 32 px, baseline recipes and default
-    MACs target."""
+    """The bench models matching ``pattern``: family, timm kwargs at 32 px, baseline recipes (and recovery
+    budgets measured per workload) and default MACs target."""
     rows = []
     for entry in map(get_model, list_models(pattern)):
-        others = "; ".join(f"{w}: {r.epochs} epochs, lr {r.lr:g}" for w, r in entry.recipes.items()) or "-"
+        others = (
+            "; ".join(
+                f"{w}: {r.epochs} epochs, lr {r.lr:g}"
+                + (f", recovery {entry.recovery_epochs[w]} epochs" if w in entry.recovery_epochs else "")
+                for w, r in entry.recipes.items()
+            )
+            or "-"
+        )
         kwargs = ", ".join(f"{k}={v}" for k, v in entry.kwargs.items()) or "-"
         recipe = f"{entry.recipe.epochs} epochs, lr {entry.recipe.lr:g}"
         rows.append((f"`{entry.name}`", entry.family, kwargs, recipe, others, f"{entry.target:g}x"))

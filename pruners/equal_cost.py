@@ -53,7 +53,7 @@ def _ranked(title: str, rows: Sequence[ReportRow], control: str, cost: tuple[str
             )
         )
     groups = "\n".join(tie_lines(standings, control if ref is not None else None))
-    return f"{title}\n\n{markdown_table(header, cells)}\nTie groups after recovery:\n\n{groups}"
+    return f"{title}\n\n{markdown_table(header, cells)}\n\nTie groups after recovery:\n\n{groups}"
 
 
 def equal_cost_tables(rows: Sequence[ReportRow]) -> str:

@@ -42,15 +42,16 @@ def class_names(workload: Workload) -> list[str]:
 
 
 def per_class_counts(
-    labels: torch.Tensor, seeds: Sequence[Mapping[str, torch.Tensor]]
+    labels: torch.Tensor, seeds: Sequence[Mapping[str, torch.Tensor]], classes: int | None = None
 ) -> list[list[list[int]]]:
     """Per seed and class ``[images, control right, recovered right, control only, recovered only]``: the
-    paired counts a per-class test needs, compact enough for ``extra_info``."""
+    paired counts a per-class test needs, compact enough for ``extra_info``; ``classes`` (default: the
+    largest label + 1) sets how many."""
     out = []
     for correct in seeds:
         control, recovered = correct["control"], correct["recovered"]
         rows = []
-        for c in range(int(labels.max()) + 1):
+        for c in range(classes or int(labels.max()) + 1):
             mine = labels == c
             a, b = control[mine], recovered[mine]
             rows.append(
@@ -91,7 +92,7 @@ def forgetting_figures(workload: Workload, seeds: Sequence[Mapping[str, torch.Te
         for i in lost[:FORGOTTEN_CAP]
     ]
     return {
-        "per_class": {"classes": names, "counts": per_class_counts(labels, seeds)},
+        "per_class": {"classes": names, "counts": per_class_counts(labels, seeds, len(names))},
         "forgotten": {"count": len(lost), "images": shown},
     }
 

@@ -29,7 +29,7 @@ DEFAULT_RECIPE = CNN
 # Recipes on Fashion-MNIST's 60,000 training images at 32 px (README, "Models"): an epoch is 938 steps,
 # 42 digits epochs, so a few epochs suffice.
 FASHION_CNN = Recipe(epochs=6, lr=2e-3)
-FASHION_MOBILE = Recipe(epochs=8, lr=3e-3, warmup_epochs=1)
+FASHION_MOBILE = Recipe(epochs=12, lr=2e-3, warmup_epochs=1)
 FASHION_TRANSFORMER = Recipe(epochs=3, lr=1e-3, warmup_epochs=1)
 # On an image folder (--data-dir) a baseline gets a number of optimizer steps, not of epochs: at least
 # FOLDER_STEPS (more where the model's digits recipe takes more), times the resolution over
