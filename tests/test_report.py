@@ -215,7 +215,8 @@ def test_list_shows_methods_and_models(capsys: pytest.CaptureFixture) -> None:
     text = capsys.readouterr().out
     assert "| `l1` | structured | channels | - | - | 0.3 | 2 | Channels with the smallest group L1" in text
     assert "| `swin_tiny_patch4_window7_224` | Swin |" in text
-    assert "| `resnet18` | ResNet | - | 6 epochs, lr 0.002 | fashion_mnist: 2 epochs, lr 0.002 | 3x |" in text
+    fashion = "fashion_mnist: 6 epochs, lr 0.002, recovery 2 epochs"
+    assert f"| `resnet18` | ResNet | - | 6 epochs, lr 0.002 | {fashion} | 3x |" in text
     assert "| default | `mobilenetv3_small_100` | `l1` | 1 |" in text and "| `--batch-size` |" in text
     assert main(["list", "methods", "--pattern", "l?"]) == 0
     assert capsys.readouterr().out.count("| structured |") == 2
