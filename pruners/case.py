@@ -125,9 +125,9 @@ class DenseModels:
     control: zoo.Baseline
 
 
-def dense_models(spec: CaseSpec, seed: int) -> DenseModels:
-    """Stage 1: the cached (or trained, pretrained, loaded) baseline of ``seed`` and its dense control."""
-    baseline = zoo.load_baseline(
+def spec_baseline(spec: CaseSpec, seed: int) -> zoo.Baseline:
+    """The cached (or trained, pretrained, loaded) dense baseline of ``spec`` at ``seed``, on its device."""
+    return zoo.load_baseline(
         spec.model,
         spec.data,
         seed=seed,
@@ -136,6 +136,11 @@ def dense_models(spec: CaseSpec, seed: int) -> DenseModels:
         checkpoint=spec.weights.checkpoint,
         device=spec.weights.device,
     )
+
+
+def dense_models(spec: CaseSpec, seed: int) -> DenseModels:
+    """Stage 1: the baseline of ``seed`` (:func:`spec_baseline`) and its dense control."""
+    baseline = spec_baseline(spec, seed)
     control = zoo.load_control(baseline, spec.data, spec.recovery_recipe, device=spec.weights.device)
     return DenseModels(baseline, control)
 

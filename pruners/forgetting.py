@@ -14,6 +14,7 @@ import html
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 from matplotlib.image import imsave
@@ -27,9 +28,11 @@ FORGOTTEN_CAP = 24
 CLASS_CONFIDENCE = 0.99
 
 
+@cache
 def test_labels(workload: Workload) -> torch.Tensor:
     """The labels of ``workload``'s held-out images, in the order every correctness vector uses (read from
-    a tensor dataset directly, else through the test loader)."""
+    a tensor dataset directly, else through the test loader once per workload: an image folder is not
+    decoded again for every case)."""
     held = workload.test
     if isinstance(held, TensorImageDataset):
         return torch.as_tensor(held.labels).long()

@@ -33,14 +33,27 @@ def _key(family: str, case_id: str) -> str:
     return f"{family}/{case_id}"
 
 
-def load_levels(path: Path = LEVELS_PATH) -> dict[str, CriterionLevel]:
-    """Every calibrated level at ``path`` by ``family/case id`` (none when the file does not exist)."""
+def _load(path: Path, kind: type, what: str) -> dict:
+    """The entries of a per-case file at ``path`` as ``kind`` by ``family/case id`` (none when it does not
+    exist); a ``ValueError`` naming ``what`` it should have been."""
     if not path.exists():
         return {}
     try:
-        return {key: CriterionLevel(**value) for key, value in json.loads(path.read_text()).items()}
+        return {key: kind(**value) for key, value in json.loads(path.read_text()).items()}
     except (ValueError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: not a criterion-level file ({type(err).__name__}: {err})") from None
+        raise ValueError(f"{path}: not a {what} file ({type(err).__name__}: {err})") from None
+
+
+def _write(entries: dict[tuple[str, str], object], path: Path, known: dict) -> None:
+    """Replace the ``(family, case id)`` entries given in the file at ``path`` (holding ``known``)."""
+    merged = {**known, **{_key(*key): value for key, value in entries.items()}}
+    text = json.dumps({k: asdict(v) for k, v in sorted(merged.items())}, indent=1) + "\n"
+    write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def load_levels(path: Path = LEVELS_PATH) -> dict[str, CriterionLevel]:
+    """Every calibrated level at ``path`` by ``family/case id`` (none when the file does not exist)."""
+    return _load(path, CriterionLevel, "criterion-level")
 
 
 def criterion_level(
@@ -57,9 +70,7 @@ def criterion_level(
 
 def write_levels(levels: dict[tuple[str, str], CriterionLevel], path: Path = LEVELS_PATH) -> None:
     """Replace the levels of the ``(family, case id)`` pairs given, keeping the others."""
-    merged = {**load_levels(path), **{_key(*key): value for key, value in levels.items()}}
-    text = json.dumps({k: asdict(v) for k, v in sorted(merged.items())}, indent=1) + "\n"
-    write_atomic(path, lambda f: f.write(text.encode()))
+    _write(levels, path, load_levels(path))
 
 
 # Per-case recovery tolerances calibrated on a workload other than the digits (the verdict tier's), where
@@ -80,12 +91,7 @@ class CaseTolerance:
 
 def load_tolerances(path: Path = TOLERANCES_PATH) -> dict[str, CaseTolerance]:
     """Every calibrated case tolerance at ``path`` by ``family/case id`` (none when it does not exist)."""
-    if not path.exists():
-        return {}
-    try:
-        return {key: CaseTolerance(**value) for key, value in json.loads(path.read_text()).items()}
-    except (ValueError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: not a tolerance file ({type(err).__name__}: {err})") from None
+    return _load(path, CaseTolerance, "tolerance")
 
 
 def case_tolerance(
@@ -112,6 +118,4 @@ def case_tolerance(
 
 def write_tolerances(tolerances: dict[tuple[str, str], CaseTolerance], path: Path = TOLERANCES_PATH) -> None:
     """Replace the tolerances of the ``(family, case id)`` pairs given, keeping the others."""
-    merged = {**load_tolerances(path), **{_key(*key): value for key, value in tolerances.items()}}
-    text = json.dumps({k: asdict(v) for k, v in sorted(merged.items())}, indent=1) + "\n"
-    write_atomic(path, lambda f: f.write(text.encode()))
+    _write(tolerances, path, load_tolerances(path))

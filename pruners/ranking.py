@@ -107,6 +107,20 @@ def _signed(verdict: Verdict) -> str:
     return f"{verdict.mean_drop:+.2f} ± {verdict.noise:.2f}"
 
 
+def _against(judged: Sequence[Standing], reference: str, z: float) -> str:
+    """How a group's methods compare with ``reference``, in words."""
+    ahead = sum(significant(s.vs_random, z) and s.vs_random.mean_drop > 0 for s in judged)
+    behind = sum(significant(s.vs_random, z) and s.vs_random.mean_drop < 0 for s in judged)
+    many = len(judged) > 1
+    if ahead == len(judged):
+        return f"{'each beats' if many else 'beats'} {reference}"
+    if behind == len(judged):
+        return f"{'each loses' if many else 'loses'} to {reference}"
+    if not ahead and not behind:
+        return f"not told apart from {reference}"
+    return f"{ahead} of {len(judged)} beat {reference}, {behind} lose to it"
+
+
 def tie_lines(standings: Sequence[Standing], reference: str | None = "random") -> list[str]:
     """One line per tie group: its methods, and how each compares with ``reference`` (with the same
     corrected significance), e.g. ``1. l2, fpgm, l1: tied; each beats random (+0.80 ± 0.20, ...)``."""
@@ -122,17 +136,7 @@ def tie_lines(standings: Sequence[Standing], reference: str | None = "random") -
         if reference is None or not judged:
             lines.append(head)
             continue
-        ahead = [significant(s.vs_random, z) and s.vs_random.mean_drop > 0 for s in judged]
-        behind = [significant(s.vs_random, z) and s.vs_random.mean_drop < 0 for s in judged]
-        verdict = (
-            f"{'each beats' if len(judged) > 1 else 'beats'} {reference}"
-            if all(ahead)
-            else f"{'each loses' if len(judged) > 1 else 'loses'} to {reference}"
-            if all(behind)
-            else f"not told apart from {reference}"
-            if not any(ahead) and not any(behind)
-            else f"{sum(ahead)} of {len(judged)} beat {reference}, {sum(behind)} lose to it"
-        )
+        verdict = _against(judged, reference, z)
         figures = ", ".join(f"`{s.method}` {_signed(s.vs_random)}" for s in judged)
         lines.append(f"{head}; {verdict} ({figures})")
     return lines

@@ -22,7 +22,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from torch import nn
 
-from .case import CALIB_BATCH_SIZE, calibration_batches
+from .case import CALIB_BATCH_SIZE, calibration_batches, spec_baseline
 from .files import write_atomic
 from .gate import PairedDrop
 from .measure import correct, count_macs_params
@@ -32,7 +32,6 @@ from .spec import CaseSpec
 from .structured import only_group
 from .tables import markdown_table
 from .train import recalibrate_batchnorm
-from .zoo import load_baseline
 
 DEFAULT_RATIOS = (0.25, 0.5, 0.75)
 
@@ -210,16 +209,7 @@ def layer_sensitivity(spec: CaseSpec, ratios: Sequence[float] = DEFAULT_RATIOS) 
     if "train" in method.needs:
         raise ValueError(f"`method`: {spec.method!r} trains while it prunes; scan its criterion without it")
     seed = spec.seeds[0]
-    baseline = load_baseline(
-        spec.model,
-        spec.data,
-        seed=seed,
-        recipe=spec.baseline_recipe,
-        pretrained=spec.weights.pretrained,
-        checkpoint=spec.weights.checkpoint,
-        device=spec.weights.device,
-    )
-    dense = baseline.model.eval()
+    dense = spec_baseline(spec, seed).model.eval()
     start = time.perf_counter()
     test = spec.data.loader("test", batch_size=256)
     dense_ok = correct(dense, test)
