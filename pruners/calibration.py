@@ -59,8 +59,11 @@ MAX_TOLERANCE = 5.0
 # and may be at most this wide, in top-1 points.
 VERDICT_SEEDS = 6
 MAX_VERDICT_TOLERANCE = 2.0
-# The smallest recovered drop a single verdict-tier run must detect, per model (points).
-DETECTS_BOUNDS: dict[str, float] = {"resnet18": 1.5, "mobilenetv3_small_100": 2.5}
+# A case's own tolerance is rounded up to this step (a method's registered one to half a point).
+VERDICT_STEP = 0.1
+# The largest regression a single verdict-tier run may miss, per model: a drop this far past the case's
+# calibrated mean drop fails it (points).
+REGRESSION_BOUNDS: dict[str, float] = {"resnet18": 1.5, "mobilenetv3_small_100": 2.5}
 
 
 # What a run's recovery drop is measured from; runs against another reference are stale.
@@ -84,8 +87,8 @@ def _covering(required: Sequence[float]) -> float:
     return max(max(required) + MARGIN_POINTS, statistics.fmean(required) + MARGIN_STDS * spread)
 
 
-def _rounded_up(need: float) -> float:
-    return max(MIN_TOLERANCE, math.ceil(need * 2) / 2)
+def _rounded_up(need: float, step: float = 0.5) -> float:
+    return max(MIN_TOLERANCE, round(math.ceil(round(need / step, 6)) * step, 3))
 
 
 @dataclass(frozen=True)
@@ -140,8 +143,25 @@ class CaseCalibration:
 
     @property
     def case_tolerance(self) -> float:
-        """The tolerance this case alone needs, rounded up to half a point (the verdict tier's)."""
-        return _rounded_up(self.covering_tolerance)
+        """The tolerance this case alone needs, rounded up to :data:`VERDICT_STEP` (the verdict tier's)."""
+        return _rounded_up(self.covering_tolerance, VERDICT_STEP)
+
+    @property
+    def mean_drop(self) -> float:
+        return statistics.fmean(self.drops)
+
+    @property
+    def detects(self) -> float:
+        """The smallest recovered drop a single run with this case's mean SE fails under its own
+        tolerance: tolerance + z x SE."""
+        return self.case_tolerance + one_sided_z() * self.mean_se
+
+    @property
+    def regression_detected(self) -> float:
+        """How far past its calibrated mean drop a single run must fall to fail: :attr:`detects` less
+        the mean drop. The bound the verdict tier promises (:data:`REGRESSION_BOUNDS`) is on this: a case
+        whose method loses 1.5 points by design cannot detect a drop of 1.5."""
+        return self.detects - self.mean_drop
 
     def level(self, family: str = "digits") -> CriterionLevel:
         """This case's :class:`~pruners.levels.CriterionLevel` for the gate."""

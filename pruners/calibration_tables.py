@@ -6,25 +6,31 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
 
 from .calibration import (
-    DETECTS_BOUNDS,
     MARGIN_POINTS,
     MARGIN_STDS,
     MAX_TOLERANCE,
     MAX_VERDICT_TOLERANCE,
     REFERENCE,
+    REGRESSION_BOUNDS,
     VERDICT_SEEDS,
+    VERDICT_STEP,
     CaseCalibration,
     calibrations,
     entry_case,
     lead_over_random,
     planted_caught,
     random_runs_caught,
+    rival,
     suggested_tolerance,
 )
-from .gate import CONFIDENCE, one_sided_z
+from .gate import CONFIDENCE, Verdict, one_sided_z
 from .matrix import Case, build_cases, default_tier
+from .ranking import RANKING_CONFIDENCE, pair, rank, tie_lines
 from .registry import get_method
 from .tables import markdown_table
 
@@ -170,7 +176,8 @@ def render(
         )
     lines += [markdown_table(header, rows), ""]
     if family != "digits":
-        return "\n".join([*lines, *case_tolerance_section(cals, gated, family)]) + "\n"
+        sections = [*lines, *case_tolerance_section(cals, gated, family), "", *ranking_section(cals)]
+        return "\n".join(sections) + "\n"
     lines += [
         "## Registered recovery tolerances",
         "",
@@ -195,18 +202,20 @@ def render(
 def case_tolerance_section(
     cals: dict[Case, CaseCalibration], gated: Sequence[Case], family: str
 ) -> list[str]:
-    """The verdict tier's per-case tolerances: each case's *needs* rounded up to half a point, written to
-    ``pruners/gate_tolerances.json`` once it has :data:`VERDICT_SEEDS` seeds, with its *detects* against
-    the bound the tier promises (:data:`DETECTS_BOUNDS`)."""
-    z = one_sided_z()
+    """The verdict tier's per-case tolerances: each case's *needs* rounded up to :data:`VERDICT_STEP`,
+    written to ``pruners/gate_tolerances.json`` once it has :data:`VERDICT_SEEDS` seeds, with what a single
+    run detects against the bound the tier promises (:data:`REGRESSION_BOUNDS`)."""
     lines = [
         f"## Case tolerances on {family}",
         "",
-        "Each case gets its own tolerance: its *needs* rounded up to 0.5 points, gated once it has",
-        f"{VERDICT_SEEDS} training seeds; none may exceed {MAX_VERDICT_TOLERANCE:g} points, and *detects*",
-        "must stay within the model's bound. The planted column takes each calibrated run, turns right",
-        "recovered images wrong until its top-1 is tolerance + 1 points lower, and counts the runs the",
-        "single-seed gate then fails (all of them, or the gate cannot see that drop).",
+        f"Each case gets its own tolerance: its *needs* rounded up to {VERDICT_STEP:g} points, gated once",
+        f"it has {VERDICT_SEEDS} training seeds; none may exceed {MAX_VERDICT_TOLERANCE:g} points.",
+        "*Detects* is the smallest drop from the control a single run fails on (tolerance + z x mean SE);",
+        "*regression* is how far past the case's calibrated mean drop that lies, and must stay within the",
+        "model's bound (a method that loses 1.5 points by design cannot be held to detecting a drop of",
+        "1.5). The planted column takes each calibrated run, turns right recovered images wrong until its",
+        "top-1 is tolerance + 1 points lower, and counts the runs the single-seed gate then fails (all of",
+        "them, or the gate cannot see that drop).",
         "",
     ]
     header = (
@@ -214,8 +223,10 @@ def case_tolerance_section(
         "method",
         "cost",
         "seeds",
+        "mean drop",
         "tolerance",
         "detects",
+        "regression",
         "bound",
         "runs failing, planted drop of tolerance + 1",
         "gated",
@@ -224,20 +235,23 @@ def case_tolerance_section(
     for case in gated:
         cal = cals.get(case)
         if cal is None or not cal.runs:
-            rows.append((case.model, case.method, case.cost, 0, "", "", "", "", "no runs"))
+            rows.append((case.model, case.method, case.cost, 0, *[""] * 6, "no runs"))
             continue
-        detects = cal.case_tolerance + z * cal.mean_se
-        bound = DETECTS_BOUNDS.get(case.model)
+        bound = REGRESSION_BOUNDS.get(case.model)
         enough = len(cal.seeds) >= VERDICT_SEEDS
-        within = cal.case_tolerance <= MAX_VERDICT_TOLERANCE and (bound is None or detects <= bound)
+        within = cal.case_tolerance <= MAX_VERDICT_TOLERANCE and (
+            bound is None or cal.regression_detected <= bound
+        )
         rows.append(
             (
                 case.model,
                 case.method,
                 case.cost,
                 len(cal.seeds),
+                f"{cal.mean_drop:.2f}",
                 f"{cal.case_tolerance:g}",
-                f"{detects:.2f}",
+                f"{cal.detects:.2f}",
+                f"{cal.regression_detected:.2f}",
                 "" if bound is None else f"{bound:g}",
                 f"{planted_caught(cal, cal.case_tolerance, cal.case_tolerance + 1)}/{len(cal.runs)}",
                 ("yes" if within else "yes, OUT OF BOUNDS")
@@ -246,6 +260,84 @@ def case_tolerance_section(
             )
         )
     return [*lines, markdown_table(header, rows)]
+
+
+@dataclass(frozen=True)
+class CalibratedMethod:
+    """One calibrated case as :func:`pruners.ranking.rank` takes it: per seed, the per-image correctness
+    of its first run at that seed."""
+
+    method: str
+    correct: dict[int, dict[str, torch.Tensor]]
+
+    def top1(self, which: str) -> float:
+        return statistics.fmean(100 * float(c[which].float().mean()) for c in self.correct.values())
+
+
+def _signed(verdict: Verdict | None) -> str:
+    return "-" if verdict is None else f"{verdict.mean_drop:+.2f} ± {verdict.noise:.2f}"
+
+
+def ranking_section(cals: dict[Case, CaseCalibration]) -> list[str]:
+    """Per model and cost, the calibrated methods ranked after recovery on the seeds they all ran, with
+    their tie groups (:mod:`pruners.ranking`) and their leads over the cost's random method, recovered
+    and BatchNorm-recalibrated, paired over images and seeds."""
+    lines = [
+        "## Ranking after recovery",
+        "",
+        "Per model and cost, the methods on the training seeds every one of them was calibrated on, sorted",
+        "by recovered top-1; a tie group holds the methods its best one does not beat (two-sided",
+        f"{RANKING_CONFIDENCE:.0%}, Bonferroni over the table), paired over images and seeds. Δ: positive",
+        "when the method keeps more top-1.",
+        "",
+    ]
+    costs: dict[tuple[str, str, str], list[Case]] = {}
+    for case, cal in cals.items():
+        if cal.runs:
+            costs.setdefault((case.model, case.cost, rival(case).method), []).append(case)
+    for (model, cost, chance), cases in costs.items():
+        seeds = set.intersection(*(cals[c].seeds for c in cases))
+        if len(cases) < 2 or not seeds:
+            continue
+        methods = []
+        for case in cases:
+            first = {r.seed: r for r in reversed(cals[case].runs) if r.seed in seeds}
+            methods.append(CalibratedMethod(case.method, {s: first[s].correct for s in sorted(seeds)}))
+        standings = rank(methods, chance)
+        by_method = {m.method: m for m in methods}
+        ref = by_method.get(chance)
+        header = (
+            "group",
+            "method",
+            "recovered",
+            "Δ vs best",
+            f"Δ vs {chance}, recovered",
+            "recalibrated",
+            f"Δ vs {chance}, recalibrated",
+        )
+        rows = [
+            (
+                str(s.group),
+                s.method,
+                f"{s.top1:.2f}",
+                _signed(s.vs_best),
+                _signed(s.vs_random),
+                f"{by_method[s.method].top1('recalibrated'):.2f}",
+                _signed(pair(by_method[s.method], ref, "recalibrated"))
+                if ref is not None and s.method != chance
+                else "-",
+            )
+            for s in standings
+        ]
+        lines += [
+            f"### {model} at {cost}, seeds {','.join(map(str, sorted(seeds)))}",
+            "",
+            markdown_table(header, rows),
+            "",
+            *tie_lines(standings, chance if ref is not None else None),
+            "",
+        ]
+    return lines
 
 
 def rendered_cases(entries: Iterable[dict], family: str = "digits") -> list[Case]:

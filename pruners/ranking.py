@@ -12,15 +12,28 @@ cannot rank the methods.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Protocol
+
+import torch
 
 from .gate import Verdict, paired_difference
-from .report import ReportRow
 
 # Two-sided family-wise confidence of a tie-group boundary and of "beats random".
 RANKING_CONFIDENCE = 0.95
+
+
+class Ranked(Protocol):
+    """What a method brings to a ranking: its name, its per-seed per-image correctness by model
+    (``"recovered"``, ``"recalibrated"``, ...) and its mean top-1 over the seeds in one of them. A bench
+    run's :class:`~pruners.report.ReportRow` is one; so is a calibrated case."""
+
+    method: str
+    correct: Mapping[int, Mapping[str, torch.Tensor]]
+
+    def top1(self, which: str) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -48,7 +61,7 @@ def significant(verdict: Verdict | None, z: float) -> bool:
 
 
 def pair(
-    first: ReportRow, second: ReportRow, which: str = "recovered", second_which: str | None = None
+    first: Ranked, second: Ranked, which: str = "recovered", second_which: str | None = None
 ) -> Verdict | None:
     """``first``'s ``which`` model (``"dense"``, ``"recalibrated"`` or ``"recovered"``) minus ``second``'s
     ``second_which`` model (default: the same) in top-1 points, paired on the same held-out images over the
@@ -67,13 +80,8 @@ def pair(
     )
 
 
-def _top1(row: ReportRow, which: str) -> float:
-    value = row.recalibrated_top1 if which == "recalibrated" else row.pruned_top1
-    return row.one_shot_top1 if value is None else value
-
-
 def rank(
-    rows: Sequence[ReportRow],
+    rows: Sequence[Ranked],
     reference: str | None = "random",
     which: str = "recovered",
     confidence: float = RANKING_CONFIDENCE,
@@ -81,7 +89,7 @@ def rank(
     """The methods of ``rows`` (one model at one cost) in rank order with their tie groups; ``reference``
     is the method every other is paired against (``None``: none)."""
     ref = next((r for r in rows if r.method == reference), None)
-    ordered = sorted(rows, key=lambda r: (-_top1(r, which), r.method))
+    ordered = sorted(rows, key=lambda r: (-r.top1(which), r.method))
     if not ordered:
         return []
     z = critical_z(len(ordered) - 1, confidence)
@@ -94,7 +102,7 @@ def rank(
     return [
         Standing(
             r.method,
-            _top1(r, which),
+            r.top1(which),
             pair(r, best, which) if r is not best else None,
             pair(r, ref, which) if ref is not None and r is not ref else None,
             g,

@@ -82,6 +82,11 @@ class ReportRow:
         """The case's cost as the bench names it: ``2x`` (a MACs target) or the ratio."""
         return Case(self.model, self.method, self.ratio, self.target_speedup).cost
 
+    def top1(self, which: str) -> float:
+        """The ``"recovered"`` or ``"recalibrated"`` top-1 (the one-shot one where there is none)."""
+        value = self.recalibrated_top1 if which == "recalibrated" else self.pruned_top1
+        return self.one_shot_top1 if value is None else value
+
     @property
     def macs_speedup(self) -> float:
         return self.macs_dense / self.macs_pruned

@@ -169,3 +169,39 @@ def test_a_planted_drop_lowers_the_recovered_top1_by_that_much_and_the_gate_sees
     cal = calibration.CaseCalibration(Case("resnet18", "l1", None, 3.0), (run,))
     assert calibration.planted_caught(cal, tolerance=1.0, points=2.0) == 1
     assert calibration.planted_caught(cal, tolerance=1.0, points=0.5) == 0
+
+
+def _calibrated(method: str, recovered: torch.Tensor, seeds: int = 2) -> calibration.CaseCalibration:
+    dense = torch.ones(recovered.numel(), dtype=torch.bool)
+    correct = {"dense": dense, "control": dense, "recalibrated": recovered, "recovered": recovered}
+    paired = PairedDrop.from_correct(dense, recovered)
+    runs = tuple(calibration.Run(s, 1, paired, paired, correct) for s in range(seeds))
+    return calibration.CaseCalibration(Case("resnet18", method, None, 3.0), runs)
+
+
+def test_the_calibration_ranks_the_methods_at_each_cost_with_their_tie_groups() -> None:
+    from pruners.calibration_tables import ranking_section
+
+    n = 4000
+    index = torch.arange(n)
+    cals = {
+        cal.case: cal
+        for cal in (
+            _calibrated("l1", index % 100 >= 5),
+            _calibrated("l2", (index % 100 >= 6) | (index % 100 == 0)),
+            _calibrated("random", index % 100 >= 15),
+        )
+    }
+    text = "\n".join(ranking_section(cals))
+    assert "### resnet18 at 3x, seeds 0,1" in text
+    assert "1. `l1`, `l2`: tied; each beats random (`l1` +10.00 ± " in text
+    assert "2. `random`: alone" in text
+    assert text.index("| 1 | l1 |") < text.index("| 1 | l2 |") < text.index("| 2 | random |")
+
+
+def test_the_regression_a_run_detects_is_measured_from_the_cases_own_mean_drop() -> None:
+    lossy = _calibrated("random", torch.arange(4000) % 100 >= 2, seeds=6)
+    assert lossy.mean_drop == pytest.approx(2.0)
+    assert lossy.detects == pytest.approx(lossy.case_tolerance + calibration.one_sided_z() * lossy.mean_se)
+    assert lossy.regression_detected == pytest.approx(lossy.detects - 2.0)
+    assert lossy.detects > 2.0 > lossy.regression_detected
