@@ -186,6 +186,7 @@ OPTIONS: tuple[Option, ...] = (
         fronts=SCORED,
     ),
     Option("recovery_epochs", "recovery fine-tune epochs (default: each recipe's)", int),
+    Option("recovery_lr", "recovery fine-tune peak lr (default: the baseline recipe's)", float),
     Option(
         "scratch",
         "also train each pruned architecture from random initialisation with the baseline recipe and seed, "
@@ -299,6 +300,9 @@ def check(values: Mapping[str, object]) -> None:
     timeout = values.get("timeout")
     if timeout is not None and timeout <= 0:
         raise ValueError(f"`timeout` must be > 0 seconds, got {timeout}")
+    lr = values.get("recovery_lr")
+    if lr is not None and not lr > 0:
+        raise ValueError(f"`recovery_lr` must be > 0, got {lr}")
     distill = values.get("distill")
     if distill is not None and not 0 <= distill < 1:
         raise ValueError(f"`distill` must be in [0, 1), got {distill}")

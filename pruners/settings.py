@@ -41,6 +41,7 @@ class BenchSettings:
     crop_scale: float | None = None
     skip_bad_images: bool = False
     recovery_epochs: int | None = None
+    recovery_lr: float | None = None
     scratch: bool = False
     weights: Weights = field(default_factory=Weights)
     timing: TimingOptions = field(default_factory=TimingOptions)
@@ -95,7 +96,9 @@ class BenchSettings:
             case.speedup,
             workload=self.workload(case.model),
             seeds=tuple(seeds),
-            recipes=Recipes(recovery_epochs=self.recovery_epochs, scratch=self.scratch),
+            recipes=Recipes(
+                recovery_epochs=self.recovery_epochs, recovery_lr=self.recovery_lr, scratch=self.scratch
+            ),
             weights=self.weights,
             timing=Timing(
                 batch_size=self.batch_size,
@@ -169,6 +172,7 @@ def bench_settings(models: Sequence[str], values: Mapping[str, object]) -> Bench
         crop_scale=crop_scale,
         skip_bad_images=option["skip_bad_images"],
         recovery_epochs=option["recovery_epochs"],
+        recovery_lr=option["recovery_lr"],
         scratch=bool(option.get("scratch")),
         weights=weights,
         timing=TimingOptions(channels_last=option["channels_last"], amp=option["amp"]),

@@ -65,12 +65,14 @@ class Timing:
 class Recipes:
     """The dense ``baseline`` recipe and the ``recovery`` fine-tune (defaults: the model's recipe on the
     workload, :func:`pruners.zoo.baseline_recipe`, and :func:`pruners.case.recovery_recipe` of it);
-    ``recovery_epochs`` overrides the recovery's epochs. ``scratch`` also trains each pruned architecture
-    from random initialisation with the baseline recipe (:mod:`pruners.scratch`)."""
+    ``recovery_epochs`` and ``recovery_lr`` override the recovery's epochs and peak lr. ``scratch`` also
+    trains each pruned architecture from random initialisation with the baseline recipe
+    (:mod:`pruners.scratch`)."""
 
     baseline: Recipe | None = None
     recovery: Recipe | None = None
     recovery_epochs: int | None = None
+    recovery_lr: float | None = None
     scratch: bool = False
 
     def __post_init__(self) -> None:
@@ -78,6 +80,8 @@ class Recipes:
             raise ValueError(
                 f"`recovery_epochs`: recovery needs at least 1 epoch, got {self.recovery_epochs}"
             )
+        if self.recovery_lr is not None and not self.recovery_lr > 0:
+            raise ValueError(f"`recovery_lr` must be > 0, got {self.recovery_lr}")
 
 
 def check_cost(
@@ -147,6 +151,8 @@ class CaseSpec:
         )
         if self.recipes.recovery_epochs is not None:
             recovery = dataclasses.replace(recovery, epochs=self.recipes.recovery_epochs)
+        if self.recipes.recovery_lr is not None:
+            recovery = dataclasses.replace(recovery, lr=self.recipes.recovery_lr)
         return recovery
 
     def case(self, ratio_found: float | None = None) -> Case:

@@ -205,6 +205,7 @@ def test_offline_pretrained_is_one_line_and_a_non_zero_exit(
         (["--data-dir", "/no/such/dir"], "data dir /no/such/dir does not exist"),
         (["--train-images", "10"], "--train-images applies to --dataset and --data-dir"),
         (["--recovery-epochs", "0"], "--recovery-epochs must be a positive integer, got 0"),
+        (["--recovery-lr", "0"], "--recovery-lr must be > 0, got 0"),
         (["--checkpoint", "x.pth", "--models", "resnet18,resnet18d"], "--checkpoint holds one model's"),
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--latency-size", "big"], "--latency-size is a pixel count or 'model'"),

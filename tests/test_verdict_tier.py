@@ -85,6 +85,16 @@ def test_the_recovery_budget_measured_on_a_workload_sets_the_recovery_recipe() -
         models.register_model(entry, replace=True)
 
 
+def test_a_recovery_lr_replaces_the_recipes_peak_lr_and_changes_its_key() -> None:
+    from pruners.spec import Recipes
+
+    plain = CaseSpec("resnet18", "l1", 0.3).recovery_recipe
+    frozen = CaseSpec("resnet18", "l1", 0.3, recipes=Recipes(recovery_lr=1e-7)).recovery_recipe
+    assert frozen.lr == 1e-7 and frozen.epochs == plain.epochs and frozen.key != plain.key
+    with pytest.raises(ValueError, match="`recovery_lr` must be > 0"):
+        Recipes(recovery_lr=0.0)
+
+
 @pytest.mark.parametrize("model", sorted({c.model for c in build_cases(tier="verdict")}))
 def test_sparse_training_methods_keep_recovery_epochs_on_the_verdict_tier(model: str) -> None:
     budget = get_model(model).recovery_epochs_for("fashion_mnist")
