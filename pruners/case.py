@@ -18,6 +18,7 @@ from torch import nn
 
 from . import zoo
 from .data import Workload
+from .decisions import weights_fingerprint
 from .forgetting import forgetting_figures
 from .gate import PairedDrop
 from .gates import GATES
@@ -38,6 +39,9 @@ CALIB_BATCHES = 4
 CALIB_BATCH_SIZE = 32
 # Weight of the distillation term in the recovery loss (0 turns distillation off); see recovery_recipe.
 RECOVERY_DISTILL = 0.5
+# How many dense models' held-out correctness one process keeps (:func:`dense_correct`).
+DENSE_SCORES_KEPT = 16
+_DENSE_SCORES: dict[str, tuple[torch.utils.data.Dataset, torch.Tensor]] = {}
 
 
 def recovery_recipe(baseline: Recipe, distill: float = RECOVERY_DISTILL, epochs: int | None = None) -> Recipe:
@@ -175,6 +179,22 @@ def recover_stage(spec: CaseSpec, pruned: nn.Module, teacher: nn.Module, epochs:
     return seconds
 
 
+def dense_correct(model: nn.Module, data: Workload) -> torch.Tensor:
+    """:func:`pruners.measure.correct` of an unpruned model (a seed's baseline or its dense control) on
+    ``data``'s held-out images, scored once per process: every case of a seed scores the same two models,
+    which on a large test split costs as much as a pruned model's recovery. Keyed by the weights' digest,
+    so a model whose weights changed is scored again."""
+    key = weights_fingerprint(model)
+    kept = _DENSE_SCORES.get(key)
+    if kept is not None and kept[0] is data.test:
+        return kept[1].clone()
+    scores = correct(model, data.loader("test", batch_size=256))
+    if len(_DENSE_SCORES) >= DENSE_SCORES_KEPT:
+        _DENSE_SCORES.pop(next(iter(_DENSE_SCORES)))
+    _DENSE_SCORES[key] = (data.test, scores)
+    return scores.clone()
+
+
 def run_seed(spec: CaseSpec, seed: int, inputs: torch.Tensor) -> SeedResult:
     """One seed of a case: dense models, prune, recalibrate (stage 3), recover, score every model on the
     same held-out images."""
@@ -190,8 +210,8 @@ def run_seed(spec: CaseSpec, seed: int, inputs: torch.Tensor) -> SeedResult:
     recalibrated, images = recalibrate_batchnorm(pruned, spec.data, seed=seed)
     recalibrated_ok = correct(recalibrated, test) if images else one_shot
     recovery_seconds = recover_stage(spec, pruned, baseline.model, budget[1], seed)
-    dense_ok, recovered_ok = correct(baseline.model, test), correct(pruned, test)
-    control_ok = correct(dense.control.model, test)
+    dense_ok, recovered_ok = dense_correct(baseline.model, spec.data), correct(pruned, test)
+    control_ok = dense_correct(dense.control.model, spec.data)
     scratch: dict[str, object] = {}
     if spec.recipes.scratch and record.kind == "structured":
         desc = f"{spec.model}/{spec.method}"

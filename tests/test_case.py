@@ -6,6 +6,7 @@ import copy
 import dataclasses
 
 import pytest
+import timm
 import torch
 
 import pruners
@@ -239,3 +240,23 @@ def test_a_case_keeps_the_recalibrated_criterion_and_each_image_verdict(result: 
         )
         assert seed["baseline_train_seconds"] >= 0
     assert info["target_speedup"] is None and info["search_probes"] == 1
+
+
+def test_a_dense_model_is_scored_once_per_process_and_again_once_its_weights_change(
+    workload, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pruners import case as case_module
+
+    model = timm.create_model("resnet18", num_classes=workload.num_classes, in_chans=3).eval()
+    expected = correct(model, workload.loader("test", batch_size=256))
+    scored: list[int] = []
+    monkeypatch.setattr(case_module, "correct", lambda m, loader: scored.append(1) or correct(m, loader))
+    first = case_module.dense_correct(model, workload)
+    again = case_module.dense_correct(copy.deepcopy(model), workload)
+    assert torch.equal(first, expected) and torch.equal(again, expected) and len(scored) == 1
+    first[:] = False
+    assert torch.equal(case_module.dense_correct(model, workload), expected), "callers get their own copy"
+    with torch.no_grad():
+        model.fc.bias.add_(1.0)
+    case_module.dense_correct(model, workload)
+    assert len(scored) == 2, "changed weights are scored again"
