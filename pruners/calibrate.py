@@ -114,12 +114,13 @@ def calibrate(args: argparse.Namespace) -> str:
         split_csv(args.methods),
         tier=tier,
         speedups=parse_speedups(args.speedups),
+        family=family,
     )
     load(out)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tier_cases = build_cases(tier=tier)
+    tier_cases = build_cases(tier=tier, family=family)
     if args.render:
         entries = load(out)
         return write_markdown(entries, out, rendered_cases(entries, family), family)

@@ -42,7 +42,7 @@ def render(
     then per method against its registered tolerance over the ``gated`` cases (default: the default
     tier's)."""
     cals = calibrations(entries, cases, family)
-    gated = build_cases(tier=default_tier(family)) if gated is None else gated
+    gated = build_cases(tier=default_tier(family), family=family) if gated is None else gated
     current = [e for e in entries if e.get("family", "digits") == family and e.get("reference") == REFERENCE]
     images = sorted({e["n"] for e in current})
     machines = sorted({f"{e['machine']}, torch threads={e['threads']}" for e in current})
@@ -342,7 +342,7 @@ def ranking_section(cals: dict[Case, CaseCalibration]) -> list[str]:
 
 def rendered_cases(entries: Iterable[dict], family: str = "digits") -> list[Case]:
     """The cases ``CALIBRATION.md`` lists: the ``family``'s tier's, then any other case calibrated."""
-    cases = build_cases(tier=default_tier(family))
+    cases = build_cases(tier=default_tier(family), family=family)
     mine = [e for e in entries if e.get("family", "digits") == family and e.get("reference") == REFERENCE]
     extra = dict.fromkeys(entry_case(e) for e in mine)
     return cases + [case for case in extra if case not in cases]

@@ -119,11 +119,12 @@ def left_out(
     tier: str = "default",
     ratios: Iterable[float | str] = (),
     speedups: Iterable[float] = (),
+    family: str = "digits",
 ) -> list[tuple[str, str, str]]:
     """``(model, method, reason)`` for each selected pair that :func:`build_cases` leaves out because the
     method does not apply to the model, or ``(model, method-ratio, reason)`` for a ratio the method does not
     take (``nm_2_4`` takes 0.5 only)."""
-    return _matrix(models, methods, ratios, tier, speedups)[1]
+    return _matrix(models, methods, ratios, tier, speedups, family)[1]
 
 
 def parse_speedups(text: str | None) -> list[float]:
@@ -143,10 +144,11 @@ def build_cases(
     ratios: Iterable[float | str] = (),
     tier: str = "default",
     speedups: Iterable[float] = (),
+    family: str = "digits",
 ) -> list[Case]:
     """The bench's cases: model x method pairs at equal cost. Every structured method runs at each MACs
-    target of ``speedups`` (default: the model's own, :func:`pruners.models.default_target`, unless
-    ``ratios`` are given), and mask methods,
+    target of ``speedups`` (default: the model's own on a workload of ``family``,
+    :func:`pruners.models.default_target`, unless ``ratios`` are given), and mask methods,
     which have no MACs target, at ``ratios`` (default: their own): they are compared among themselves.
     Given ``ratios`` and no ``speedups``, every method runs at each of those ratios.
 
@@ -156,7 +158,7 @@ def build_cases(
     (:func:`left_out` says why). Raises ``ValueError`` naming any unknown model, method, tier or bad ratio,
     or when nothing is left.
     """
-    cases, refused = _matrix(models, methods, ratios, tier, speedups)
+    cases, refused = _matrix(models, methods, ratios, tier, speedups, family)
     if refused and not cases:
         where: dict[str, list[str]] = {}
         for model, method, why in refused:
@@ -173,6 +175,7 @@ def _matrix(
     ratios: Iterable[float | str],
     tier: str,
     speedups: Iterable[float],
+    family: str = "digits",
 ) -> tuple[list[Case], list[tuple[str, str, str]]]:
     """The cases of :func:`build_cases` and what it left out, with why."""
     models, methods = list(models), list(methods)
@@ -189,7 +192,7 @@ def _matrix(
 
     def costs(model: str, method: str) -> list[tuple[float | None, float | None]]:
         if get_method(method).kind == "structured" and (speedups or not ratios):
-            return [(None, target) for target in speedups or [default_target(model)]]
+            return [(None, target) for target in speedups or [default_target(model, family)]]
         return [(ratio, None) for ratio in ratios or [get_method(method).default_ratio]]
 
     cases = []
@@ -228,9 +231,10 @@ def select_cases(
     tier: str = "default",
     shard_spec: str | None = None,
     speedups: Iterable[float] = (),
+    family: str = "digits",
 ) -> tuple[list[Case], list[Case]]:
     """The selected matrix (:func:`build_cases`) and the part of it shard ``shard_spec`` (``I/N``) runs."""
-    cases = build_cases(models, methods, ratios, tier, speedups)
+    cases = build_cases(models, methods, ratios, tier, speedups, family)
     return cases, shard(cases, *parse_shard(shard_spec))
 
 

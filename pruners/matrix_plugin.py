@@ -38,6 +38,7 @@ def pytest_configure(config: pytest.Config) -> None:
             tier=tier,
             shard_spec=config.option.shard,
             speedups=parse_speedups(config.option.speedups),
+            family=family,
         )
         config.prunebench_left_out = left_out(
             models,
@@ -45,6 +46,7 @@ def pytest_configure(config: pytest.Config) -> None:
             tier,
             split_csv(config.option.ratios),
             parse_speedups(config.option.speedups),
+            family,
         )
         config.prunebench_matrix_size = len(matrix)
         config.prunebench_seeds = parse_seeds(config.option.seeds)

@@ -50,7 +50,8 @@ class ModelEntry:
     e.g. ``"fashion_mnist"``), and ``kwargs`` for ``timm.create_model`` at 32 px. ``sized`` models also get
     the workload's ``img_size`` (ViT-style models whose position embeddings depend on it). ``target`` is
     the MACs target its structured cases run at by default: one where, after BatchNorm recalibration, the
-    criteria measurably differ from ``random`` (bench/CALIBRATION.md). ``recovery_epochs`` sets, per
+    criteria measurably differ from ``random`` (bench/CALIBRATION.md); ``targets`` replaces it on a workload
+    family where that one cannot be recovered with the family's budget. ``recovery_epochs`` sets, per
     workload family, the recovery budget measured there (see :meth:`recovery_epochs_for`)."""
 
     name: str
@@ -62,10 +63,15 @@ class ModelEntry:
     recipes: Mapping[str, Recipe] = field(default_factory=dict)
     target: float = DEFAULT_TARGET
     recovery_epochs: Mapping[str, int] = field(default_factory=dict)
+    targets: Mapping[str, float] = field(default_factory=dict)
 
     def recipe_for(self, workload_family: str = "digits") -> Recipe:
         """The baseline recipe on ``workload_family``: its measured one, else the digits recipe."""
         return self.recipes.get(workload_family, self.recipe)
+
+    def target_for(self, workload_family: str = "digits") -> float:
+        """The MACs target of this model's structured cases on ``workload_family``."""
+        return self.targets.get(workload_family, self.target)
 
     def recovery_epochs_for(self, workload_family: str = "digits") -> int | None:
         """The recovery fine-tune's epochs measured on ``workload_family``; ``None``: a third of the
@@ -196,10 +202,11 @@ def get_model(name: str) -> ModelEntry:
     return ModelEntry(name, "", DEFAULT_RECIPE, measured=False)
 
 
-def default_target(name: str) -> float:
-    """The MACs target ``name``'s structured cases run at by default (:attr:`ModelEntry.target`)."""
+def default_target(name: str, family: str = "digits") -> float:
+    """The MACs target ``name``'s structured cases run at by default on a workload of ``family``
+    (:meth:`ModelEntry.target_for`)."""
     entry = _registered().get(name)
-    return entry.target if entry is not None else DEFAULT_TARGET
+    return entry.target_for(family) if entry is not None else DEFAULT_TARGET
 
 
 def _is_pattern(text: str) -> bool:

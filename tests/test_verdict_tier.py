@@ -215,3 +215,18 @@ def test_the_regression_a_run_detects_is_measured_from_the_cases_own_mean_drop()
     assert lossy.detects == pytest.approx(lossy.case_tolerance + calibration.one_sided_z() * lossy.mean_se)
     assert lossy.regression_detected == pytest.approx(lossy.detects - 2.0)
     assert lossy.detects > 2.0 > lossy.regression_detected
+
+
+def test_a_models_target_on_a_workload_family_sets_its_cases_there_and_only_there() -> None:
+    entry = get_model("mobilenetv3_small_100")
+    models.register_model(dataclasses.replace(entry, targets={"fashion_mnist": 1.25}), replace=True)
+    try:
+        fashion = build_cases(["mobilenetv3_small_100"], ["l1"], family="fashion_mnist")
+        digits = build_cases(["mobilenetv3_small_100"], ["l1"])
+        assert [c.speedup for c in fashion] == [1.25] and [c.speedup for c in digits] == [entry.target]
+        assert (
+            build_cases(["mobilenetv3_small_100"], ["l1"], speedups=[3.0], family="fashion_mnist")[0].speedup
+            == 3.0
+        )
+    finally:
+        models.register_model(entry, replace=True)
