@@ -81,7 +81,15 @@ def prune_to_speedup(
     """
     spec = get_method(method)
     target = check_target(method, speedup)
-    search = _Search(model, spec, target, example_inputs, method_data_for(spec, model, calib, sparse_train))
+    return search_macs(model, spec, target, example_inputs, method_data_for(spec, model, calib, sparse_train))
+
+
+def search_macs(
+    model: nn.Module, spec: MethodSpec, target: float, inputs: torch.Tensor, data: MethodData
+) -> tuple[nn.Module, PruneRecord]:
+    """The search of :func:`prune_to_speedup` with the method's ``data`` given; searches that share one
+    ``data.for_search()`` share its sparse training."""
+    search = _Search(model, spec, target, inputs, data)
     jumps = []
     for multiple in SEARCH_MULTIPLES:
         with channel_multiple(multiple):
@@ -93,7 +101,7 @@ def prune_to_speedup(
         check_record(record)
         return pruned, record
     raise TargetUnreachableError(
-        f"method {method!r} cannot land within {SPEEDUP_TOLERANCE:.0%} of {target:g}x fewer MACs on this "
+        f"method {spec.name!r} cannot land within {SPEEDUP_TOLERANCE:.0%} of {target:g}x fewer MACs on this "
         f"model: MACs jump over it ({'; '.join(jumps)})"
     )
 

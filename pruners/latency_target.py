@@ -1,0 +1,181 @@
+"""Pruning to a measured latency target: the MACs target at which dense ÷ pruned latency, timed in one
+runtime on one input batch, lands within :data:`LATENCY_BAND` of the target.
+
+MACs are what a pruning step controls; latency is what a user deploys. The search treats the MACs search
+(:func:`pruners.search.search_macs`) as its inner step and asks of it, probe by probe, the MACs target the
+measured latency calls for: the first probe prunes to the latency target in MACs, each next one corrects by
+the measured ÷ MACs ratio seen so far (interpolated in log space between the two probes nearest the
+target). A probe that lands in the band is timed again from a fresh set-up, and only a re-measured landing
+is kept. Timing is dense and pruned in alternation, round by round (:func:`pruners.measure.alternated`),
+and the speed-up is the median of the per-round ratios, so drift on a shared CPU hits both alike; the
+spread of those ratios is recorded with the band.
+
+HALP (Shen et al., NeurIPS 2022, "Structural Pruning via Latency-Saliency Knapsack") and AMC (He et al.,
+ECCV 2018) prune for measured latency in the same spirit, with a lookup table and a search respectively.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .measure import alternated, device_of
+from .pruning import PruneRecord, TargetUnreachableError, method_data_for
+from .registry import CalibBatches, SparseTrain, get_method
+from .runtimes import set_up
+from .search import check_target, search_macs
+
+# A latency target is met when the measured dense ÷ pruned latency lies within this fraction of it.
+LATENCY_BAND = 0.05
+# The most MACs targets one latency search prunes to before it gives up.
+LATENCY_PROBES = 8
+# Timed rounds per probe (each round times dense, then pruned).
+LATENCY_ROUNDS = 30
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One timing of dense against pruned: the ``speedup`` (median over rounds of dense ÷ pruned), its
+    ``spread`` (the interquartile range of those ratios over their median) and the median milliseconds."""
+
+    speedup: float
+    spread: float
+    dense_ms: float
+    pruned_ms: float
+
+
+Meter = Callable[[nn.Module], Timed]
+
+
+@dataclass(frozen=True)
+class LatencyProbe:
+    """One probe of a latency search: the MACs target asked for, the MACs speed-up it landed on, and its
+    timing."""
+
+    macs_target: float
+    macs_speedup: float
+    timed: Timed
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """A latency search that landed: the ``target``, the ``band``, the ``final`` re-measured timing and the
+    ``probes`` that led there (the last is the landing's first timing)."""
+
+    target: float
+    band: float
+    final: Timed
+    probes: tuple[LatencyProbe, ...] = field(default=())
+
+    @property
+    def within(self) -> bool:
+        return within_band(self.final.speedup, self.target, self.band)
+
+
+def within_band(speedup: float, target: float, band: float = LATENCY_BAND) -> bool:
+    return target * (1 - band) <= speedup <= target * (1 + band)
+
+
+def timed_ratios(dense_ms: list[float], pruned_ms: list[float]) -> Timed:
+    """:class:`Timed` from paired per-round readings."""
+    ratios = sorted(d / p for d, p in zip(dense_ms, pruned_ms, strict=True))
+    q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+    median = statistics.median(ratios)
+    return Timed(median, (q3 - q1) / median, statistics.median(dense_ms), statistics.median(pruned_ms))
+
+
+class RuntimeMeter:
+    """Dense ÷ pruned latency of pruned copies of one dense model in ``runtime``
+    (:data:`pruners.runtimes.RUNTIMES`) on ``inputs``: the dense model is set up once, each pruned one
+    when it is timed."""
+
+    def __init__(
+        self,
+        runtime: str,
+        dense: nn.Module,
+        inputs: torch.Tensor,
+        rounds: int = LATENCY_ROUNDS,
+        warmup: int = 3,
+    ) -> None:
+        self.runtime, self.rounds, self.warmup = runtime, rounds, warmup
+        self.inputs = inputs.to(device_of(dense))
+        self.dense, _ = set_up(runtime, dense.eval(), self.inputs)
+
+    def __call__(self, pruned: nn.Module) -> Timed:
+        forward, _ = set_up(self.runtime, pruned.eval(), self.inputs)
+        with torch.inference_mode():
+            dense_ms, pruned_ms = alternated(
+                [self.dense, forward], self.rounds, self.warmup, self.inputs.device
+            )
+        return timed_ratios(dense_ms, pruned_ms)
+
+
+def next_macs_target(probes: list[LatencyProbe], target: float) -> float:
+    """The MACs target the next probe asks for: from the two probes whose measured speed-ups are nearest
+    ``target``, interpolated in log space where they rise with MACs, else the nearest probe's MACs scaled
+    by how far its measured speed-up is from the target."""
+    near = sorted(probes, key=lambda p: abs(math.log(p.timed.speedup / target)))
+    a = near[0]
+    if len(near) > 1:
+        b = near[1]
+        rise = math.log(b.timed.speedup / a.timed.speedup)
+        run = math.log(b.macs_speedup / a.macs_speedup)
+        if (rise > 0 and run > 0) or (rise < 0 and run < 0):
+            return math.exp(math.log(a.macs_speedup) + math.log(target / a.timed.speedup) * run / rise)
+    return a.macs_speedup * target / a.timed.speedup
+
+
+def prune_to_latency(
+    model: nn.Module,
+    method: str,
+    target: float,
+    inputs: torch.Tensor,
+    meter: Meter,
+    calib: CalibBatches | None = None,
+    *,
+    sparse_train: SparseTrain | None = None,
+    band: float = LATENCY_BAND,
+) -> tuple[nn.Module, PruneRecord, LatencyResult]:
+    """Prune a copy of ``model`` with the structured ``method`` until ``meter``'s dense ÷ pruned latency lands
+    within ``band`` of ``target``, re-measured (module docstring). Every probe starts from the same random
+    state and shares one sparse training. Raises :class:`TargetUnreachableError` naming the measured
+    speed-ups when the MACs the target calls for cannot be removed, or no probe of :data:`LATENCY_PROBES`
+    lands."""
+    spec = get_method(method)
+    check_target(method, target)
+    data = method_data_for(spec, model, calib, sparse_train).for_search()
+    rng = torch.get_rng_state()
+    probes: list[LatencyProbe] = []
+    macs = target
+    for _ in range(LATENCY_PROBES):
+        torch.set_rng_state(rng)
+        try:
+            pruned, record = search_macs(model, spec, check_target(method, max(macs, 1.001)), inputs, data)
+        except TargetUnreachableError as err:
+            raise TargetUnreachableError(
+                f"{target:g}x measured latency calls for about {macs:.2f}x fewer MACs ({_seen(probes)}), "
+                f"which {method!r} cannot reach: {err}"
+            ) from None
+        timed = meter(pruned)
+        probes.append(LatencyProbe(macs, record.macs_speedup, timed))
+        if within_band(timed.speedup, target, band):
+            final = meter(pruned)
+            if within_band(final.speedup, target, band):
+                return pruned, record, LatencyResult(target, band, final, tuple(probes))
+            probes.append(LatencyProbe(macs, record.macs_speedup, final))
+        macs = next_macs_target(probes, target)
+    raise TargetUnreachableError(
+        f"{method!r} did not land within {band:.0%} of {target:g}x measured latency in {LATENCY_PROBES} "
+        f"probes ({_seen(probes)})"
+    )
+
+
+def _seen(probes: list[LatencyProbe]) -> str:
+    if not probes:
+        return "nothing timed yet"
+    return "measured " + ", ".join(f"{p.timed.speedup:.2f}x at {p.macs_speedup:.2f}x MACs" for p in probes)

@@ -1,0 +1,130 @@
+"""The latency-target search, driven by stand-in timers whose latency per channel is known, and the
+runtime meter on a real model."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import pruners
+from pruners.latency_target import (
+    LATENCY_BAND,
+    LatencyProbe,
+    RuntimeMeter,
+    Timed,
+    next_macs_target,
+    prune_to_latency,
+    timed_ratios,
+    within_band,
+)
+
+from .conftest import SparseTrainSpy
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model("test_resnet", num_classes=10).eval()
+
+
+def channels(model: nn.Module) -> int:
+    return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+class ChannelTimer:
+    """A stand-in timer: ``fixed`` ms plus ``per_channel`` ms for every convolution output channel; it
+    counts what it timed."""
+
+    def __init__(self, dense: nn.Module, fixed: float = 0.0, per_channel: float = 0.01) -> None:
+        self.fixed, self.per_channel = fixed, per_channel
+        self.dense_ms = self.latency(dense)
+        self.timed = 0
+
+    def latency(self, model: nn.Module) -> float:
+        return self.fixed + self.per_channel * channels(model)
+
+    def __call__(self, pruned: nn.Module) -> Timed:
+        self.timed += 1
+        pruned_ms = self.latency(pruned)
+        return Timed(self.dense_ms / pruned_ms, 0.0, self.dense_ms, pruned_ms)
+
+
+@pytest.mark.slow
+def test_a_timer_with_a_known_latency_per_channel_drives_the_search_to_the_target(
+    resnet: nn.Module, inputs: torch.Tensor
+) -> None:
+    timer = ChannelTimer(resnet)
+    pruned, record, result = prune_to_latency(resnet, "l1", 1.3, inputs, timer)
+    truth = timer.dense_ms / timer.latency(pruned)
+    assert within_band(truth, 1.3) and result.within and result.final.speedup == pytest.approx(truth)
+    assert record.macs_speedup > 1.3 * (1 + LATENCY_BAND), "channels fall slower than MACs: more MACs go"
+    assert len(result.probes) > 1 and timer.timed == len(result.probes) + 1, "the landing was timed again"
+    assert pruned(inputs).shape == (len(inputs), 10)
+
+
+@pytest.mark.slow
+def test_a_target_the_fixed_cost_puts_out_of_reach_is_refused_with_the_speedups_it_measured(
+    resnet: nn.Module, inputs: torch.Tensor
+) -> None:
+    timer = ChannelTimer(resnet, fixed=1000.0)
+    with pytest.raises(pruners.TargetUnreachableError, match=r"1.3x measured latency .*measured 1\.00x at"):
+        prune_to_latency(resnet, "l1", 1.3, inputs, timer)
+
+
+@pytest.mark.slow
+def test_a_landing_that_does_not_hold_when_timed_again_is_not_kept(
+    resnet: nn.Module, inputs: torch.Tensor
+) -> None:
+    honest = ChannelTimer(resnet)
+    readings: list[float] = []
+
+    def flaky(pruned: nn.Module) -> Timed:
+        timed = honest(pruned)
+        readings.append(timed.speedup)
+        return timed if len(readings) != 2 else Timed(timed.speedup * 1.5, 0.0, 1.0, 1.0)
+
+    _, _, result = prune_to_latency(resnet, "l1", 1.3, inputs, flaky)
+    assert result.within and len(readings) >= 3
+
+
+@pytest.mark.slow
+def test_a_sparse_training_method_trains_once_for_every_probe(
+    resnet: nn.Module, inputs: torch.Tensor, sparse_train: SparseTrainSpy
+) -> None:
+    timer = ChannelTimer(resnet)
+    _, _, result = prune_to_latency(resnet, "group_norm", 1.3, inputs, timer, sparse_train=sparse_train)
+    assert result.within and len(result.probes) > 1 and sparse_train.epochs == 2
+
+
+def test_mask_methods_have_no_latency_target(resnet: nn.Module, inputs: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match="mask method"):
+        prune_to_latency(resnet, "magnitude", 2.0, inputs, ChannelTimer(resnet))
+
+
+def _probe(macs: float, measured: float) -> LatencyProbe:
+    return LatencyProbe(macs, macs, Timed(measured, 0.0, 1.0, 1.0 / measured))
+
+
+def test_the_next_macs_target_corrects_by_the_measured_ratio_and_interpolates_in_log_space() -> None:
+    assert next_macs_target([_probe(2.0, 1.6)], 2.0) == pytest.approx(2.5)
+    between = next_macs_target([_probe(2.0, 1.6), _probe(3.0, 2.4), _probe(1.2, 1.1)], 2.0)
+    assert 2.0 < between < 3.0 and between == pytest.approx(2.0 * 1.25 ** (1 / 1), rel=0.05)
+    assert next_macs_target([_probe(2.0, 1.6), _probe(3.0, 1.5)], 2.0) == pytest.approx(2.5), (
+        "noise that makes latency fall as MACs fall is not interpolated"
+    )
+
+
+def test_per_round_ratios_give_the_median_and_their_spread() -> None:
+    timed = timed_ratios([10.0, 10.0, 10.0, 10.0, 10.0], [5.0, 5.0, 4.0, 6.0, 5.0])
+    assert timed.speedup == 2.0 and timed.dense_ms == 10.0 and timed.pruned_ms == 5.0
+    assert timed.spread > 0
+
+
+def test_the_runtime_meter_times_dense_against_a_pruned_copy_in_eager(
+    resnet: nn.Module, inputs: torch.Tensor
+) -> None:
+    pruned, _ = pruners.prune(resnet, "l1", 0.5, inputs)
+    timed = RuntimeMeter("eager", resnet, inputs, rounds=5, warmup=1)(pruned)
+    assert timed.dense_ms > 0 and timed.pruned_ms > 0 and timed.speedup > 0 and timed.spread >= 0
