@@ -87,25 +87,36 @@ def test_a_case_records_each_runtime_at_both_sizes(workload: pruners.Workload) -
     assert "latency_compile_dense_ms" not in info
 
 
-def test_asv_times_each_case_in_each_deploy_runtime(pair, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_asv_times_each_dense_model_once_and_a_bounded_subset_pruned_in_each_deploy_runtime(
+    pair, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = importlib.util.spec_from_file_location("asv_pruning", ROOT / "bench" / "history" / "pruning.py")
     suite = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(suite)
-    assert suite.RuntimeLatency.params[2] == ["compile", "onnxruntime"], "eager is the Latency class"
+    assert suite.DEPLOY_RUNTIMES == ["compile", "onnxruntime"], "eager is the Latency class"
+    assert suite.RuntimeDenseLatency.params == (suite.MODELS, suite.DEPLOY_RUNTIMES)
+    assert suite.RuntimePrunedLatency.params[1] == suite.RUNTIME_METHODS == ["l1", "random"]
     dense, pruned, _ = pair
     case = Case("test_resnet", "l1", 0.5)
     monkeypatch.chdir(tmp_path)
     torch.save(dense, f"{case.id}-dense.pt")
     torch.save(pruned, f"{case.id}-pruned.pt")
     saved = {("test_resnet", "l1"): {"case": case, "record": None}}
-    timed = suite.RuntimeLatency()
+    timed = suite.RuntimePrunedLatency()
     timed.setup(saved, "test_resnet", "l1", "onnxruntime")
-    timed.time_dense(saved, "test_resnet", "l1", "onnxruntime")
+    timed.time_pruned(saved, "test_resnet", "l1", "onnxruntime")
     with torch.inference_mode():
-        out = timed.forwards["pruned"]()[0]
+        out = timed.forward()[0]
         torch.testing.assert_close(torch.as_tensor(out), pruned(timed.inputs), rtol=1e-3, atol=1e-3)
+    dense_timed = suite.RuntimeDenseLatency()
+    dense_timed.setup(saved, "test_resnet", "onnxruntime")
+    with torch.inference_mode():
+        out = dense_timed.forward()[0]
+        torch.testing.assert_close(torch.as_tensor(out), dense(timed.inputs), rtol=1e-3, atol=1e-3)
+    with pytest.raises(NotImplementedError, match="test_resnet18 has no case"):
+        suite.RuntimeDenseLatency().setup(saved, "test_resnet18", "onnxruntime")
     monkeypatch.setattr(runtimes, "onnx_bytes", lambda *a: (_ for _ in ()).throw(RuntimeError("no export")))
     with pytest.raises(
         NotImplementedError, match=r"test_resnet-l1-0.5 \(dense\) does not run in onnxruntime"
     ):
-        suite.RuntimeLatency().setup(saved, "test_resnet", "l1", "onnxruntime")
+        suite.RuntimeDenseLatency().setup(saved, "test_resnet", "onnxruntime")
