@@ -22,6 +22,7 @@ from .decisions import weights_fingerprint
 from .forgetting import forgetting_figures
 from .gate import PairedDrop
 from .gates import GATES
+from .latency_target import LatencyResult, RuntimeMeter, prune_to_latency
 from .levels import case_tolerance, criterion_level
 from .measure import LatencyStats, compare_latency, correct, device_of
 from .pruning import PruneRecord, prune
@@ -151,10 +152,26 @@ def dense_models(spec: CaseSpec, seed: int) -> DenseModels:
 
 def prune_stage(
     spec: CaseSpec, dense: nn.Module, inputs: torch.Tensor, data: MethodData, seed: int
-) -> tuple[nn.Module, PruneRecord, float]:
-    """Stage 2: a pruned copy of ``dense`` at the spec's cost, its record and the seconds it took."""
+) -> tuple[nn.Module, PruneRecord, float, LatencyResult | None]:
+    """Stage 2: a pruned copy of ``dense`` at the spec's cost, its record, the seconds it took and, for a
+    latency target, how the search met it (timed in the spec's runtime, at its latency size if any)."""
     torch.manual_seed(seed)
     start = time.perf_counter()
+    if spec.latency_speedup is not None:
+        timing = spec.timing
+        timed = sized_inputs(timing.batch_size, timing.size).to(inputs.device) if timing.size else inputs
+        meter = RuntimeMeter(spec.latency_runtime, dense, timed)
+        pruned, record, found = prune_to_latency(
+            dense,
+            spec.method,
+            spec.latency_speedup,
+            inputs,
+            meter,
+            data.calib,
+            sparse_train=data.sparse_train,
+        )
+        found = dataclasses.replace(found, runtime=spec.latency_runtime, size=timing.size)
+        return pruned, record, time.perf_counter() - start, found
     if spec.speedup is not None:
         pruned, record = prune_to_speedup(
             dense, spec.method, spec.speedup, inputs, calib=data.calib, sparse_train=data.sparse_train
@@ -163,7 +180,7 @@ def prune_stage(
         pruned, record = prune(
             dense, spec.method, spec.ratio, inputs, calib=data.calib, sparse_train=data.sparse_train
         )
-    return pruned, record, time.perf_counter() - start
+    return pruned, record, time.perf_counter() - start, None
 
 
 def recover_stage(spec: CaseSpec, pruned: nn.Module, teacher: nn.Module, epochs: int, seed: int) -> float:
@@ -205,7 +222,7 @@ def run_seed(spec: CaseSpec, seed: int, inputs: torch.Tensor) -> SeedResult:
     data = method_data(
         spec.method, spec.data, CALIB_BATCH_SIZE, spec.recovery_recipe, baseline.model, seed, desc=spec.model
     )
-    pruned, record, prune_seconds = prune_stage(spec, baseline.model, inputs, data, seed)
+    pruned, record, prune_seconds, latency_search = prune_stage(spec, baseline.model, inputs, data, seed)
     one_shot = correct(pruned, test)
     recalibrated, images = recalibrate_batchnorm(pruned, spec.data, seed=seed)
     recalibrated_ok = correct(recalibrated, test) if images else one_shot
@@ -233,6 +250,7 @@ def run_seed(spec: CaseSpec, seed: int, inputs: torch.Tensor) -> SeedResult:
         baseline_train_seconds=baseline.train_seconds,
         prune_seconds=prune_seconds,
         budget=budget,
+        latency_search=latency_search,
         dense=baseline.model,
         pruned=pruned,
         correct={
@@ -321,6 +339,7 @@ def run_case(spec: CaseSpec) -> CaseResult:
         unreadable_images=spec.data.unreadable,
         weights=spec.weights.describe(),
         target_speedup=spec.speedup,
+        target_latency=spec.latency_speedup,
         family=spec.data.family,
         level=level,
         level_missing=missing,

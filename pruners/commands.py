@@ -42,12 +42,17 @@ def case_command(args: argparse.Namespace) -> CaseResult:
     """Run the case that ``prune`` and ``profile`` are about, from their options (the bench's table)."""
     values = vars(args)
     check(values)
-    check_cost(check_model_name(args.model), args.method, args.ratio, args.speedup)
+    latency = args.latency_speedup
+    if latency is None:
+        check_cost(check_model_name(args.model), args.method, args.ratio, args.speedup)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     settings = bench_settings([args.model], values)
-    spec = settings.spec(Case(args.model, args.method, args.ratio, args.speedup), parse_seeds(args.seeds))
+    case = Case(args.model, args.method, args.ratio, args.speedup, latency)
+    spec = settings.spec(case, parse_seeds(args.seeds))
     cost = f"{spec.speedup:g}x fewer MACs" if spec.speedup else f"{spec.ratio:g}"
+    if latency is not None:
+        cost = f"{latency:g}x measured latency ({spec.latency_runtime})"
     print(f"prunebench: {args.model} / {args.method} @ {cost} on {spec.data.name}")
     return run_case(spec)
 
@@ -98,10 +103,7 @@ def runtime_lines(info: Mapping[str, object]) -> list[str]:
 def profile_command(args: argparse.Namespace) -> str:
     check_writable(args.out_dir, "--out-dir", folder=True)
     result = case_command(args)
-    case = Case(
-        args.model, args.method, None if result.target_speedup else result.ratio, result.target_speedup
-    )
-    out_dir = args.out_dir / case.id
+    out_dir = args.out_dir / result.case.id
     path = profile_pair(
         result.dense, result.pruned, result.inputs, out_dir, result.record.macs_speedup, out_dir.name
     ).markdown

@@ -1,6 +1,7 @@
-"""Methods at equal cost: per MACs target (structured) or sparsity (masks), each method's one-shot,
-recalibrated and recovered top-1, ranked after recovery with its tie group (:mod:`pruners.ranking`), and its
-paired differences from the best method and from ``random`` over images and seeds."""
+"""Methods at equal cost: per MACs target or measured latency target (structured) or sparsity (masks),
+each method's one-shot, recalibrated and recovered top-1, ranked after recovery with its tie group
+(:mod:`pruners.ranking`), and its paired differences from the best method and from ``random`` over images
+and seeds."""
 
 from __future__ import annotations
 
@@ -68,6 +69,10 @@ def equal_cost_tables(rows: Sequence[ReportRow]) -> str:
             at = [r for r in mine if r.target_speedup == target]
             title = f"### {model} at {target:g}x fewer MACs"
             parts.append(_ranked(title, at, CONTROL, ("ratio found", "MACs x")))
+        for target in sorted({r.target_latency for r in mine if r.target_latency}):
+            at = [r for r in mine if r.target_latency == target]
+            title = f"### {model} at {target:g}x measured latency ({_where(at)})"
+            parts.append(_ranked(title, at, CONTROL, ("ratio found", "MACs x")))
         masks = [r for r in mine if r.kind != "structured"]
         if masks and any(r.target_speedup for r in mine):
             for sparsity in sorted({r.ratio for r in masks}):
@@ -75,6 +80,16 @@ def equal_cost_tables(rows: Sequence[ReportRow]) -> str:
                 at = [r for r in masks if r.ratio == sparsity]
                 parts.append(_ranked(title, at, MASK_CONTROL, ("sparsity",)))
     return "\n\n".join(parts) + "\n" if parts else ""
+
+
+def _where(rows: Sequence[ReportRow]) -> str:
+    """Where a latency target was measured: ``onnxruntime at 224 px`` (each place, where rows differ)."""
+    places = []
+    for row in rows:
+        search = row.target_latency_search
+        size = f" at {search['size']} px" if search.get("size") else " at the workload's size"
+        places.append(f"{search.get('runtime', 'eager')}{size}")
+    return "; ".join(dict.fromkeys(places))
 
 
 def _top1(value: float | None) -> str:

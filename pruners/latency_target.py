@@ -65,16 +65,32 @@ class LatencyProbe:
 @dataclass(frozen=True)
 class LatencyResult:
     """A latency search that landed: the ``target``, the ``band``, the ``final`` re-measured timing and the
-    ``probes`` that led there (the last is the landing's first timing)."""
+    ``probes`` that led there (the last is the landing's first timing); ``runtime`` and ``size`` (px) say
+    where it was timed."""
 
     target: float
     band: float
     final: Timed
     probes: tuple[LatencyProbe, ...] = field(default=())
+    runtime: str = ""
+    size: int | None = None
 
     @property
     def within(self) -> bool:
         return within_band(self.final.speedup, self.target, self.band)
+
+    def summary(self) -> dict[str, object]:
+        """The record's ``target_latency_search``: where and how the target was met, and each probe."""
+        return {
+            "runtime": self.runtime,
+            "size": self.size,
+            "band": self.band,
+            "measured": round(self.final.speedup, 3),
+            "spread": round(self.final.spread, 3),
+            "dense_ms": round(self.final.dense_ms, 3),
+            "pruned_ms": round(self.final.pruned_ms, 3),
+            "probes": [[round(p.macs_speedup, 3), round(p.timed.speedup, 3)] for p in self.probes],
+        }
 
 
 def within_band(speedup: float, target: float, band: float = LATENCY_BAND) -> bool:
@@ -147,7 +163,7 @@ def prune_to_latency(
     speed-ups when the MACs the target calls for cannot be removed, or no probe of :data:`LATENCY_PROBES`
     lands."""
     spec = get_method(method)
-    check_target(method, target)
+    check_target(method, target, "latency target")
     data = method_data_for(spec, model, calib, sparse_train).for_search()
     rng = torch.get_rng_state()
     probes: list[LatencyProbe] = []

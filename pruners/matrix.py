@@ -47,16 +47,20 @@ def default_tier(family: str = "digits") -> str:
 
 class Case(NamedTuple):
     """One bench case: ``method`` on ``model`` at a ``ratio``, or (structured methods) at the ratio that
-    removes ``speedup`` times the MACs, in which case ``ratio`` is ``None``."""
+    removes ``speedup`` times the MACs, or that makes the measured latency ``latency`` times faster, in
+    which cases ``ratio`` is ``None``."""
 
     model: str
     method: str
     ratio: float | None
     speedup: float | None = None
+    latency: float | None = None
 
     @property
     def cost(self) -> str:
-        """``2x`` for a MACs target, else the ratio (``0.3``)."""
+        """``2x`` for a MACs target, ``2x-latency`` for a latency target, else the ratio (``0.3``)."""
+        if self.latency is not None:
+            return f"{self.latency:g}x-latency"
         return f"{self.speedup:g}x" if self.speedup is not None else f"{self.ratio:g}"
 
     @property
@@ -120,21 +124,26 @@ def left_out(
     ratios: Iterable[float | str] = (),
     speedups: Iterable[float] = (),
     family: str = "digits",
+    latencies: Iterable[float] = (),
 ) -> list[tuple[str, str, str]]:
     """``(model, method, reason)`` for each selected pair that :func:`build_cases` leaves out because the
     method does not apply to the model, or ``(model, method-ratio, reason)`` for a ratio the method does not
     take (``nm_2_4`` takes 0.5 only)."""
-    return _matrix(models, methods, ratios, tier, speedups, family)[1]
+    return _matrix(models, methods, ratios, tier, speedups, family, latencies)[1]
 
 
-def parse_speedups(text: str | None) -> list[float]:
-    """``"1.5,2,3"`` -> ``[1.5, 2.0, 3.0]``: distinct MACs targets above 1; ``None`` -> ``[]``."""
+def parse_speedups(text: str | None, name: str = "speedups") -> list[float]:
+    """``"1.5,2,3"`` -> ``[1.5, 2.0, 3.0]``: distinct MACs targets above 1 (latency targets, for
+    ``name="latency_speedups"``); ``None`` -> ``[]``."""
+    what, ratio = ("MACs target", "dense / pruned MACs")
+    if name == "latency_speedups":
+        what, ratio = ("latency target", "dense / pruned latency")
     try:
-        targets = [check_speedup(part) for part in split_csv(text)]
+        targets = [check_speedup(part, what, ratio) for part in split_csv(text)]
     except ValueError as err:
-        raise ValueError(f"`speedups` {text!r}: {err}") from None
+        raise ValueError(f"`{name}` {text!r}: {err}") from None
     if len(set(targets)) != len(targets):
-        raise ValueError(f"MACs targets must be distinct, got {text!r}")
+        raise ValueError(f"{what}s must be distinct, got {text!r}")
     return targets
 
 
@@ -145,10 +154,13 @@ def build_cases(
     tier: str = "default",
     speedups: Iterable[float] = (),
     family: str = "digits",
+    latencies: Iterable[float] = (),
 ) -> list[Case]:
     """The bench's cases: model x method pairs at equal cost. Every structured method runs at each MACs
     target of ``speedups`` (default: the model's own on a workload of ``family``,
-    :func:`pruners.models.default_target`, unless ``ratios`` are given), and mask methods,
+    :func:`pruners.models.default_target`, unless ``ratios`` or ``latencies`` are given) and at each
+    measured latency target of ``latencies`` (mask methods, whose dense kernels run at the dense cost, are
+    then left out), and mask methods,
     which have no MACs target, at ``ratios`` (default: their own): they are compared among themselves.
     Given ``ratios`` and no ``speedups``, every method runs at each of those ratios.
 
@@ -158,7 +170,7 @@ def build_cases(
     (:func:`left_out` says why). Raises ``ValueError`` naming any unknown model, method, tier or bad ratio,
     or when nothing is left.
     """
-    cases, refused = _matrix(models, methods, ratios, tier, speedups, family)
+    cases, refused = _matrix(models, methods, ratios, tier, speedups, family, latencies)
     if refused and not cases:
         where: dict[str, list[str]] = {}
         for model, method, why in refused:
@@ -176,24 +188,31 @@ def _matrix(
     tier: str,
     speedups: Iterable[float],
     family: str = "digits",
+    latencies: Iterable[float] = (),
 ) -> tuple[list[Case], list[tuple[str, str, str]]]:
     """The cases of :func:`build_cases` and what it left out, with why."""
     models, methods = list(models), list(methods)
     ratios = [check_ratio(r) for r in ratios]
     speedups = [check_speedup(s) for s in speedups]
+    latencies = [check_speedup(s, "latency target", "dense / pruned latency") for s in latencies]
     refused = []
     pairs = []
     for model, method in _pairs(models, methods, tier):
         reason = not_applicable(model, method)
+        if not reason and latencies and get_method(method).kind != "structured":
+            reason = "a mask method keeps dense kernels, which run at the dense latency: no latency target"
         if reason:
             refused.append((model, method, reason))
         else:
             pairs.append((model, method))
 
-    def costs(model: str, method: str) -> list[tuple[float | None, float | None]]:
-        if get_method(method).kind == "structured" and (speedups or not ratios):
-            return [(None, target) for target in speedups or [default_target(model, family)]]
-        return [(ratio, None) for ratio in ratios or [get_method(method).default_ratio]]
+    def costs(model: str, method: str) -> list[tuple[float | None, float | None, float | None]]:
+        if get_method(method).kind != "structured":
+            return [(ratio, None, None) for ratio in ratios or [get_method(method).default_ratio]]
+        timed = [(None, None, target) for target in latencies]
+        if speedups or not (ratios or latencies):
+            return [(None, target, None) for target in speedups or [default_target(model, family)]] + timed
+        return [(ratio, None, None) for ratio in ratios] + timed
 
     cases = []
     for case in (Case(model, method, *cost) for model, method in pairs for cost in costs(model, method)):
@@ -232,9 +251,10 @@ def select_cases(
     shard_spec: str | None = None,
     speedups: Iterable[float] = (),
     family: str = "digits",
+    latencies: Iterable[float] = (),
 ) -> tuple[list[Case], list[Case]]:
     """The selected matrix (:func:`build_cases`) and the part of it shard ``shard_spec`` (``I/N``) runs."""
-    cases = build_cases(models, methods, ratios, tier, speedups, family)
+    cases = build_cases(models, methods, ratios, tier, speedups, family, latencies)
     return cases, shard(cases, *parse_shard(shard_spec))
 
 

@@ -39,6 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
             shard_spec=config.option.shard,
             speedups=parse_speedups(config.option.speedups),
             family=family,
+            latencies=parse_speedups(config.option.latency_speedups, "latency_speedups"),
         )
         config.prunebench_left_out = left_out(
             models,
@@ -47,6 +48,7 @@ def pytest_configure(config: pytest.Config) -> None:
             split_csv(config.option.ratios),
             parse_speedups(config.option.speedups),
             family,
+            parse_speedups(config.option.latency_speedups, "latency_speedups"),
         )
         config.prunebench_matrix_size = len(matrix)
         config.prunebench_seeds = parse_seeds(config.option.seeds)

@@ -118,6 +118,23 @@ OPTIONS: tuple[Option, ...] = (
         aliases=("--speedup",),
     ),
     Option(
+        "latency_speedup",
+        "measured latency target instead of a ratio: prune until dense / pruned latency in --runtime "
+        "(default eager), at --latency-size if given, lands within 5% of it, re-measured",
+        float,
+        fronts=CASE,
+        section="cases",
+    ),
+    Option(
+        "latency_speedups",
+        "measured latency targets, e.g. 2 or 1.5,2: each structured method is pruned until dense / pruned "
+        "latency in --runtime (default eager), at --latency-size if given, lands within 5% of each; mask "
+        "methods are left out",
+        fronts=frozenset({"bench"}),
+        section="cases",
+        aliases=("--latency-speedup",),
+    ),
+    Option(
         "quick",
         "smoke tier: 6 cases on resnet18 and mobilenetv3",
         bool,

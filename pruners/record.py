@@ -12,6 +12,8 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from .matrix import Case
+
 SCHEMA = 2
 
 # Figures renamed by each schema, from the schema before it: schema 1 called the one-shot top-1
@@ -81,6 +83,8 @@ class CaseRecord:
     sparsity: float | None = None
     head_ratio: float | None = None
     target_speedup: float | None = None
+    target_latency: float | None = None
+    target_latency_search: dict[str, object] = field(default_factory=dict)
     channel_multiple: int | None = None
     search_probes: int | None = None
     sparse_train_epochs: int | None = None
@@ -140,9 +144,9 @@ class CaseRecord:
 
     @property
     def case_id(self) -> str:
-        """The case's id (``resnet18-l1-3x``): its MACs target, else its ratio."""
-        cost = f"{self.target_speedup:g}x" if self.target_speedup is not None else f"{self.ratio:g}"
-        return f"{self.model}-{self.method}-{cost}"
+        """The case's id (``resnet18-l1-3x``): its latency or MACs target, else its ratio."""
+        ratio = None if self.target_speedup is not None or self.target_latency is not None else self.ratio
+        return Case(self.model, self.method, ratio, self.target_speedup, self.target_latency).id
 
 
 def _required(f: dataclasses.Field) -> bool:

@@ -55,6 +55,8 @@ class ReportRow:
     passed: bool
     kind: str = "structured"
     target_speedup: float | None = None
+    target_latency: float | None = None
+    target_latency_search: dict = field(default_factory=dict, compare=False)
     recalibrated_top1: float | None = None
     recovered_se: float = 0.0
     control_top1: float | None = None
@@ -74,13 +76,14 @@ class ReportRow:
     forgotten: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
-    def key(self) -> tuple[str, str, float]:
-        return self.model, self.method, self.target_speedup or self.ratio
+    def key(self) -> tuple[str, str, str]:
+        return self.model, self.method, self.cost
 
     @property
     def cost(self) -> str:
-        """The case's cost as the bench names it: ``2x`` (a MACs target) or the ratio."""
-        return Case(self.model, self.method, self.ratio, self.target_speedup).cost
+        """The case's cost as the bench names it: ``2x`` (a MACs target), ``2x-latency`` (a measured latency
+        target) or the ratio."""
+        return Case(self.model, self.method, self.ratio, self.target_speedup, self.target_latency).cost
 
     def top1(self, which: str) -> float:
         """The ``"recovered"`` or ``"recalibrated"`` top-1 (the one-shot one where there is none)."""
@@ -153,6 +156,8 @@ def row_from_record(record: CaseRecord, name: str) -> ReportRow:
         passed=bool(record.passed),
         kind=record.kind,
         target_speedup=record.target_speedup,
+        target_latency=record.target_latency,
+        target_latency_search=record.target_latency_search,
         recalibrated_top1=record.recalibrated_top1,
         recovered_se=float(record.top1_drop_noise),
         control_top1=record.dense_control_top1,

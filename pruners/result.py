@@ -14,6 +14,7 @@ from torch import nn
 from .decisions import weights_fingerprint
 from .gate import BandVerdict, PairedDrop, Verdict, band, encode_correct, judge
 from .gates import GATES
+from .latency_target import LatencyResult
 from .levels import CriterionLevel
 from .matrix import Case
 from .measure import LatencyStats, device_of
@@ -50,6 +51,7 @@ class SeedResult:
     correct: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict, repr=False)
     scratch: PairedDrop | None = None
     scratch_seconds: float = 0.0
+    latency_search: LatencyResult | None = None
 
     def summary(self) -> dict[str, object]:
         """This seed's figures; ``correct`` packs the per-image correctness of its ``dense``,
@@ -88,6 +90,7 @@ class SeedResult:
                 if self.scratch is not None
                 else {}
             ),
+            **({"latency_search": self.latency_search.summary()} if self.latency_search else {}),
             "correct": {name: encode_correct(ok) for name, ok in self.correct.items()},
             "baseline_fingerprint": weights_fingerprint(self.dense),
             "decision_fingerprint": self.record.decision.fingerprint(),
@@ -115,6 +118,7 @@ class CaseResult:
     runtimes: dict[str, tuple[dict[str, RuntimeLatency], dict[str, str]]] = field(default_factory=dict)
     weights: str = "trained here"
     target_speedup: float | None = None
+    target_latency: float | None = None
     family: str = "digits"
     level: CriterionLevel | None = None
     level_missing: str = ""
@@ -123,9 +127,10 @@ class CaseResult:
 
     @property
     def case(self) -> Case:
-        """The bench case this result belongs to (its cost is the MACs target, else the ratio)."""
-        ratio = None if self.target_speedup is not None else self.ratio
-        return Case(self.model_name, self.method, ratio, self.target_speedup)
+        """The bench case this result belongs to (its cost is the latency or MACs target, else the
+        ratio)."""
+        ratio = None if self.target_speedup is not None or self.target_latency is not None else self.ratio
+        return Case(self.model_name, self.method, ratio, self.target_speedup, self.target_latency)
 
     @property
     def dense(self) -> nn.Module:
@@ -239,6 +244,10 @@ class CaseResult:
             "sparsity": round(self.record.sparsity, 3),
             "head_ratio": round(self.record.head_ratio, 3),
             "target_speedup": self.target_speedup,
+            "target_latency": self.target_latency,
+            "target_latency_search": self.seeds[0].latency_search.summary()
+            if self.seeds[0].latency_search
+            else {},
             "channel_multiple": self.record.channel_multiple if self.record.kind == "structured" else None,
             "search_probes": self.record.probes,
             "sparse_train_epochs": self.seeds[0].budget[0],

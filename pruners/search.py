@@ -32,26 +32,25 @@ RATIO_RESOLUTION = 1e-3
 SEARCH_MULTIPLES = (ROUND_TO, 4, 2, 1)
 
 
-def check_speedup(speedup: float) -> float:
-    """Return ``speedup`` as a float if it is a MACs target above 1, else raise ``ValueError``."""
+def check_speedup(speedup: float, what: str = "MACs target", ratio: str = "dense / pruned MACs") -> float:
+    """Return ``speedup`` as a float if it is a ``what`` above 1, else raise ``ValueError``."""
     try:
         value = float(speedup)
     except (TypeError, ValueError):
-        raise ValueError(
-            f"a MACs target must be a number > 1 (dense / pruned MACs), got {speedup!r}"
-        ) from None
+        raise ValueError(f"a {what} must be a number > 1 ({ratio}), got {speedup!r}") from None
     if not value > 1.0:
-        raise ValueError(f"a MACs target must be > 1 (dense / pruned MACs), got {speedup!r}")
+        raise ValueError(f"a {what} must be > 1 ({ratio}), got {speedup!r}")
     return value
 
 
-def check_target(method: str, speedup: float) -> float:
+def check_target(method: str, speedup: float, what: str = "MACs target") -> float:
     """:func:`check_speedup`, and a ``ValueError`` when ``method`` is a mask method: it zeroes weights
-    inside dense layers, which a dense kernel runs at the dense cost, so it has no MACs target."""
-    value = check_speedup(speedup)
+    inside dense layers, which a dense kernel runs at the dense cost, so it has no MACs (or latency)
+    target."""
+    value = check_speedup(speedup, what, "dense / pruned " + ("MACs" if what == "MACs target" else "latency"))
     if get_method(method).kind != "structured":
         raise ValueError(
-            f"method {method!r} is a mask method: it zeroes weights in place and has no MACs target; "
+            f"method {method!r} is a mask method: it zeroes weights in place and has no {what}; "
             "compare it at a ratio (sparsity) with the other mask methods"
         )
     return value

@@ -107,6 +107,7 @@ class BenchSettings:
                 size=self.latency_size_for(case.model),
                 runtimes=tuple(self.runtimes),
             ),
+            latency_speedup=case.latency,
         )
 
 

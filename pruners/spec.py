@@ -108,7 +108,9 @@ class CaseSpec:
     target ``speedup`` (structured methods; each seed searches its own ratio), once per training seed of
     ``seeds``, on ``workload`` (default: the embedded digits), with the given ``recipes``, dense ``weights``
     and ``timing``. A MACs target no channel method can reach on the architecture is refused here
-    (:func:`pruners.search.check_reachable`), before any training."""
+    (:func:`pruners.search.check_reachable`), before any training. ``latency_speedup`` instead sets a
+    measured latency target: dense ÷ pruned latency in the one runtime of ``timing.runtimes`` (default
+    eager), at ``timing.size`` px when given (:mod:`pruners.latency_target`)."""
 
     model: str
     method: str
@@ -119,9 +121,23 @@ class CaseSpec:
     recipes: Recipes = Recipes()
     weights: Weights = Weights()
     timing: Timing = Timing()
+    latency_speedup: float | None = None
 
     def __post_init__(self) -> None:
-        ratio, speedup = check_cost(check_model_name(self.model), self.method, self.ratio, self.speedup)
+        if self.latency_speedup is not None:
+            check_model_name(self.model)
+            if self.ratio is not None or self.speedup is not None:
+                raise ValueError("`latency_speedup` sets the cost: pass no `ratio` or `speedup` with it")
+            target = check_target(self.method, self.latency_speedup, "latency target")
+            object.__setattr__(self, "latency_speedup", target)
+            if len(self.timing.runtimes) > 1:
+                raise ValueError(
+                    "`latency_speedup` is measured in one runtime: pass one of `runtimes`, got "
+                    + ",".join(self.timing.runtimes)
+                )
+            ratio, speedup = None, None
+        else:
+            ratio, speedup = check_cost(check_model_name(self.model), self.method, self.ratio, self.speedup)
         object.__setattr__(self, "ratio", ratio)
         object.__setattr__(self, "speedup", speedup)
         seeds = tuple(dict.fromkeys(self.seeds))
@@ -131,6 +147,11 @@ class CaseSpec:
         object.__setattr__(self, "workload", self.workload or digits())
         if speedup is not None:
             check_reachable(self.model, self.method, speedup, self.data, self.data.test_batch(1))
+
+    @property
+    def latency_runtime(self) -> str:
+        """The runtime a latency target is measured in: the one of ``timing.runtimes``, else eager."""
+        return self.timing.runtimes[0] if self.timing.runtimes else "eager"
 
     @property
     def data(self) -> Workload:
@@ -156,7 +177,10 @@ class CaseSpec:
         return recovery
 
     def case(self, ratio_found: float | None = None) -> Case:
-        """The bench case: its MACs target, else its ratio (``ratio_found`` where a search set it)."""
+        """The bench case: its latency or MACs target, else its ratio (``ratio_found`` where a search set
+        it)."""
+        if self.latency_speedup is not None:
+            return Case(self.model, self.method, None, None, self.latency_speedup)
         if self.speedup is not None:
             return Case(self.model, self.method, None, self.speedup)
         return Case(self.model, self.method, self.ratio if ratio_found is None else ratio_found)

@@ -128,3 +128,58 @@ def test_the_runtime_meter_times_dense_against_a_pruned_copy_in_eager(
     pruned, _ = pruners.prune(resnet, "l1", 0.5, inputs)
     timed = RuntimeMeter("eager", resnet, inputs, rounds=5, warmup=1)(pruned)
     assert timed.dense_ms > 0 and timed.pruned_ms > 0 and timed.speedup > 0 and timed.spread >= 0
+
+
+@pytest.mark.slow
+def test_a_case_at_a_latency_target_records_where_and_how_it_was_met(
+    workload: pruners.Workload, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pruners import case as case_module
+    from pruners.spec import Recipes, Timing
+
+    from .conftest import TINY_RECIPE
+
+    built: list[tuple[str, int]] = []
+
+    def meter(runtime: str, dense: nn.Module, inputs: torch.Tensor) -> ChannelTimer:
+        built.append((runtime, inputs.shape[-1]))
+        return ChannelTimer(dense)
+
+    monkeypatch.setattr(case_module, "RuntimeMeter", meter)
+    spec = pruners.CaseSpec(
+        "test_resnet", "l1", workload=workload, latency_speedup=1.3,
+        recipes=Recipes(baseline=TINY_RECIPE, recovery_epochs=1),
+        timing=Timing(batch_size=4, rounds=2, size=48, runtimes=("onnxruntime",)),
+    )  # fmt: skip
+    assert spec.case().id == "test_resnet-l1-1.3x-latency"
+    record = pruners.run_case(spec).case_record()
+    assert built == [("onnxruntime", 48)], "timed in the spec's runtime at its latency size"
+    search = record.target_latency_search
+    assert record.target_latency == 1.3 and record.case_id == "test_resnet-l1-1.3x-latency"
+    assert (
+        search["runtime"] == "onnxruntime" and search["size"] == 48 and within_band(search["measured"], 1.3)
+    )
+    assert len(search["probes"]) >= 1 and record.target_speedup is None
+
+
+def test_a_latency_target_is_refused_with_a_ratio_a_mask_method_or_two_runtimes() -> None:
+    from pruners.spec import Timing
+
+    with pytest.raises(ValueError, match="`latency_speedup` sets the cost"):
+        pruners.CaseSpec("resnet18", "l1", 0.3, latency_speedup=2.0)
+    with pytest.raises(ValueError, match="mask method: it zeroes weights in place and has no latency target"):
+        pruners.CaseSpec("resnet18", "magnitude", latency_speedup=2.0)
+    with pytest.raises(ValueError, match="a latency target must be > 1"):
+        pruners.CaseSpec("resnet18", "l1", latency_speedup=0.5)
+    with pytest.raises(ValueError, match="measured in one runtime"):
+        pruners.CaseSpec("resnet18", "l1", latency_speedup=2.0, timing=Timing(runtimes=("eager", "compile")))
+
+
+def test_the_matrix_runs_structured_methods_at_each_latency_target_and_leaves_mask_methods_out() -> None:
+    from pruners.matrix import build_cases, left_out
+
+    cases = build_cases(["resnet18"], ["l1", "magnitude"], latencies=[2.0, 1.5])
+    assert [c.id for c in cases] == ["resnet18-l1-2x-latency", "resnet18-l1-1.5x-latency"]
+    assert any(
+        "no latency target" in why for *_, why in left_out(["resnet18"], ["magnitude"], latencies=[2.0])
+    )

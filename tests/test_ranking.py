@@ -57,3 +57,20 @@ def test_without_the_reference_the_groups_still_come_from_the_pairs() -> None:
     standings = rank([_row("l1", 100), _row("l2", 400)], reference=None)
     assert [s.group for s in standings] == [1, 2] and standings[1].vs_random is None
     assert tie_lines(standings, None) == ["1. `l1`: alone", "2. `l2`: alone"]
+
+
+def test_cases_at_a_latency_target_get_their_own_equal_latency_table_naming_where_it_was_timed() -> None:
+    import dataclasses
+
+    from pruners.equal_cost import equal_cost_tables
+
+    where = {"runtime": "onnxruntime", "size": 224}
+    timed = [
+        dataclasses.replace(r, target_speedup=None, target_latency=2.0, target_latency_search=where)
+        for r in (_row("l1", 100), _row("random", 300))
+    ]
+    tables = equal_cost_tables([_row("l1", 100), _row("random", 300), *timed])
+    assert "### resnet18 at 3x fewer MACs" in tables
+    assert "### resnet18 at 2x measured latency (onnxruntime at 224 px)" in tables
+    latency_part = tables.split("measured latency")[1]
+    assert "| 1 | l1 |" in latency_part and "| 2 | random |" in latency_part
