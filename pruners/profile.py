@@ -97,6 +97,155 @@ def compare_ops(
     return markdown_table(header, lines) + "\n"
 
 
+# Module kinds the by-kind breakdown names; a module inside a squeeze-excite block counts as that block.
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh)
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def _is_squeeze_excite(module: nn.Module) -> bool:
+    return "SqueezeExcite" in type(module).__name__ or type(module).__name__ in (
+        "SEModule",
+        "EffectiveSEModule",
+    )
+
+
+def layer_kind(module: nn.Module) -> str | None:
+    """What a layer is for the by-kind breakdown: ``depthwise conv``, ``pointwise conv``, ``conv``,
+    ``linear``, ``norm`` (timm's norm-and-activation layers included), ``activation``, ``pool`` or
+    ``squeeze-excite`` (the whole block); ``None`` for containers and layers of no kind."""
+    if _is_squeeze_excite(module):
+        return "squeeze-excite"
+    if isinstance(module, nn.Conv2d):
+        if module.groups > 1 and module.groups == module.in_channels:
+            return "depthwise conv"
+        return "pointwise conv" if module.kernel_size == (1, 1) else "conv"
+    if isinstance(module, nn.Linear):
+        return "linear"
+    for kinds, name in ((_NORMS, "norm"), (_ACTIVATIONS, "activation"), (_POOLS, "pool")):
+        if isinstance(module, kinds):
+            return name
+    return None
+
+
+def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
+    if isinstance(module, nn.Conv2d):
+        per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+        return output.numel() // output.shape[0] * per_output
+    if isinstance(module, nn.Linear):
+        return output.numel() // output.shape[0] * module.in_features
+    return 0
+
+
+@dataclass(frozen=True)
+class KindTime:
+    """One layer kind over a forward: its time (milliseconds, the layers' own ranges, inclusive) and its
+    MACs per image."""
+
+    kind: str
+    ms: float
+    macs: int
+
+
+def profile_kinds(
+    model: nn.Module, inputs: torch.Tensor, rounds: int = PROFILE_ROUNDS
+) -> dict[str, KindTime]:
+    """Per layer kind (:func:`layer_kind`), the time one forward of ``model`` spends in its layers (CPU
+    time) and their MACs per image, plus ``other`` (what runs outside any named layer: residual adds,
+    reshapes, dispatch), so that the kinds sum to the forward."""
+    labelled: list[tuple[nn.Module, str]] = []
+    skip: set[int] = set()
+    for module in model.modules():
+        kind = None if id(module) in skip else layer_kind(module)
+        if kind is not None:
+            labelled.append((module, kind))
+            skip.update(id(m) for m in module.modules())
+    open_ranges: list[torch.autograd.profiler.record_function] = []
+
+    def enter(module: nn.Module, _inputs: object) -> None:
+        open_ranges.append(torch.autograd.profiler.record_function(f"kind::{kind_of[id(module)]}"))
+        open_ranges[-1].__enter__()
+
+    def leave(module: nn.Module, _inputs: object, _output: object) -> None:
+        open_ranges.pop().__exit__(None, None, None)
+
+    kind_of = {id(m): k for m, k in labelled}
+    handles = [m.register_forward_pre_hook(enter) for m, _ in labelled]
+    handles += [m.register_forward_hook(leave) for m, _ in labelled]
+    device = device_of(model)
+    inputs = inputs.to(device)
+    model.eval()
+    try:
+        with torch.inference_mode():
+            counted = _count_macs(model, inputs[:1], kind_of)
+            model(inputs)
+            synchronize(device)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(rounds):
+                    with torch.autograd.profiler.record_function("kind::forward"):
+                        model(inputs)
+                synchronize(device)
+    finally:
+        for handle in handles:
+            handle.remove()
+    totals = {e.key.removeprefix("kind::"): e.cpu_time_total / 1e3 / rounds for e in prof.key_averages()
+              if e.key.startswith("kind::")}  # fmt: skip
+    forward = totals.pop("forward")
+    kinds = {k: KindTime(k, ms, counted.get(k, 0)) for k, ms in sorted(totals.items(), key=lambda kv: -kv[1])}
+    kinds["other"] = KindTime("other", max(0.0, forward - sum(totals.values())), 0)
+    return kinds
+
+
+def _count_macs(model: nn.Module, image: torch.Tensor, kind_of: dict[int, str]) -> dict[str, int]:
+    """MACs per image of each labelled kind: the convolutions and linear layers inside each labelled layer."""
+    counted: dict[str, int] = {}
+    handles = []
+    owner = {}
+    for module in model.modules():
+        if id(module) in kind_of:
+            for inner in module.modules():
+                owner.setdefault(id(inner), kind_of[id(module)])
+
+    def hook(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        kind = owner[id(module)]
+        counted[kind] = counted.get(kind, 0) + _layer_macs(module, output)
+
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and id(module) in owner:
+            handles.append(module.register_forward_hook(hook))
+    try:
+        model(image)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return counted
+
+
+def compare_kinds(dense: dict[str, KindTime], pruned: dict[str, KindTime], macs_speedup: float) -> str:
+    """Markdown: per layer kind, dense and pruned time per forward, its speedup, its MACs speedup and its
+    excess over the model's MACs speedup (the pruned time beyond ``dense / macs_speedup``): the kinds whose
+    time MACs do not explain (depthwise convolutions, squeeze-excite, activations, memory-bound layers)."""
+    rows = []
+    for kind in sorted(set(dense) | set(pruned), key=lambda k: -(dense[k].ms if k in dense else 0.0)):
+        d, p = dense.get(kind, KindTime(kind, 0.0, 0)), pruned.get(kind, KindTime(kind, 0.0, 0))
+        macs = f"{d.macs / p.macs:.2f}" if p.macs else ("gone" if d.macs else "-")
+        rows.append(
+            (
+                kind,
+                f"{d.ms:.3f}",
+                f"{p.ms:.3f}",
+                f"{d.ms / p.ms:.2f}" if p.ms > 0 else "gone",
+                f"{d.macs / 1e6:.2f}",
+                f"{p.macs / 1e6:.2f}",
+                macs,
+                f"{p.ms - d.ms / macs_speedup:+.3f}",
+            )
+        )
+    header = ("layer kind", "dense ms", "pruned ms", "speedup", "dense MMACs", "pruned MMACs", "MACs x",
+              f"excess over MACs {macs_speedup:.2f}x (ms)")  # fmt: skip
+    return markdown_table(header, rows) + "\n"
+
+
 @dataclass(frozen=True)
 class PairProfile:
     """What :func:`profile_pair` wrote (``markdown``, beside the two traces) and each model's ops."""
@@ -123,7 +272,8 @@ def profile_pair(
     title: str = "",
 ) -> PairProfile:
     """Profile both models on ``inputs``; write ``dense.trace.json``, ``pruned.trace.json`` (open them in
-    chrome://tracing or Perfetto) and ``profile.md`` under ``out_dir``. ``macs_speedup`` defaults to the two
+    chrome://tracing or Perfetto) and ``profile.md`` under ``out_dir``: the ops side by side and, on the
+    CPU, the layer kinds (:func:`compare_kinds`). ``macs_speedup`` defaults to the two
     models' MACs ratio on ``inputs``."""
     if macs_speedup is None:
         macs_speedup = count_macs_params(dense, inputs)[0] / count_macs_params(pruned, inputs)[0]
@@ -138,6 +288,13 @@ def profile_pair(
         f"MACs {macs_speedup:.2f}x fewer, profiled time {measured:.2f}x less.\n\n"
         + compare_ops(dense_ops, pruned_ops, macs_speedup)
     )
+    if device_of(dense).type == "cpu":
+        text += (
+            "\n## By layer kind\n\nCPU time per forward inside each kind of layer (a squeeze-excite block "
+            "whole), its MACs per image, and its excess over the model's MACs speedup: where the latency "
+            "that MACs do not explain sits.\n\n"
+            + compare_kinds(profile_kinds(dense, inputs), profile_kinds(pruned, inputs), macs_speedup)
+        )
     path = out_dir / "profile.md"
     write_atomic(path, lambda f: f.write(text.encode()))
     return PairProfile(path, dense_ops, pruned_ops)

@@ -184,6 +184,25 @@ def test_the_profiler_table_compares_ops_and_explains_the_gap(tmp_path: Path) ->
         assert json.loads((tmp_path / trace).read_text())["traceEvents"]
     ops = profile_model(model, inputs)
     assert all(op.self_ms > 0 and op.calls >= 1 for op in ops.values())
+    assert "## By layer kind" in text and "| conv |" in text and "| norm |" in text
+
+
+def test_layer_kinds_name_depthwise_convs_and_squeeze_excite_blocks_and_count_their_macs() -> None:
+    from pruners.measure import count_macs_params
+    from pruners.profile import compare_kinds, layer_kind, profile_kinds
+
+    depthwise, pointwise = torch.nn.Conv2d(8, 8, 3, groups=8), torch.nn.Conv2d(8, 16, 1)
+    assert (layer_kind(depthwise), layer_kind(pointwise)) == ("depthwise conv", "pointwise conv")
+    assert layer_kind(torch.nn.Hardswish()) == "activation" and layer_kind(torch.nn.Sequential()) is None
+    model = timm.create_model("mobilenetv3_small_050", num_classes=10).eval()
+    inputs = torch.randn(2, 3, 32, 32)
+    kinds = profile_kinds(model, inputs, rounds=2)
+    assert {"depthwise conv", "pointwise conv", "squeeze-excite", "norm", "other"} <= set(kinds)
+    macs = sum(k.macs for k in kinds.values())
+    assert 0.95 < macs / count_macs_params(model, inputs[:1])[0] < 1.05, "the convs and linears are the MACs"
+    assert all(k.ms >= 0 for k in kinds.values())
+    table = compare_kinds(kinds, kinds, macs_speedup=2.0)
+    assert "| depthwise conv |" in table and "| 1.00 |" in table
 
 
 def test_the_excess_over_the_macs_speedup_sums_to_the_gap() -> None:
