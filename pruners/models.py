@@ -113,7 +113,16 @@ MODELS: tuple[ModelEntry, ...] = (
         recovery_epochs={"fashion_mnist": 2},
     ),
     ModelEntry("resnet18d", "ResNet-D", CNN),
-    ModelEntry("mobilenetv3_small_100", "MobileNetV3", MOBILE, recipes={"fashion_mnist": FASHION_MOBILE}),
+    # On Fashion-MNIST no recovery tried brings l1 at 2x within 2 points of a control that keeps its
+    # baseline's top-1 (docs/fashion-mnist.md); 8 epochs keep the control, and its target there is 1.5x.
+    ModelEntry(
+        "mobilenetv3_small_100",
+        "MobileNetV3",
+        MOBILE,
+        recipes={"fashion_mnist": FASHION_MOBILE},
+        recovery_epochs={"fashion_mnist": 8},
+        targets={"fashion_mnist": 1.5},
+    ),
     ModelEntry("efficientnet_b0", "EfficientNet", MOBILE),
     ModelEntry("regnetx_002", "RegNet", MOBILE),
     ModelEntry("convnext_atto", "ConvNeXt", TRANSFORMER),

@@ -15,7 +15,7 @@ from pruners.matrix import build_cases
 
 FAMILY = "fashion_mnist"
 PATH = calibration.default_path(FAMILY)
-TIER = build_cases(tier="verdict")
+TIER = build_cases(tier="verdict", family="fashion_mnist")
 RERUN = f"re-run `prunebench calibrate --dataset torch/{FAMILY} --render` (see {markdown_path(PATH)})"
 
 

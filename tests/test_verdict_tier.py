@@ -24,7 +24,7 @@ def test_fashion_mnist_runs_the_verdict_tier_and_the_digits_the_default() -> Non
     assert choose_tier(False, False, False, "fashion_mnist") == "verdict"
     assert choose_tier(False, False, False) == choose_tier(False, False, False, "cifar10") == "default"
     assert choose_tier(True, False, False, "fashion_mnist") == "quick"
-    verdict = build_cases(tier="verdict")
+    verdict = build_cases(tier="verdict", family="fashion_mnist")
     mobile = [c.method for c in verdict if c.model == "mobilenetv3_small_100"]
     assert mobile == ["random", "l1"] or sorted(mobile) == ["l1", "random"]
     assert {c.method for c in verdict if c.model == "resnet18"} == {
@@ -95,7 +95,9 @@ def test_a_recovery_lr_replaces_the_recipes_peak_lr_and_changes_its_key() -> Non
         Recipes(recovery_lr=0.0)
 
 
-@pytest.mark.parametrize("model", sorted({c.model for c in build_cases(tier="verdict")}))
+@pytest.mark.parametrize(
+    "model", sorted({c.model for c in build_cases(tier="verdict", family="fashion_mnist")})
+)
 def test_sparse_training_methods_keep_recovery_epochs_on_the_verdict_tier(model: str) -> None:
     budget = get_model(model).recovery_epochs_for("fashion_mnist")
     dense = get_model(model).recipe_for("fashion_mnist")
