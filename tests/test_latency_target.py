@@ -122,6 +122,7 @@ def test_per_round_ratios_give_the_median_and_their_spread() -> None:
     assert timed.spread > 0
 
 
+@pytest.mark.slow
 def test_the_runtime_meter_times_dense_against_a_pruned_copy_in_eager(
     resnet: nn.Module, inputs: torch.Tensor
 ) -> None:
