@@ -20,6 +20,7 @@ from .commands import (
     list_command,
     merge_asv_command,
     merge_benchmarks_command,
+    multiples_command,
     profile_command,
     prune_command,
     report_command,
@@ -91,6 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(sens, "sensitivity")
     sens.add_argument("--out-dir", type=Path, default=Path("report"), help="where to write (report/)")
     sens.set_defaults(run=sensitivity_command)
+
+    mult = commands.add_parser(
+        "multiples",
+        help="measured ÷ MACs speed-up per channel multiple: one MACs target, channels rounded to 8, 4, 2, 1",
+        description="Prune MODEL's dense baseline with METHOD to one MACs target (--speedup, default the "
+        "model's) with the remaining channel counts rounded to each multiple in turn, and time each against "
+        "the dense model in the one --runtime (default eager) at --latency-size, in alternation.",
+    )
+    add_arguments(mult, "multiples")
+    mult.set_defaults(run=multiples_command)
 
     gpu = commands.add_parser(
         "gpu-check",

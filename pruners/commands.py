@@ -15,14 +15,15 @@ import torch
 import torch_pruning as tp
 
 from . import docs, golden
-from .case import run_case
+from .case import CALIB_BATCH_SIZE, method_data, run_case, sized_inputs, spec_baseline
 from .convergence import convergence_lines, dense_record, plateau_text
 from .files import check_writable, write_atomic
 from .gates import GATES
 from .gpu_check import gpu_check
 from .history import merge_asv_results, merge_benchmark_files
+from .latency_target import RuntimeMeter, multiples_study, multiples_table
 from .matrix import Case, parse_seeds
-from .models import check_model_name, list_models
+from .models import check_model_name, default_target, list_models
 from .options import check, split_csv
 from .profile import profile_pair
 from .registry import check_ratio, get_method
@@ -249,3 +250,36 @@ def sensitivity_command(args: argparse.Namespace) -> str:
     result = layer_sensitivity(spec, ratios)
     written = result.write(args.out_dir)
     return result.markdown() + "\n" + "\n".join(f"wrote {p}" for p in written)
+
+
+def multiples_command(args: argparse.Namespace) -> str:
+    """``prunebench multiples``: the model's dense baseline pruned to one MACs target with channel counts
+    rounded to each multiple, each timed against the dense model in the one ``--runtime`` at
+    ``--latency-size``; the table of measured ÷ MACs per multiple."""
+    values = vars(args)
+    check(values)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    settings = bench_settings([check_model_name(args.model)], values)
+    if len(settings.runtimes) > 1:
+        raise ValueError(f"`runtimes`: the study times in one runtime, got {','.join(settings.runtimes)}")
+    seed = parse_seeds(args.seeds)[0]
+    speedup = args.speedup or default_target(args.model, settings.workload(args.model).family)
+    spec = settings.spec(Case(args.model, args.method, None, speedup), [seed], timed=False)
+    dense = spec_baseline(spec, seed).model
+    inputs = spec.data.test_batch(spec.timing.batch_size).to(next(dense.parameters()).device)
+    size = spec.timing.size
+    timed = sized_inputs(len(inputs), size).to(inputs.device) if size else inputs
+    runtime = settings.runtimes[0] if settings.runtimes else "eager"
+    meter = RuntimeMeter(runtime, dense, timed, rounds=max(args.latency_rounds, 2))
+    data = method_data(args.method, spec.data, CALIB_BATCH_SIZE, spec.recovery_recipe, dense, seed)
+    rows = multiples_study(
+        dense, args.method, speedup, inputs, meter, data.calib, sparse_train=data.sparse_train
+    )
+    where = (
+        f"{runtime} at {size or spec.data.img_size} px, batch {len(timed)}, {torch.get_num_threads()} threads"
+    )
+    head = (
+        f"{args.model} / {args.method} at {speedup:g}x fewer MACs, timed in {where} ({meter.rounds} rounds)"
+    )
+    return head + "\n\n" + multiples_table(rows)

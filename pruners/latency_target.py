@@ -28,7 +28,8 @@ from .measure import alternated, device_of
 from .pruning import PruneRecord, TargetUnreachableError, method_data_for
 from .registry import CalibBatches, SparseTrain, get_method
 from .runtimes import set_up
-from .search import check_target, search_macs
+from .search import SEARCH_MULTIPLES, check_target, search_macs
+from .tables import markdown_table
 
 # A latency target is met when the measured dense ÷ pruned latency lies within this fraction of it.
 LATENCY_BAND = 0.05
@@ -195,3 +196,73 @@ def _seen(probes: list[LatencyProbe]) -> str:
     if not probes:
         return "nothing timed yet"
     return "measured " + ", ".join(f"{p.timed.speedup:.2f}x at {p.macs_speedup:.2f}x MACs" for p in probes)
+
+
+@dataclass(frozen=True)
+class MultipleRow:
+    """One channel multiple at one MACs target: the ratio found, the MACs speed-up it landed on and the
+    measured one (``timed``), or ``why`` the MACs jump over the target at that multiple."""
+
+    multiple: int
+    ratio: float | None = None
+    macs_speedup: float | None = None
+    timed: Timed | None = None
+    why: str = ""
+
+    @property
+    def per_macs(self) -> float | None:
+        """Measured ÷ MACs speed-up: the share of the MACs cut the clock saw."""
+        return None if self.timed is None or not self.macs_speedup else self.timed.speedup / self.macs_speedup
+
+
+def multiples_study(
+    model: nn.Module,
+    method: str,
+    speedup: float,
+    inputs: torch.Tensor,
+    meter: Meter,
+    calib: CalibBatches | None = None,
+    multiples: tuple[int, ...] = SEARCH_MULTIPLES,
+    *,
+    sparse_train: SparseTrain | None = None,
+) -> list[MultipleRow]:
+    """``model`` pruned with ``method`` to ``speedup`` fewer MACs once per channel multiple of
+    ``multiples`` (remaining channel counts rounded to it), each timed by ``meter``: how measured ÷ MACs
+    depends on the multiple. Every multiple starts from the same random state."""
+    spec = get_method(method)
+    check_target(method, speedup)
+    data = method_data_for(spec, model, calib, sparse_train).for_search()
+    rng = torch.get_rng_state()
+    rows = []
+    for multiple in multiples:
+        torch.set_rng_state(rng)
+        try:
+            pruned, record = search_macs(model, spec, speedup, inputs, data, multiples=(multiple,))
+        except TargetUnreachableError as err:
+            rows.append(MultipleRow(multiple, why=str(err)))
+            continue
+        rows.append(MultipleRow(multiple, record.ratio, record.macs_speedup, meter(pruned)))
+    return rows
+
+
+def multiples_table(rows: list[MultipleRow]) -> str:
+    """Markdown: per channel multiple, the ratio, MACs and measured speed-ups, measured ÷ MACs and the
+    spread of the per-round ratios."""
+    cells = []
+    for r in rows:
+        if r.timed is None:
+            cells.append((str(r.multiple), "-", "-", "-", "-", "-", r.why))
+            continue
+        cells.append(
+            (
+                str(r.multiple),
+                f"{r.ratio:.3f}",
+                f"{r.macs_speedup:.2f}",
+                f"{r.timed.speedup:.2f}",
+                f"{r.per_macs:.2f}",
+                f"{r.timed.spread:.3f}",
+                f"{r.timed.dense_ms:.2f} → {r.timed.pruned_ms:.2f} ms",
+            )
+        )
+    header = ("multiple", "ratio", "MACs x", "measured x", "measured ÷ MACs", "spread", "dense → pruned")
+    return markdown_table(header, cells) + "\n"

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-Front = Literal["bench", "prune", "profile", "calibrate", "sweep", "sensitivity"]
+Front = Literal["bench", "prune", "profile", "calibrate", "sweep", "sensitivity", "multiples"]
 RUNS: frozenset[Front] = frozenset({"bench", "prune", "profile"})
 EVERY: frozenset[Front] = RUNS | {"calibrate"}
 CASE: frozenset[Front] = frozenset({"prune", "profile"})
 # The options of the runs that score a model but train none: data, weights, device.
-SCORED: frozenset[Front] = RUNS | {"sensitivity"}
+SCORED: frozenset[Front] = RUNS | {"sensitivity", "multiples"}
+# The options of the runs that time a model at a size and in a runtime.
+TIMED: frozenset[Front] = RUNS | {"multiples"}
 SWEEP: frozenset[Front] = frozenset({"sweep"})
 MATRIX: frozenset[Front] = frozenset({"bench", "calibrate"})
 
@@ -68,11 +70,13 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("model", "timm model name", fronts=CASE | {"sensitivity"}, section="cases", required=True),
+    Option(
+        "model", "timm model name", fronts=CASE | {"sensitivity", "multiples"}, section="cases", required=True
+    ),
     Option(
         "method",
         "registered pruning method (prunebench list)",
-        fronts=CASE | {"sensitivity"},
+        fronts=CASE | {"sensitivity", "multiples"},
         section="cases",
         required=True,
     ),
@@ -106,7 +110,7 @@ OPTIONS: tuple[Option, ...] = (
         "speedup",
         "MACs target instead of a ratio: prune until dense / pruned MACs lands within 2% of it",
         float,
-        fronts=CASE,
+        fronts=CASE | {"multiples"},
         section="cases",
     ),
     Option(
@@ -160,7 +164,7 @@ OPTIONS: tuple[Option, ...] = (
         "comma-separated training seeds; a case runs once per seed and is judged on the mean drop "
         "(sensitivity: the first seed's baseline)",
         default="0",
-        fronts=EVERY | {"sensitivity"},
+        fronts=EVERY | {"sensitivity", "multiples"},
         section="cases",
         aliases=("--seed",),
     ),
@@ -172,7 +176,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("batch_size", "images per forward for MACs and latency", int, 64, fronts=SCORED),
     Option("threads", "torch threads (default: all cores; 1 per xdist worker)", int, fronts=EVERY | SCORED),
-    Option("latency_rounds", "timed rounds per model and case", int, 20),
+    Option("latency_rounds", "timed rounds per model and case", int, 20, fronts=TIMED),
     Option(
         "data_dir",
         "your labelled images: an ImageFolder with train/ and val/, or a val-only folder of classes "
@@ -226,10 +230,13 @@ OPTIONS: tuple[Option, ...] = (
         "runtimes",
         "also time dense and pruned in these runtimes: eager, compile (torch.compile, inductor), "
         "onnxruntime (ONNX Runtime's CPU provider on the exported model); comma-separated",
+        fronts=TIMED,
         aliases=("--runtime",),
     ),
     Option(
-        "latency_size", "also time dense and pruned at this input size, or 'model' for its pretrained size"
+        "latency_size",
+        "also time dense and pruned at this input size, or 'model' for its pretrained size",
+        fronts=TIMED,
     ),
     Option(
         "per_family",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -84,13 +85,19 @@ def prune_to_speedup(
 
 
 def search_macs(
-    model: nn.Module, spec: MethodSpec, target: float, inputs: torch.Tensor, data: MethodData
+    model: nn.Module,
+    spec: MethodSpec,
+    target: float,
+    inputs: torch.Tensor,
+    data: MethodData,
+    multiples: Sequence[int] = SEARCH_MULTIPLES,
 ) -> tuple[nn.Module, PruneRecord]:
-    """The search of :func:`prune_to_speedup` with the method's ``data`` given; searches that share one
-    ``data.for_search()`` share its sparse training."""
+    """The search of :func:`prune_to_speedup` with the method's ``data`` given, over the channel
+    ``multiples`` (coarsest first); searches that share one ``data.for_search()`` share its sparse
+    training."""
     search = _Search(model, spec, target, inputs, data)
     jumps = []
-    for multiple in SEARCH_MULTIPLES:
+    for multiple in multiples:
         with channel_multiple(multiple):
             found = search.bisect(multiple)
         if isinstance(found, str):

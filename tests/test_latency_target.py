@@ -184,3 +184,25 @@ def test_the_matrix_runs_structured_methods_at_each_latency_target_and_leaves_ma
     assert any(
         "no latency target" in why for *_, why in left_out(["resnet18"], ["magnitude"], latencies=[2.0])
     )
+
+
+@pytest.mark.slow
+def test_the_multiples_study_prunes_once_per_multiple_and_times_each(
+    resnet: nn.Module, inputs: torch.Tensor
+) -> None:
+    from pruners.latency_target import multiples_study, multiples_table
+
+    timer = ChannelTimer(resnet)
+    rows = multiples_study(resnet, "l1", 1.5, inputs, timer, multiples=(8, 1))
+    assert [r.multiple for r in rows] == [8, 1] and timer.timed == sum(r.timed is not None for r in rows)
+    landed = [r for r in rows if r.timed is not None]
+    assert landed and all(abs(r.macs_speedup / 1.5 - 1) <= 0.02 and r.per_macs > 0 for r in landed)
+    table = multiples_table(rows)
+    assert table.count("\n") == 4 and "measured ÷ MACs" in table
+
+
+def test_the_multiples_command_times_in_one_runtime(capsys: pytest.CaptureFixture) -> None:
+    from pruners.cli import main
+
+    assert main(["multiples", "--model", "resnet18", "--method", "l1", "--runtime", "eager,compile"]) != 0
+    assert "the study times in one runtime, got eager,compile" in capsys.readouterr().err
