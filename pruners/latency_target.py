@@ -37,6 +37,10 @@ LATENCY_BAND = 0.05
 LATENCY_PROBES = 8
 # Timed rounds per probe (each round times dense, then pruned).
 LATENCY_ROUNDS = 30
+# Channel multiples a latency search may round to, coarsest first. Finer ones run slower than the dense
+# model in ONNX Runtime: mobilenetv3_small_100 at 2x fewer MACs and 224 px measured 1.71x with multiples of
+# 8, 1.57x of 4, 0.63x of 2 and 0.41x of 1 (docs/understanding.md, `prunebench multiples`).
+LATENCY_MULTIPLES = (8, 4)
 
 
 @dataclass(frozen=True)
@@ -157,9 +161,11 @@ def prune_to_latency(
     *,
     sparse_train: SparseTrain | None = None,
     band: float = LATENCY_BAND,
+    multiples: tuple[int, ...] = LATENCY_MULTIPLES,
 ) -> tuple[nn.Module, PruneRecord, LatencyResult]:
     """Prune a copy of ``model`` with the structured ``method`` until ``meter``'s dense ÷ pruned latency lands
-    within ``band`` of ``target``, re-measured (module docstring). Every probe starts from the same random
+    within ``band`` of ``target``, re-measured (module docstring), with channel counts rounded to the
+    coarsest of ``multiples`` that lands on each MACs target. Every probe starts from the same random
     state and shares one sparse training. Raises :class:`TargetUnreachableError` naming the measured
     speed-ups when the MACs the target calls for cannot be removed, or no probe of :data:`LATENCY_PROBES`
     lands."""
@@ -172,7 +178,8 @@ def prune_to_latency(
     for _ in range(LATENCY_PROBES):
         torch.set_rng_state(rng)
         try:
-            pruned, record = search_macs(model, spec, check_target(method, max(macs, 1.001)), inputs, data)
+            macs_target = check_target(method, max(macs, 1.001))
+            pruned, record = search_macs(model, spec, macs_target, inputs, data, multiples)
         except TargetUnreachableError as err:
             raise TargetUnreachableError(
                 f"{target:g}x measured latency calls for about {macs:.2f}x fewer MACs ({_seen(probes)}), "

@@ -3,6 +3,8 @@ runtime meter on a real model."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import timm
 import torch
@@ -19,8 +21,12 @@ from pruners.latency_target import (
     timed_ratios,
     within_band,
 )
+from pruners.search import SEARCH_MULTIPLES
 
 from .conftest import SparseTrainSpy
+
+# The test model's layers hold 8-64 channels, too few for multiples of 8 and 4 to land on a MACs target.
+TINY = SEARCH_MULTIPLES
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +62,7 @@ def test_a_timer_with_a_known_latency_per_channel_drives_the_search_to_the_targe
     resnet: nn.Module, inputs: torch.Tensor
 ) -> None:
     timer = ChannelTimer(resnet)
-    pruned, record, result = prune_to_latency(resnet, "l1", 1.3, inputs, timer)
+    pruned, record, result = prune_to_latency(resnet, "l1", 1.3, inputs, timer, multiples=TINY)
     truth = timer.dense_ms / timer.latency(pruned)
     assert within_band(truth, 1.3) and result.within and result.final.speedup == pytest.approx(truth)
     assert record.macs_speedup > 1.3 * (1 + LATENCY_BAND), "channels fall slower than MACs: more MACs go"
@@ -70,7 +76,7 @@ def test_a_target_the_fixed_cost_puts_out_of_reach_is_refused_with_the_speedups_
 ) -> None:
     timer = ChannelTimer(resnet, fixed=1000.0)
     with pytest.raises(pruners.TargetUnreachableError, match=r"1.3x measured latency .*measured 1\.00x at"):
-        prune_to_latency(resnet, "l1", 1.3, inputs, timer)
+        prune_to_latency(resnet, "l1", 1.3, inputs, timer, multiples=TINY)
 
 
 @pytest.mark.slow
@@ -85,7 +91,7 @@ def test_a_landing_that_does_not_hold_when_timed_again_is_not_kept(
         readings.append(timed.speedup)
         return timed if len(readings) != 2 else Timed(timed.speedup * 1.5, 0.0, 1.0, 1.0)
 
-    _, _, result = prune_to_latency(resnet, "l1", 1.3, inputs, flaky)
+    _, _, result = prune_to_latency(resnet, "l1", 1.3, inputs, flaky, multiples=TINY)
     assert result.within and len(readings) >= 3
 
 
@@ -94,7 +100,9 @@ def test_a_sparse_training_method_trains_once_for_every_probe(
     resnet: nn.Module, inputs: torch.Tensor, sparse_train: SparseTrainSpy
 ) -> None:
     timer = ChannelTimer(resnet)
-    _, _, result = prune_to_latency(resnet, "group_norm", 1.3, inputs, timer, sparse_train=sparse_train)
+    _, _, result = prune_to_latency(
+        resnet, "group_norm", 1.3, inputs, timer, sparse_train=sparse_train, multiples=TINY
+    )
     assert result.within and len(result.probes) > 1 and sparse_train.epochs == 2
 
 
@@ -147,6 +155,7 @@ def test_a_case_at_a_latency_target_records_where_and_how_it_was_met(
         return ChannelTimer(dense)
 
     monkeypatch.setattr(case_module, "RuntimeMeter", meter)
+    monkeypatch.setattr(case_module, "prune_to_latency", functools.partial(prune_to_latency, multiples=TINY))
     spec = pruners.CaseSpec(
         "test_resnet", "l1", workload=workload, latency_speedup=1.3,
         recipes=Recipes(baseline=TINY_RECIPE, recovery_epochs=1),
