@@ -28,9 +28,9 @@ from .calibration import (
     rival,
     suggested_tolerance,
 )
-from .gate import CONFIDENCE, Verdict, one_sided_z
+from .gate import CONFIDENCE, one_sided_z
 from .matrix import Case, build_cases, default_tier
-from .ranking import RANKING_CONFIDENCE, pair, rank, tie_lines
+from .ranking import RANKING_CONFIDENCE, pair, rank, signed, tie_lines
 from .registry import get_method
 from .tables import markdown_table
 
@@ -274,10 +274,6 @@ class CalibratedMethod:
         return statistics.fmean(100 * float(c[which].float().mean()) for c in self.correct.values())
 
 
-def _signed(verdict: Verdict | None) -> str:
-    return "-" if verdict is None else f"{verdict.mean_drop:+.2f} ± {verdict.noise:.2f}"
-
-
 def ranking_section(cals: dict[Case, CaseCalibration]) -> list[str]:
     """Per model and cost, the calibrated methods ranked after recovery on the seeds they all ran, with
     their tie groups (:mod:`pruners.ranking`) and their leads over the cost's random method, recovered
@@ -320,10 +316,10 @@ def ranking_section(cals: dict[Case, CaseCalibration]) -> list[str]:
                 str(s.group),
                 s.method,
                 f"{s.top1:.2f}",
-                _signed(s.vs_best),
-                _signed(s.vs_random),
+                signed(s.vs_best),
+                signed(s.vs_random),
                 f"{by_method[s.method].top1('recalibrated'):.2f}",
-                _signed(pair(by_method[s.method], ref, "recalibrated"))
+                signed(pair(by_method[s.method], ref, "recalibrated"))
                 if ref is not None and s.method != chance
                 else "-",
             )

@@ -7,17 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .gate import Verdict
-from .ranking import pair, rank, tie_lines
+from .ranking import pair, rank, signed, tie_lines
 from .report import CONTROL, ReportRow, latency_size_label
 from .tables import markdown_table
 
 # The reference mask methods are paired against at the same sparsity.
 MASK_CONTROL = "random_unstructured"
-
-
-def _signed(verdict: Verdict | None) -> str:
-    return "-" if verdict is None else f"{verdict.mean_drop:+.2f} ± {verdict.noise:.2f}"
 
 
 def _ranked(title: str, rows: Sequence[ReportRow], control: str, cost: tuple[str, ...]) -> str:
@@ -47,9 +42,9 @@ def _ranked(title: str, rows: Sequence[ReportRow], control: str, cost: tuple[str
                 f"{r.one_shot_top1:.2f}",
                 _top1(r.recalibrated_top1),
                 f"{r.pruned_top1:.2f} ± {r.recovered_se:.2f}",
-                _signed(s.vs_best),
-                _signed(s.vs_random),
-                _signed(pair(r, ref, "recalibrated")) if ref is not None and r is not ref else "-",
+                signed(s.vs_best),
+                signed(s.vs_random),
+                signed(pair(r, ref, "recalibrated")) if ref is not None and r is not ref else "-",
                 f"{r.measured_speedup:.2f}",
             )
         )

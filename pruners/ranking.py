@@ -111,8 +111,9 @@ def rank(
     ]
 
 
-def _signed(verdict: Verdict) -> str:
-    return f"{verdict.mean_drop:+.2f} ± {verdict.noise:.2f}"
+def signed(verdict: Verdict | None) -> str:
+    """A paired difference as ``+0.74 ± 0.19`` (``-`` for none)."""
+    return "-" if verdict is None else f"{verdict.mean_drop:+.2f} ± {verdict.noise:.2f}"
 
 
 def _against(judged: Sequence[Standing], reference: str, z: float) -> str:
@@ -145,6 +146,6 @@ def tie_lines(standings: Sequence[Standing], reference: str | None = "random") -
             lines.append(head)
             continue
         verdict = _against(judged, reference, z)
-        figures = ", ".join(f"`{s.method}` {_signed(s.vs_random)}" for s in judged)
+        figures = ", ".join(f"`{s.method}` {signed(s.vs_random)}" for s in judged)
         lines.append(f"{head}; {verdict} ({figures})")
     return lines
