@@ -270,7 +270,7 @@ def multiples_command(args: argparse.Namespace) -> str:
     inputs = spec.data.test_batch(spec.timing.batch_size).to(next(dense.parameters()).device)
     size = spec.timing.size
     timed = sized_inputs(len(inputs), size).to(inputs.device) if size else inputs
-    runtime = settings.runtimes[0] if settings.runtimes else "eager"
+    runtime = spec.latency_runtime
     meter = RuntimeMeter(runtime, dense, timed, rounds=max(args.latency_rounds, 2))
     data = method_data(args.method, spec.data, CALIB_BATCH_SIZE, spec.recovery_recipe, dense, seed)
     rows = multiples_study(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch_pruning as tp
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
@@ -128,15 +129,6 @@ def layer_kind(module: nn.Module) -> str | None:
     return None
 
 
-def _layer_macs(module: nn.Module, output: torch.Tensor) -> int:
-    if isinstance(module, nn.Conv2d):
-        per_output = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-        return output.numel() // output.shape[0] * per_output
-    if isinstance(module, nn.Linear):
-        return output.numel() // output.shape[0] * module.in_features
-    return 0
-
-
 @dataclass(frozen=True)
 class KindTime:
     """One layer kind over a forward: its time (milliseconds, the layers' own ranges, inclusive) and its
@@ -170,14 +162,17 @@ def profile_kinds(
         open_ranges.pop().__exit__(None, None, None)
 
     kind_of = {id(m): k for m, k in labelled}
-    handles = [m.register_forward_pre_hook(enter) for m, _ in labelled]
-    handles += [m.register_forward_hook(leave) for m, _ in labelled]
     device = device_of(model)
     inputs = inputs.to(device)
     model.eval()
+    layer_macs = tp.utils.count_ops_and_params(model, inputs[:1], layer_wise=True)[2]
+    counted: dict[str, int] = {}
+    for module, kind in labelled:
+        counted[kind] = counted.get(kind, 0) + int(layer_macs.get(module, 0))
+    handles = [m.register_forward_pre_hook(enter) for m, _ in labelled]
+    handles += [m.register_forward_hook(leave) for m, _ in labelled]
     try:
         with torch.inference_mode():
-            counted = _count_macs(model, inputs[:1], kind_of)
             model(inputs)
             synchronize(device)
             with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -194,31 +189,6 @@ def profile_kinds(
     kinds = {k: KindTime(k, ms, counted.get(k, 0)) for k, ms in sorted(totals.items(), key=lambda kv: -kv[1])}
     kinds["other"] = KindTime("other", max(0.0, forward - sum(totals.values())), 0)
     return kinds
-
-
-def _count_macs(model: nn.Module, image: torch.Tensor, kind_of: dict[int, str]) -> dict[str, int]:
-    """MACs per image of each labelled kind: the convolutions and linear layers inside each labelled layer."""
-    counted: dict[str, int] = {}
-    handles = []
-    owner = {}
-    for module in model.modules():
-        if id(module) in kind_of:
-            for inner in module.modules():
-                owner.setdefault(id(inner), kind_of[id(module)])
-
-    def hook(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-        kind = owner[id(module)]
-        counted[kind] = counted.get(kind, 0) + _layer_macs(module, output)
-
-    for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)) and id(module) in owner:
-            handles.append(module.register_forward_hook(hook))
-    try:
-        model(image)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return counted
 
 
 def compare_kinds(dense: dict[str, KindTime], pruned: dict[str, KindTime], macs_speedup: float) -> str:
