@@ -155,6 +155,23 @@ def test_the_criterion_band_holds_every_calibrated_run() -> None:
     assert level.tolerance == cal.criterion_tolerance and level.runs == 5
 
 
+def test_random_runs_caught_counts_the_random_runs_outside_the_criterion_band() -> None:
+    """The band's power against a criterion that stopped ranking: per seed, whether the calibrated
+    ``random`` run at the same model and cost lies outside the criterion's band. Its band (level 18/360
+    points lost, 5 runs) holds random's seed 0 and excludes its seeds 1 and 2, which lost far more."""
+    target = 2.0
+    l1 = calibration.CaseCalibration(
+        Case("resnet18", "l1", None, target), runs_of([(0, 0)] * 5, [322, 320, 324, 322, 321])
+    )
+    chance = calibration.CaseCalibration(
+        Case("resnet18", "random", None, target), runs_of([(0, 0)] * 3, [321, 250, 200])
+    )
+    cals = {l1.case: l1, chance.case: chance}
+    assert calibration.random_runs_caught(cals, l1.case) == {(0, 1): False, (1, 1): True, (2, 1): True}
+    assert calibration.random_runs_caught(cals, chance.case) == {}, "random is not its own rival"
+    assert calibration.random_runs_caught({l1.case: l1}, l1.case) == {}, "no random calibrated"
+
+
 def calibrate_exit(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str]:
     """``prunebench calibrate ARGS``'s exit code and stderr, for arguments it refuses."""
     code = main(["calibrate", *args])
