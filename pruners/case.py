@@ -159,8 +159,7 @@ def prune_stage(
     start = time.perf_counter()
     if spec.latency_speedup is not None:
         timing = spec.timing
-        timed = sized_inputs(timing.batch_size, timing.size).to(inputs.device) if timing.size else inputs
-        meter = RuntimeMeter(spec.latency_runtime, dense, timed)
+        meter = RuntimeMeter(spec.latency_runtime, dense, latency_inputs(inputs, timing))
         pruned, record, found = prune_to_latency(
             dense,
             spec.method,
@@ -267,6 +266,11 @@ def run_seed(spec: CaseSpec, seed: int, inputs: torch.Tensor) -> SeedResult:
 def sized_inputs(batch_size: int, img_size: int) -> torch.Tensor:
     """Seeded random ``img_size`` px inputs, for timing at a size the workload does not have."""
     return torch.randn(batch_size, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
+
+
+def latency_inputs(inputs: torch.Tensor, timing: Timing) -> torch.Tensor:
+    """The batch a latency target is timed on: ``inputs``, or seeded random ones at ``timing.size`` px."""
+    return sized_inputs(timing.batch_size, timing.size).to(inputs.device) if timing.size else inputs
 
 
 def latency_at_size(dense: nn.Module, pruned: nn.Module, timing: Timing) -> tuple[LatencyStats | None, str]:

@@ -15,7 +15,7 @@ import torch
 import torch_pruning as tp
 
 from . import docs, golden
-from .case import CALIB_BATCH_SIZE, method_data, run_case, sized_inputs, spec_baseline
+from .case import CALIB_BATCH_SIZE, latency_inputs, method_data, run_case, spec_baseline
 from .convergence import convergence_lines, dense_record, plateau_text
 from .files import check_writable, write_atomic
 from .gates import GATES
@@ -261,24 +261,19 @@ def multiples_command(args: argparse.Namespace) -> str:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     settings = bench_settings([check_model_name(args.model)], values)
-    if len(settings.runtimes) > 1:
-        raise ValueError(f"`runtimes`: the study times in one runtime, got {','.join(settings.runtimes)}")
     seed = parse_seeds(args.seeds)[0]
     speedup = args.speedup or default_target(args.model, settings.workload(args.model).family)
     spec = settings.spec(Case(args.model, args.method, None, speedup), [seed], timed=False)
     dense = spec_baseline(spec, seed).model
-    inputs = spec.data.test_batch(spec.timing.batch_size).to(next(dense.parameters()).device)
-    size = spec.timing.size
-    timed = sized_inputs(len(inputs), size).to(inputs.device) if size else inputs
     runtime = spec.latency_runtime
+    inputs = spec.data.test_batch(spec.timing.batch_size).to(next(dense.parameters()).device)
+    timed = latency_inputs(inputs, spec.timing)
     meter = RuntimeMeter(runtime, dense, timed, rounds=max(args.latency_rounds, 2))
     data = method_data(args.method, spec.data, CALIB_BATCH_SIZE, spec.recovery_recipe, dense, seed)
     rows = multiples_study(
         dense, args.method, speedup, inputs, meter, data.calib, sparse_train=data.sparse_train
     )
-    where = (
-        f"{runtime} at {size or spec.data.img_size} px, batch {len(timed)}, {torch.get_num_threads()} threads"
-    )
+    where = f"{runtime} at {timed.shape[-1]} px, batch {len(timed)}, {torch.get_num_threads()} threads"
     head = (
         f"{args.model} / {args.method} at {speedup:g}x fewer MACs, timed in {where} ({meter.rounds} rounds)"
     )

@@ -102,6 +102,17 @@ def check_cost(
     return ratio, None
 
 
+def one_runtime(timing: Timing) -> str:
+    """The one runtime of ``timing.runtimes`` a latency target is measured in, else eager; more than one is
+    refused."""
+    if len(timing.runtimes) > 1:
+        raise ValueError(
+            "`runtimes`: a latency target or study is measured in one runtime, got "
+            + ",".join(timing.runtimes)
+        )
+    return timing.runtimes[0] if timing.runtimes else "eager"
+
+
 @dataclass(frozen=True)
 class CaseSpec:
     """One case: ``method`` on ``model`` at a pruning ``ratio`` (default: the method's own) or at a MACs
@@ -130,11 +141,7 @@ class CaseSpec:
                 raise ValueError("`latency_speedup` sets the cost: pass no `ratio` or `speedup` with it")
             target = check_target(self.method, self.latency_speedup, "latency target")
             object.__setattr__(self, "latency_speedup", target)
-            if len(self.timing.runtimes) > 1:
-                raise ValueError(
-                    "`latency_speedup` is measured in one runtime: pass one of `runtimes`, got "
-                    + ",".join(self.timing.runtimes)
-                )
+            one_runtime(self.timing)
             ratio, speedup = None, None
         else:
             ratio, speedup = check_cost(check_model_name(self.model), self.method, self.ratio, self.speedup)
@@ -150,8 +157,8 @@ class CaseSpec:
 
     @property
     def latency_runtime(self) -> str:
-        """The runtime a latency target is measured in: the one of ``timing.runtimes``, else eager."""
-        return self.timing.runtimes[0] if self.timing.runtimes else "eager"
+        """The runtime a latency target (or a channel-multiple study) is measured in (:func:`one_runtime`)."""
+        return one_runtime(self.timing)
 
     @property
     def data(self) -> Workload:

@@ -214,4 +214,6 @@ def test_the_multiples_command_times_in_one_runtime(capsys: pytest.CaptureFixtur
     from pruners.cli import main
 
     assert main(["multiples", "--model", "resnet18", "--method", "l1", "--runtime", "eager,compile"]) != 0
-    assert "the study times in one runtime, got eager,compile" in capsys.readouterr().err
+    assert (
+        "a latency target or study is measured in one runtime, got eager,compile" in capsys.readouterr().err
+    )
