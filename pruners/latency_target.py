@@ -137,18 +137,23 @@ class RuntimeMeter:
 
 
 def next_macs_target(probes: list[LatencyProbe], target: float) -> float:
-    """The MACs target the next probe asks for: from the two probes whose measured speed-ups are nearest
-    ``target``, interpolated in log space where they rise with MACs, else the nearest probe's MACs scaled
-    by how far its measured speed-up is from the target."""
-    near = sorted(probes, key=lambda p: abs(math.log(p.timed.speedup / target)))
-    a = near[0]
-    if len(near) > 1:
-        b = near[1]
-        rise = math.log(b.timed.speedup / a.timed.speedup)
-        run = math.log(b.macs_speedup / a.macs_speedup)
-        if (rise > 0 and run > 0) or (rise < 0 and run < 0):
-            return math.exp(math.log(a.macs_speedup) + math.log(target / a.timed.speedup) * run / rise)
-    return a.macs_speedup * target / a.timed.speedup
+    """The MACs target the next probe asks for. Once probes lie on both sides of ``target``, it is
+    interpolated in log space between the nearest one below and the nearest one above (their geometric
+    mean when noise has them in the wrong order), so it stays between MACs already seen; until then the
+    nearest probe's MACs are scaled by how far its measured speed-up is from the target (measured taken as
+    proportional to MACs), never an extrapolation of two noisy probes' slope."""
+    below = [p for p in probes if p.timed.speedup < target]
+    above = [p for p in probes if p.timed.speedup > target]
+    if below and above:
+        low = max(below, key=lambda p: p.timed.speedup)
+        high = min(above, key=lambda p: p.timed.speedup)
+        run = math.log(high.macs_speedup / low.macs_speedup)
+        if run <= 0:
+            return math.sqrt(low.macs_speedup * high.macs_speedup)
+        share = math.log(target / low.timed.speedup) / math.log(high.timed.speedup / low.timed.speedup)
+        return math.exp(math.log(low.macs_speedup) + share * run)
+    near = min(probes, key=lambda p: abs(math.log(p.timed.speedup / target)))
+    return near.macs_speedup * target / near.timed.speedup
 
 
 def prune_to_latency(

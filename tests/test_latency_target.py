@@ -124,6 +124,17 @@ def test_the_next_macs_target_corrects_by_the_measured_ratio_and_interpolates_in
     )
 
 
+def test_the_next_macs_target_stays_between_probes_on_either_side_of_the_target() -> None:
+    """The probes of two real ONNX Runtime searches on mobilenetv3_small_100 at 224 px (2x target): noisy,
+    nearly flat measured speed-ups must not send the search to MACs it cannot reach."""
+    l1 = [_probe(2.00, 1.71), _probe(2.35, 1.78), _probe(3.80, 2.17), _probe(3.13, 2.15)]
+    assert 2.35 < next_macs_target(l1, 2.0) < 3.13
+    flat = [_probe(2.00, 1.72), _probe(2.35, 1.74)]
+    assert next_macs_target(flat, 2.0) == pytest.approx(2.35 * 2.0 / 1.74), "no extrapolated slope"
+    crossed = [_probe(3.0, 1.9), _probe(2.5, 2.2)]
+    assert next_macs_target(crossed, 2.0) == pytest.approx((3.0 * 2.5) ** 0.5), "noise in the wrong order"
+
+
 def test_per_round_ratios_give_the_median_and_their_spread() -> None:
     timed = timed_ratios([10.0, 10.0, 10.0, 10.0, 10.0], [5.0, 5.0, 4.0, 6.0, 5.0])
     assert timed.speedup == 2.0 and timed.dense_ms == 10.0 and timed.pruned_ms == 5.0
