@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 
 import torch
 from torch import nn
 
 from . import zoo
+from .case_timing import latency_inputs, time_stage
 from .data import Workload
 from .decisions import weights_fingerprint
 from .forgetting import forgetting_figures
@@ -24,14 +25,13 @@ from .gate import PairedDrop
 from .gates import GATES
 from .latency_target import LatencyResult, RuntimeMeter, prune_to_latency
 from .levels import case_tolerance, criterion_level
-from .measure import LatencyStats, compare_latency, correct, device_of
+from .measure import correct, device_of
 from .pruning import PruneRecord, prune
 from .registry import MethodData, Regularizer, get_method
 from .result import CaseResult, SeedResult
-from .runtimes import RuntimeLatency, compare_runtimes
 from .scratch import train_scratch
 from .search import prune_to_speedup
-from .spec import CaseSpec, Timing
+from .spec import CaseSpec
 from .train import Recipe, recalibrate_batchnorm, train
 from .unstructured import make_permanent
 
@@ -261,54 +261,6 @@ def run_seed(spec: CaseSpec, seed: int, inputs: torch.Tensor) -> SeedResult:
         },
         **scratch,
     )
-
-
-def sized_inputs(batch_size: int, img_size: int) -> torch.Tensor:
-    """Seeded random ``img_size`` px inputs, for timing at a size the workload does not have."""
-    return torch.randn(batch_size, 3, img_size, img_size, generator=torch.Generator().manual_seed(0))
-
-
-def latency_inputs(inputs: torch.Tensor, timing: Timing) -> torch.Tensor:
-    """The batch a latency target is timed on: ``inputs``, or seeded random ones at ``timing.size`` px."""
-    return sized_inputs(timing.batch_size, timing.size).to(inputs.device) if timing.size else inputs
-
-
-def latency_at_size(dense: nn.Module, pruned: nn.Module, timing: Timing) -> tuple[LatencyStats | None, str]:
-    """Dense and pruned latency on seeded random ``timing.size`` px inputs (the resolution people deploy
-    at), or ``(None, why)`` when the architecture cannot take that size."""
-    inputs = sized_inputs(timing.batch_size, timing.size).to(device_of(dense))
-    try:
-        return compare_latency(dense, pruned, inputs, timing.rounds, options=timing.options), ""
-    except (RuntimeError, AssertionError, ValueError) as err:
-        return None, f"not timed at {timing.size} px: {type(err).__name__}: {str(err).strip()[:160]}"
-
-
-@dataclass
-class Timings:
-    """Stage 5's figures: latency at the workload's size, at the extra size (or why not), per runtime."""
-
-    latency: LatencyStats | None = None
-    at_size: LatencyStats | None = None
-    at_size_error: str = ""
-    runtimes: dict[str, tuple[dict[str, RuntimeLatency], dict[str, str]]] = field(default_factory=dict)
-
-
-def time_stage(spec: CaseSpec, first: SeedResult, inputs: torch.Tensor) -> Timings:
-    """Stage 5: dense and pruned latency of the first seed, alternated (nothing when ``rounds`` is None)."""
-    timing = spec.timing
-    if timing.rounds is None:
-        return Timings()
-    out = Timings(compare_latency(first.dense, first.pruned, inputs, timing.rounds, options=timing.options))
-    sizes = {"": inputs}
-    if timing.size and timing.size != inputs.shape[-1]:
-        out.at_size, out.at_size_error = latency_at_size(first.dense, first.pruned, timing)
-        sizes["at_size_"] = sized_inputs(timing.batch_size, timing.size).to(inputs.device)
-    if timing.runtimes:
-        out.runtimes = {
-            prefix: compare_runtimes(timing.runtimes, first.dense, first.pruned, batch, timing.rounds)
-            for prefix, batch in sizes.items()
-        }
-    return out
 
 
 def run_case(spec: CaseSpec) -> CaseResult:

@@ -15,7 +15,8 @@ import torch
 import torch_pruning as tp
 
 from . import docs, golden
-from .case import CALIB_BATCH_SIZE, latency_inputs, method_data, run_case, spec_baseline
+from .case import CALIB_BATCH_SIZE, method_data, run_case, spec_baseline
+from .case_timing import latency_inputs
 from .convergence import convergence_lines, dense_record, plateau_text
 from .files import check_writable, write_atomic
 from .gates import GATES
@@ -264,8 +265,8 @@ def multiples_command(args: argparse.Namespace) -> str:
     seed = parse_seeds(args.seeds)[0]
     speedup = args.speedup or default_target(args.model, settings.workload(args.model).family)
     spec = settings.spec(Case(args.model, args.method, None, speedup), [seed], timed=False)
-    dense = spec_baseline(spec, seed).model
     runtime = spec.latency_runtime
+    dense = spec_baseline(spec, seed).model
     inputs = spec.data.test_batch(spec.timing.batch_size).to(next(dense.parameters()).device)
     timed = latency_inputs(inputs, spec.timing)
     meter = RuntimeMeter(runtime, dense, timed, rounds=max(args.latency_rounds, 2))

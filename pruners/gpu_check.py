@@ -19,7 +19,7 @@ from pathlib import Path
 import timm
 import torch
 
-from .case import sized_inputs
+from .case_timing import sized_inputs
 from .files import check_writable, write_atomic
 from .measure import alternated, resolve_device
 from .profile import profile_pair

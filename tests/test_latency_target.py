@@ -221,9 +221,16 @@ def test_the_multiples_study_prunes_once_per_multiple_and_times_each(
     assert table.count("\n") == 4 and "measured ÷ MACs" in table
 
 
-def test_the_multiples_command_times_in_one_runtime(capsys: pytest.CaptureFixture) -> None:
+def test_the_multiples_command_times_in_one_runtime(
+    capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pruners import commands
     from pruners.cli import main
 
+    def no_baseline(*args: object) -> None:
+        raise AssertionError("the runtimes are checked before a baseline is loaded or trained")
+
+    monkeypatch.setattr(commands, "spec_baseline", no_baseline)
     assert main(["multiples", "--model", "resnet18", "--method", "l1", "--runtime", "eager,compile"]) != 0
     assert (
         "a latency target or study is measured in one runtime, got eager,compile" in capsys.readouterr().err
