@@ -4,11 +4,12 @@ runtime on one input batch, lands within :data:`LATENCY_BAND` of the target.
 MACs are what a pruning step controls; latency is what a user deploys. The search treats the MACs search
 (:func:`pruners.search.search_macs`) as its inner step and asks of it, probe by probe, the MACs target the
 measured latency calls for: the first probe prunes to the latency target in MACs, each next one corrects by
-the measured ÷ MACs ratio seen so far (interpolated in log space between the two probes nearest the
-target). A probe that lands in the band is timed again from a fresh set-up, and only a re-measured landing
-is kept. Timing is dense and pruned in alternation, round by round (:func:`pruners.measure.alternated`),
-and the speed-up is the median of the per-round ratios, so drift on a shared CPU hits both alike; the
-spread of those ratios is recorded with the band.
+the measured ÷ MACs ratio seen so far (interpolated in log space between the two MACs points nearest the
+target, each point's timings pooled). A probe that lands in the band is timed again from a fresh set-up,
+and a third time when the two disagree: a landing is kept only when two of its timings, the last among
+them, lie in the band. Timing is dense and pruned in alternation, round by round
+(:func:`pruners.measure.alternated`), and the speed-up is the median of the per-round ratios, so drift on a
+shared CPU hits both alike; the spread of those ratios is recorded with the band.
 
 HALP (Shen et al., NeurIPS 2022, "Structural Pruning via Latency-Saliency Knapsack") and AMC (He et al.,
 ECCV 2018) prune for measured latency in the same spirit, with a lookup table and a search respectively.
@@ -136,24 +137,42 @@ class RuntimeMeter:
         return timed_ratios(dense_ms, pruned_ms)
 
 
+def pooled(probes: list[LatencyProbe]) -> list[tuple[float, float]]:
+    """``(MACs speed-up, measured speed-up)`` per MACs point the probes landed on: the median of every
+    timing there, so a point timed again (a landing re-measured, or a MACs target that rounds onto a point
+    already seen) counts once, with its noise averaged."""
+    readings: dict[float, list[float]] = {}
+    for probe in probes:
+        readings.setdefault(round(probe.macs_speedup, 3), []).append(probe.timed.speedup)
+    return [(macs, statistics.median(seen)) for macs, seen in readings.items()]
+
+
 def next_macs_target(probes: list[LatencyProbe], target: float) -> float:
-    """The MACs target the next probe asks for. Once probes lie on both sides of ``target``, it is
-    interpolated in log space between the nearest one below and the nearest one above (their geometric
-    mean when noise has them in the wrong order), so it stays between MACs already seen; until then the
-    nearest probe's MACs are scaled by how far its measured speed-up is from the target (measured taken as
-    proportional to MACs), never an extrapolation of two noisy probes' slope."""
-    below = [p for p in probes if p.timed.speedup < target]
-    above = [p for p in probes if p.timed.speedup > target]
+    """The MACs target the next probe asks for, from the :func:`pooled` MACs points. Once points lie on
+    both sides of ``target``, it is interpolated in log space between the point below with the most MACs
+    removed and the point above with the fewest (their geometric mean when noise has them in the wrong
+    order), so it stays inside the tightest bracket of MACs already seen. While every point is below the
+    target, the answer lies past the most MACs removed so far: that point's MACs are scaled by how far its
+    measured speed-up is from the target (while every point is above, the fewest MACs removed); never an
+    extrapolation of two noisy points' slope, and never a step back onto a point one noisy reading made
+    look nearest."""
+    points = pooled(probes)
+    below = [p for p in points if p[1] < target]
+    above = [p for p in points if p[1] > target]
     if below and above:
-        low = max(below, key=lambda p: p.timed.speedup)
-        high = min(above, key=lambda p: p.timed.speedup)
-        run = math.log(high.macs_speedup / low.macs_speedup)
+        low, high = max(below), min(above)
+        run = math.log(high[0] / low[0])
         if run <= 0:
-            return math.sqrt(low.macs_speedup * high.macs_speedup)
-        share = math.log(target / low.timed.speedup) / math.log(high.timed.speedup / low.timed.speedup)
-        return math.exp(math.log(low.macs_speedup) + share * run)
-    near = min(probes, key=lambda p: abs(math.log(p.timed.speedup / target)))
-    return near.macs_speedup * target / near.timed.speedup
+            return math.sqrt(low[0] * high[0])
+        share = math.log(target / low[1]) / math.log(high[1] / low[1])
+        return math.exp(math.log(low[0]) + share * run)
+    if below:
+        macs, measured = max(below)
+    elif above:
+        macs, measured = min(above)
+    else:
+        macs, measured = points[-1]
+    return macs * target / measured
 
 
 def prune_to_latency(
@@ -194,6 +213,9 @@ def prune_to_latency(
         probes.append(LatencyProbe(macs, record.macs_speedup, timed))
         if within_band(timed.speedup, target, band):
             final = meter(pruned)
+            if not within_band(final.speedup, target, band):
+                probes.append(LatencyProbe(macs, record.macs_speedup, final))
+                final = meter(pruned)
             if within_band(final.speedup, target, band):
                 return pruned, record, LatencyResult(target, band, final, tuple(probes))
             probes.append(LatencyProbe(macs, record.macs_speedup, final))

@@ -14,9 +14,11 @@ import pruners
 from pruners.latency_target import (
     LATENCY_BAND,
     LatencyProbe,
+    LatencyResult,
     RuntimeMeter,
     Timed,
     next_macs_target,
+    pooled,
     prune_to_latency,
     timed_ratios,
     within_band,
@@ -80,19 +82,36 @@ def test_a_target_the_fixed_cost_puts_out_of_reach_is_refused_with_the_speedups_
 
 
 @pytest.mark.slow
-def test_a_landing_that_does_not_hold_when_timed_again_is_not_kept(
+def test_a_landing_is_kept_only_when_two_of_its_timings_lie_in_the_band(
     resnet: nn.Module, inputs: torch.Tensor
 ) -> None:
     honest = ChannelTimer(resnet)
-    readings: list[float] = []
 
-    def flaky(pruned: nn.Module) -> Timed:
-        timed = honest(pruned)
-        readings.append(timed.speedup)
-        return timed if len(readings) != 2 else Timed(timed.speedup * 1.5, 0.0, 1.0, 1.0)
+    def search(off: int) -> tuple[list[float], LatencyResult | None]:
+        """The first ``off`` re-timings of the first landing in the band read 1.5x too fast."""
+        readings: list[float] = []
+        landing: list[int] = []
 
-    _, _, result = prune_to_latency(resnet, "l1", 1.3, inputs, flaky, multiples=TINY)
-    assert result.within and len(readings) >= 3
+        def flaky(pruned: nn.Module) -> Timed:
+            timed = honest(pruned)
+            if not landing and within_band(timed.speedup, 1.3):
+                landing.append(len(readings))
+            late = bool(landing) and 0 < len(readings) - landing[0] <= off
+            readings.append(timed.speedup * (1.5 if late else 1.0))
+            return Timed(readings[-1], 0.0, 1.0, 1.0 / readings[-1])
+
+        try:
+            _, _, result = prune_to_latency(resnet, "l1", 1.3, inputs, flaky, multiples=TINY)
+        except pruners.TargetUnreachableError:
+            result = None
+        return readings[landing[0] :], result
+
+    timings, result = search(off=1)
+    assert result is not None and len(timings) == 3, "one stray re-timing: a third timing decides"
+    assert result.final.speedup == timings[2] and not within_band(timings[1], 1.3)
+    timings, result = search(off=2)
+    assert not within_band(timings[1], 1.3) and not within_band(timings[2], 1.3)
+    assert result is None or len(timings) > 3, "a landing two re-timings put outside the band is not kept"
 
 
 @pytest.mark.slow
@@ -119,9 +138,21 @@ def test_the_next_macs_target_corrects_by_the_measured_ratio_and_interpolates_in
     assert next_macs_target([_probe(2.0, 1.6)], 2.0) == pytest.approx(2.5)
     between = next_macs_target([_probe(2.0, 1.6), _probe(3.0, 2.4), _probe(1.2, 1.1)], 2.0)
     assert 2.0 < between < 3.0 and between == pytest.approx(2.0 * 1.25 ** (1 / 1), rel=0.05)
-    assert next_macs_target([_probe(2.0, 1.6), _probe(3.0, 1.5)], 2.0) == pytest.approx(2.5), (
-        "noise that makes latency fall as MACs fall is not interpolated"
+    assert next_macs_target([_probe(2.0, 1.6), _probe(3.0, 1.5)], 2.0) == pytest.approx(4.0), (
+        "noise that makes latency fall as MACs fall is not interpolated, and no step goes back below 3x"
     )
+    assert next_macs_target([_probe(3.0, 2.5), _probe(2.5, 2.2)], 2.0) == pytest.approx(2.5 * 2.0 / 2.2)
+
+
+def test_timings_of_one_macs_point_are_pooled_and_the_search_moves_past_it() -> None:
+    """The probes of a real ONNX Runtime search of mobilenetv3_small_100 / l1 at 224 px (2x target) on a
+    shared core: one high reading at 3.19x had the search ask for 3.32x again and again, which rounded onto
+    3.34x, until its 8 probes ran out."""
+    seen = [_probe(2.00, 1.54), _probe(2.55, 1.58), _probe(3.19, 1.92), _probe(3.19, 1.84)]
+    seen += [_probe(3.34, 1.90), _probe(3.34, 1.84), _probe(3.34, 1.85)]
+    assert pooled(seen)[2:] == [(3.19, pytest.approx(1.88)), (3.34, 1.85)]
+    assert next_macs_target(seen, 2.0) == pytest.approx(3.34 * 2.0 / 1.85)
+    assert next_macs_target(seen, 2.0) > 3.34 * 1.02, "past the 2 % a MACs landing may miss by"
 
 
 def test_the_next_macs_target_stays_between_probes_on_either_side_of_the_target() -> None:
