@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from .case import check_accuracy, run_case
+from .case_timing import latency_inputs
 from .convergence import dense_record
 from .gates import ScratchControl
 from .matrix import Case
@@ -53,5 +54,6 @@ def test_prune(
         rows.append(row_from_info(benchmark.extra_info, case.id))
     if opts.profile_dir:
         out_dir = Path(opts.profile_dir) / case.id
-        profile_pair(result.dense, result.pruned, result.inputs, out_dir, result.record.macs_speedup, case.id)
+        inputs = latency_inputs(result.inputs, settings.timing)
+        profile_pair(result.dense, result.pruned, inputs, out_dir, result.record.macs_speedup, case.id)
     check_accuracy(result)

@@ -33,14 +33,14 @@ from .result import CaseResult
 from .runtimes import RUNTIMES
 from .sensitivity import DEFAULT_RATIOS, layer_sensitivity
 from .settings import bench_settings
-from .spec import check_cost
+from .spec import CaseSpec, check_cost
 from .sweep import SweepRow, select_architectures, sweep
 from .sweep_report import markdown, merge_rows, read_csv, write_csv
 from .tables import markdown_table
 from .zoo import cached_histories
 
 
-def case_command(args: argparse.Namespace) -> CaseResult:
+def case_command(args: argparse.Namespace) -> tuple[CaseSpec, CaseResult]:
     """Run the case that ``prune`` and ``profile`` are about, from their options (the bench's table)."""
     values = vars(args)
     check(values)
@@ -56,13 +56,13 @@ def case_command(args: argparse.Namespace) -> CaseResult:
     if latency is not None:
         cost = f"{latency:g}x measured latency ({spec.latency_runtime})"
     print(f"prunebench: {args.model} / {args.method} @ {cost} on {spec.data.name}")
-    return run_case(spec)
+    return spec, run_case(spec)
 
 
 def prune_command(args: argparse.Namespace) -> str:
     if args.out is not None:
         check_writable(args.out, "--out")
-    result = case_command(args)
+    _, result = case_command(args)
     r = result.case_record()
     latency = r.latency
     target = f", target {r.target_speedup:g}x" if r.target_speedup else ""
@@ -104,11 +104,11 @@ def runtime_lines(info: Mapping[str, object]) -> list[str]:
 
 def profile_command(args: argparse.Namespace) -> str:
     check_writable(args.out_dir, "--out-dir", folder=True)
-    result = case_command(args)
+    spec, result = case_command(args)
     out_dir = args.out_dir / result.case.id
-    path = profile_pair(
-        result.dense, result.pruned, result.inputs, out_dir, result.record.macs_speedup, out_dir.name
-    ).markdown
+    inputs = latency_inputs(result.inputs, spec.timing)
+    macs = result.record.macs_speedup
+    path = profile_pair(result.dense, result.pruned, inputs, out_dir, macs, out_dir.name).markdown
     return (
         path.read_text() + f"\nwrote {path}, {out_dir / 'dense.trace.json'}, {out_dir / 'pruned.trace.json'}"
     )

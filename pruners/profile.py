@@ -253,7 +253,8 @@ def profile_pair(
     unit = "self CUDA time" if device_of(dense).type == "cuda" else "self CPU time"
     text = (
         f"# Profile{': ' + title if title else ''}\n\n"
-        f"torch.profiler, {PROFILE_ROUNDS} forwards of a batch of {len(inputs)} after 2 warm-up forwards, "
+        f"torch.profiler, {PROFILE_ROUNDS} forwards of a batch of {len(inputs)} at {inputs.shape[-1]} px "
+        "after 2 warm-up forwards, "
         f"{torch.get_num_threads()} threads; {unit} per forward, top {TOP_OPS} ops of the dense model. "
         f"MACs {macs_speedup:.2f}x fewer, profiled time {measured:.2f}x less.\n\n"
         + compare_ops(dense_ops, pruned_ops, macs_speedup)

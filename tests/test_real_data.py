@@ -239,7 +239,8 @@ def test_bench_runs_a_case_on_a_data_dir(bench: pytest.Pytester, digits_dir: Pat
     assert info["family"] == "folder" and info["criterion_gate"].startswith("not judged: no calibrated level")
     assert info["latency_img_size"] == 32 and info["latency_at_size_img_size"] == 64
     assert info["latency_at_size_dense_ms"] > 0 and info["latency_at_size_pruned_ms"] > 0
-    assert "| `aten::" in (tmp_path / "prof" / "test_resnet-l1-2x" / "profile.md").read_text()
+    profile = (tmp_path / "prof" / "test_resnet-l1-2x" / "profile.md").read_text()
+    assert "| `aten::" in profile and " at 64 px after 2 warm-up" in profile, "profiled at --latency-size"
     outcomes = result.parseoutcomes()
     assert outcomes.get("passed", 0) + outcomes.get("failed", 0) == 1
 
