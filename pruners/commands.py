@@ -80,24 +80,32 @@ def prune_command(args: argparse.Namespace) -> str:
         f"{latency['latency_device']})",
         *runtime_lines(latency),
     ]
+    if "latency_at_size_dense_ms" in latency:
+        lines += [
+            f"at {latency['latency_at_size_img_size']} px (--latency-size): "
+            f"{latency['latency_at_size_dense_ms']:.2f} ms -> {latency['latency_at_size_pruned_ms']:.2f} ms "
+            f"({latency['latency_at_size_speedup']:.2f}x)",
+            *runtime_lines(latency, "latency_at_size"),
+        ]
     if args.out is not None:
         write_atomic(args.out, lambda f: torch.save(result.pruned, f))
         lines.append(f"saved the pruned model to {args.out} (torch.load(path, weights_only=False))")
     return "\n".join(lines)
 
 
-def runtime_lines(info: Mapping[str, object]) -> list[str]:
-    """One line per runtime the case was timed in: dense and pruned latency and measured ÷ MACs speedup."""
+def runtime_lines(info: Mapping[str, object], prefix: str = "latency") -> list[str]:
+    """One line per runtime the case was timed in: dense and pruned latency and measured ÷ MACs speedup,
+    at the workload's size (``prefix`` "latency") or at ``--latency-size`` ("latency_at_size")."""
     lines = []
     for runtime in RUNTIMES:
-        if f"latency_{runtime}_error" in info:
-            lines.append(f"{runtime:<10}not timed: {info[f'latency_{runtime}_error']}")
-        elif f"latency_{runtime}_dense_ms" in info:
+        key = f"{prefix}_{runtime}"
+        if f"{key}_error" in info:
+            lines.append(f"{runtime:<12}not timed: {info[f'{key}_error']}")
+        elif f"{key}_dense_ms" in info:
             lines.append(
-                f"{runtime:<10}{info[f'latency_{runtime}_dense_ms']:.2f} ms -> "
-                f"{info[f'latency_{runtime}_pruned_ms']:.2f} ms ({info[f'latency_{runtime}_speedup']:.2f}x, "
-                f"{info[f'latency_{runtime}_per_macs']:.2f} of the MACs speedup; set-up "
-                f"{info[f'latency_{runtime}_dense_setup_s']:.1f} s)"
+                f"{runtime:<12}{info[f'{key}_dense_ms']:.2f} ms -> {info[f'{key}_pruned_ms']:.2f} ms "
+                f"({info[f'{key}_speedup']:.2f}x, {info[f'{key}_per_macs']:.2f} of the MACs speedup; "
+                f"set-up {info[f'{key}_dense_setup_s']:.1f} s)"
             )
     return lines
 

@@ -120,3 +120,19 @@ def test_asv_times_each_dense_model_once_and_a_bounded_subset_pruned_in_each_dep
         NotImplementedError, match=r"test_resnet-l1-0.5 \(dense\) does not run in onnxruntime"
     ):
         suite.RuntimeDenseLatency().setup(saved, "test_resnet", "onnxruntime")
+
+
+def test_the_prune_command_prints_each_runtime_at_the_workload_size_and_at_the_latency_size() -> None:
+    from pruners.commands import runtime_lines
+
+    info: dict[str, object] = {"latency_onnxruntime_error": "no exporter"}
+    for key, dense, pruned in (("latency_eager", 16.0, 13.0), ("latency_at_size_onnxruntime", 28.0, 14.0)):
+        info |= {f"{key}_dense_ms": dense, f"{key}_pruned_ms": pruned, f"{key}_speedup": dense / pruned}
+        info |= {f"{key}_per_macs": dense / pruned / 2, f"{key}_dense_setup_s": 4.0}
+    assert runtime_lines(info) == [
+        "eager       16.00 ms -> 13.00 ms (1.23x, 0.62 of the MACs speedup; set-up 4.0 s)",
+        "onnxruntime not timed: no exporter",
+    ]
+    assert runtime_lines(info, "latency_at_size") == [
+        "onnxruntime 28.00 ms -> 14.00 ms (2.00x, 1.00 of the MACs speedup; set-up 4.0 s)"
+    ]
