@@ -35,7 +35,8 @@ def test_prune(
     ``extra_info`` and fail when the recovery gate does."""
     corrupt = ""
     try:
-        result = run_case(settings.spec(case, seeds, timed=benchmark.enabled))
+        spec = settings.spec(case, seeds, timed=benchmark.enabled)
+        result = run_case(spec)
     except TargetUnreachableError as err:
         pytest.skip(f"prunebench: left out {case.id} (target unreachable: {err})")
     except CorruptCacheError as err:
@@ -54,6 +55,6 @@ def test_prune(
         rows.append(row_from_info(benchmark.extra_info, case.id))
     if opts.profile_dir:
         out_dir = Path(opts.profile_dir) / case.id
-        inputs = latency_inputs(result.inputs, settings.timing)
+        inputs = latency_inputs(result.inputs, spec.timing)
         profile_pair(result.dense, result.pruned, inputs, out_dir, result.record.macs_speedup, case.id)
     check_accuracy(result)
