@@ -223,7 +223,7 @@ def test_prune_command_end_to_end_saves_a_loadable_model(model: str, tmp_path: P
     text = capsys.readouterr().out
     assert "top-1     dense" in text and "MACs" in text and "latency" in text and str(out) in text
     assert re.search(
-        r"^eager     \d+\.\d\d ms -> \d+\.\d\d ms \(\d+\.\d\dx, \d+\.\d\d of the MACs", text, re.M
+        r"^eager       \d+\.\d\d ms -> \d+\.\d\d ms \(\d+\.\d\dx, \d+\.\d\d of the MACs", text, re.M
     )
     model = torch.load(out, weights_only=False)
     assert model(pruners.digits().test_batch(2)).shape == (2, 10)
