@@ -71,8 +71,8 @@ class LatencyProbe:
 @dataclass(frozen=True)
 class LatencyResult:
     """A latency search that landed: the ``target``, the ``band``, the ``final`` re-measured timing and the
-    ``probes`` that led there (the last is the landing's first timing); ``runtime`` and ``size`` (px) say
-    where it was timed."""
+    ``probes`` that led there (they end with the landing's first timing, and its disagreeing re-timing when
+    a third timing decided); ``runtime`` and ``size`` (px) say where it was timed."""
 
     target: float
     band: float
