@@ -56,7 +56,7 @@ from .options import check, split_csv
 from .result import CaseResult
 from .spec import CaseSpec, Recipes, Timing
 from .workloads import create_workload
-from .zoo import baseline_recipe, recovery_epochs
+from .zoo import baseline_recipe, recovery_budget
 
 
 def markdown_path(path: Path) -> Path:
@@ -129,7 +129,7 @@ def calibrate(args: argparse.Namespace) -> str:
     for case in todo:
         for seed in seeds:
             dense = baseline_recipe(case.model, family)
-            recovery = recovery_recipe(dense, args.distill, recovery_epochs(case.model, family))
+            recovery = recovery_recipe(dense, args.distill, **recovery_budget(case.model, family))
             where = {"threads": torch.get_num_threads(), "machine": cpu}
             where |= {"baseline_recipe": dense.key, "recovery_recipe": recovery.key}
             if is_recorded(load(out), case, seed, family, where):

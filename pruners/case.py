@@ -45,11 +45,14 @@ DENSE_SCORES_KEPT = 16
 _DENSE_SCORES: dict[str, tuple[torch.utils.data.Dataset, torch.Tensor]] = {}
 
 
-def recovery_recipe(baseline: Recipe, distill: float = RECOVERY_DISTILL, epochs: int | None = None) -> Recipe:
+def recovery_recipe(
+    baseline: Recipe, distill: float = RECOVERY_DISTILL, epochs: int | None = None, lr: float | None = None
+) -> Recipe:
     """The fine-tune every method gets after pruning: ``epochs`` (default: a third of the baseline's) at
-    the baseline's peak lr, distilling from the dense model with weight ``distill``."""
+    peak ``lr`` (default: the baseline's), distilling from the dense model with weight ``distill``."""
     epochs = max(1, baseline.epochs // 3) if epochs is None else epochs
-    return dataclasses.replace(baseline, epochs=epochs, warmup_epochs=0, distill=distill)
+    lr = baseline.lr if lr is None else lr
+    return dataclasses.replace(baseline, epochs=epochs, lr=lr, warmup_epochs=0, distill=distill)
 
 
 def split_budget(recovery: Recipe, needs: Sequence[str]) -> tuple[int, int]:

@@ -54,6 +54,7 @@ def models_table(pattern: str = "*") -> str:
             "; ".join(
                 f"{w}: {r.epochs} epochs, lr {r.lr:g}"
                 + (f", recovery {entry.recovery_epochs[w]} epochs" if w in entry.recovery_epochs else "")
+                + (f" at lr {entry.recovery_lr[w]:g}" if w in entry.recovery_lr else "")
                 + (f", target {entry.targets[w]:g}x" if w in entry.targets else "")
                 for w, r in entry.recipes.items()
             )

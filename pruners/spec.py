@@ -21,7 +21,7 @@ from .registry import get_method
 from .runtimes import check_runtimes
 from .search import check_reachable, check_target
 from .train import Recipe
-from .zoo import baseline_recipe, recovery_epochs
+from .zoo import baseline_recipe, recovery_budget
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ class CaseSpec:
         from .case import recovery_recipe
 
         recovery = self.recipes.recovery or recovery_recipe(
-            self.baseline_recipe, epochs=recovery_epochs(self.model, self.data)
+            self.baseline_recipe, **recovery_budget(self.model, self.data)
         )
         if self.recipes.recovery_epochs is not None:
             recovery = dataclasses.replace(recovery, epochs=self.recipes.recovery_epochs)

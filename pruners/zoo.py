@@ -52,11 +52,13 @@ def baseline_recipe(model_name: str, workload: Workload | str = "digits") -> Rec
     return recipe
 
 
-def recovery_epochs(model_name: str, workload: Workload | str = "digits") -> int | None:
-    """The recovery budget measured for ``model_name`` on ``workload``'s family, in epochs of its recovery
-    subset; ``None`` where none was (a third of the baseline's epochs)."""
+def recovery_budget(model_name: str, workload: Workload | str = "digits") -> dict[str, float | None]:
+    """The recovery budget measured for ``model_name`` on ``workload``'s family, as keyword arguments of
+    :func:`pruners.case.recovery_recipe`: ``epochs`` of its recovery subset (``None``: a third of the
+    baseline's) and peak ``lr`` (``None``: the baseline's)."""
     family = workload if isinstance(workload, str) else workload.family
-    return get_model(model_name).recovery_epochs_for(family)
+    entry = get_model(model_name)
+    return {"epochs": entry.recovery_epochs_for(family), "lr": entry.recovery_lr_for(family)}
 
 
 class WeightsUnavailableError(RuntimeError):

@@ -18,6 +18,7 @@ from pruners.matrix import Case, build_cases, choose_tier
 from pruners.models import get_model
 from pruners.registry import get_method
 from pruners.spec import CaseSpec
+from pruners.zoo import recovery_budget
 
 
 def test_fashion_mnist_runs_the_verdict_tier_and_the_digits_the_default() -> None:
@@ -73,10 +74,15 @@ def test_the_recovery_budget_measured_on_a_workload_sets_the_recovery_recipe() -
     entry = get_model("resnet18")
     assert entry.recovery_epochs_for("digits") is None
     spec = CaseSpec("resnet18", "l1", 0.3)
-    assert spec.recovery_recipe.epochs == max(1, spec.baseline_recipe.epochs // 3)
-    models.register_model(dataclasses.replace(entry, recovery_epochs={"digits": 5}), replace=True)
+    plain = spec.recovery_recipe
+    assert (plain.epochs, plain.lr) == (max(1, spec.baseline_recipe.epochs // 3), spec.baseline_recipe.lr)
+    assert recovery_budget("resnet18", "fashion_mnist") == {"epochs": 2, "lr": None}
+    measured = dataclasses.replace(entry, recovery_epochs={"digits": 5}, recovery_lr={"digits": 5e-4})
+    models.register_model(measured, replace=True)
     try:
-        assert CaseSpec("resnet18", "l1", 0.3).recovery_recipe.epochs == 5
+        recovery = CaseSpec("resnet18", "l1", 0.3).recovery_recipe
+        assert (recovery.epochs, recovery.lr) == (5, 5e-4)
+        assert recovery.key != plain.key
         assert (
             calibration.recipe_keys("resnet18")["recovery_recipe"]
             == CaseSpec("resnet18", "l1", 0.3).recovery_recipe.key
