@@ -44,7 +44,7 @@ from .calibration import (
     tolerances,
 )
 from .calibration_tables import render, rendered_cases
-from .case import recovery_recipe, run_case
+from .case import run_case
 from .datasets import dataset_family
 from .files import write_atomic
 from .gate import (
@@ -56,7 +56,7 @@ from .options import check, split_csv
 from .result import CaseResult
 from .spec import CaseSpec, Recipes, Timing
 from .workloads import create_workload
-from .zoo import baseline_recipe, recovery_budget
+from .zoo import case_recipes
 
 
 def markdown_path(path: Path) -> Path:
@@ -128,8 +128,7 @@ def calibrate(args: argparse.Namespace) -> str:
     cpu = machine()
     for case in todo:
         for seed in seeds:
-            dense = baseline_recipe(case.model, family)
-            recovery = recovery_recipe(dense, args.distill, **recovery_budget(case.model, family))
+            dense, recovery = case_recipes(case.model, family, args.distill)
             where = {"threads": torch.get_num_threads(), "machine": cpu}
             where |= {"baseline_recipe": dense.key, "recovery_recipe": recovery.key}
             if is_recorded(load(out), case, seed, family, where):

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 
-from .case import recovery_recipe
 from .gate import (
     PairedDrop,
     Verdict,
@@ -27,7 +26,7 @@ from .gate import (
 from .levels import CaseTolerance, CriterionLevel
 from .matrix import Case
 from .registry import get_method
-from .zoo import baseline_recipe, recovery_budget
+from .zoo import case_recipes
 
 # Relative to where it runs: this repository calibrates from its root, into bench/.
 DEFAULT_PATH = Path("bench") / "calibration.json"
@@ -178,8 +177,7 @@ class CaseCalibration:
 def recipe_keys(model: str, family: str = "digits") -> dict[str, str]:
     """The keys of the recipes a case of ``model`` runs with today on a workload of ``family``; a run
     under other recipes is stale."""
-    dense = baseline_recipe(model, family)
-    recovery = recovery_recipe(dense, **recovery_budget(model, family))
+    dense, recovery = case_recipes(model, family)
     return {"baseline_recipe": dense.key, "recovery_recipe": recovery.key}
 
 

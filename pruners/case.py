@@ -38,21 +38,9 @@ from .unstructured import make_permanent
 CALIB_BATCHES = 4
 # Images per calibration batch: what a data-driven method sees does not depend on the latency batch.
 CALIB_BATCH_SIZE = 32
-# Weight of the distillation term in the recovery loss (0 turns distillation off); see recovery_recipe.
-RECOVERY_DISTILL = 0.5
 # How many dense models' held-out correctness one process keeps (:func:`dense_correct`).
 DENSE_SCORES_KEPT = 16
 _DENSE_SCORES: dict[str, tuple[torch.utils.data.Dataset, torch.Tensor]] = {}
-
-
-def recovery_recipe(
-    baseline: Recipe, distill: float = RECOVERY_DISTILL, epochs: int | None = None, lr: float | None = None
-) -> Recipe:
-    """The fine-tune every method gets after pruning: ``epochs`` (default: a third of the baseline's) at
-    peak ``lr`` (default: the baseline's), distilling from the dense model with weight ``distill``."""
-    epochs = max(1, baseline.epochs // 3) if epochs is None else epochs
-    lr = baseline.lr if lr is None else lr
-    return dataclasses.replace(baseline, epochs=epochs, lr=lr, warmup_epochs=0, distill=distill)
 
 
 def split_budget(recovery: Recipe, needs: Sequence[str]) -> tuple[int, int]:

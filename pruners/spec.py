@@ -21,7 +21,7 @@ from .registry import get_method
 from .runtimes import check_runtimes
 from .search import check_reachable, check_target
 from .train import Recipe
-from .zoo import baseline_recipe, recovery_budget
+from .zoo import baseline_recipe, recovery_budget, recovery_recipe
 
 
 @dataclass(frozen=True)
@@ -172,8 +172,6 @@ class CaseSpec:
 
     @property
     def recovery_recipe(self) -> Recipe:
-        from .case import recovery_recipe
-
         recovery = self.recipes.recovery or recovery_recipe(
             self.baseline_recipe, **recovery_budget(self.model, self.data)
         )

@@ -11,14 +11,15 @@ import pytest
 import torch
 
 from pruners import calibrate, calibration, levels, models
-from pruners.case import recovery_recipe, split_budget
+from pruners.case import split_budget
 from pruners.cli import main
 from pruners.gate import PairedDrop, encode_correct
 from pruners.matrix import Case, build_cases, choose_tier
 from pruners.models import get_model
 from pruners.registry import get_method
 from pruners.spec import CaseSpec
-from pruners.zoo import recovery_budget
+from pruners.workloads import create_workload
+from pruners.zoo import case_recipes, recovery_budget, recovery_recipe
 
 
 def test_fashion_mnist_runs_the_verdict_tier_and_the_digits_the_default() -> None:
@@ -89,6 +90,18 @@ def test_the_recovery_budget_measured_on_a_workload_sets_the_recovery_recipe() -
         )
     finally:
         models.register_model(entry, replace=True)
+
+
+@pytest.mark.parametrize("model", ["resnet18", "mobilenetv3_small_100"])
+def test_a_case_spec_and_the_calibration_run_the_recipes_the_zoo_names(model: str) -> None:
+    dense, recovery = case_recipes(model, "fashion_mnist")
+    spec = CaseSpec(model, "l1", 0.3, workload=create_workload("torch/fashion_mnist"))
+    assert (spec.baseline_recipe, spec.recovery_recipe) == (dense, recovery)
+    budget = recovery_budget(model, "fashion_mnist")
+    assert recovery.epochs == (budget["epochs"] or dense.epochs // 3)
+    assert recovery.lr == (budget["lr"] or dense.lr)
+    keys = calibration.recipe_keys(model, "fashion_mnist")
+    assert keys == {"baseline_recipe": dense.key, "recovery_recipe": recovery.key}
 
 
 def test_a_recovery_lr_replaces_the_recipes_peak_lr_and_changes_its_key() -> None:

@@ -13,11 +13,11 @@ import copy
 import torch
 
 import pruners
-from pruners.case import CALIB_BATCH_SIZE, method_data, recovery_recipe
+from pruners.case import CALIB_BATCH_SIZE, method_data
 from pruners.matrix import cases_from_env
 from pruners.runtimes import RUNTIMES, set_up
 from pruners.spec import Timing
-from pruners.zoo import baseline_recipe
+from pruners.zoo import case_recipes
 
 THREADS = 1
 BATCH_SIZE = 64
@@ -189,7 +189,7 @@ class Memory(_Case):
     def setup(self, saved: dict, model: str, method: str) -> None:
         super().setup(saved, model, method)
         self.dense = torch.load(f"{self.case.id}-dense.pt", weights_only=False)
-        recovery = recovery_recipe(baseline_recipe(model))
+        _, recovery = case_recipes(model)
         self.data = method_data(method, self.workload, CALIB_BATCH_SIZE, recovery, self.dense)
 
     def peakmem_prune(self, saved: dict, model: str, method: str) -> None:

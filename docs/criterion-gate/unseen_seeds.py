@@ -16,7 +16,7 @@ import torch
 
 import pruners
 from pruners import zoo
-from pruners.case import CALIB_BATCH_SIZE, method_data, recovery_recipe
+from pruners.case import CALIB_BATCH_SIZE, method_data
 from pruners.gate import PairedDrop, band
 from pruners.levels import criterion_level
 from pruners.matrix import build_cases
@@ -26,7 +26,7 @@ from pruners.train import recalibrate_batchnorm
 
 def judge(case, seed: int, workload: pruners.Workload) -> dict:
     baseline = zoo.load_baseline(case.model, workload, seed=seed)
-    recovery = recovery_recipe(baseline.recipe)
+    recovery = zoo.recovery_recipe(baseline.recipe)
     level, missing = criterion_level(workload.family, case.id, baseline.recipe.key, recovery.key)
     if level is None:
         raise SystemExit(missing)
