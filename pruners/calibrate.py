@@ -53,10 +53,10 @@ from .gate import (
 from .levels import LEVELS_PATH, TOLERANCES_PATH, write_levels, write_tolerances
 from .matrix import Case, build_cases, default_tier, parse_seeds, parse_speedups
 from .options import check, split_csv
+from .recipes import case_recipes
 from .result import CaseResult
 from .spec import CaseSpec, Recipes, Timing
 from .workloads import create_workload
-from .zoo import case_recipes
 
 
 def markdown_path(path: Path) -> Path:

@@ -25,8 +25,8 @@ from .gate import (
 )
 from .levels import CaseTolerance, CriterionLevel
 from .matrix import Case
+from .recipes import case_recipes
 from .registry import get_method
-from .zoo import case_recipes
 
 # Relative to where it runs: this repository calibrates from its root, into bench/.
 DEFAULT_PATH = Path("bench") / "calibration.json"
@@ -272,6 +272,23 @@ def lead_over_random(
     by_seed = {r.seed: r for r in chance.runs}
     pairs = [(r.correct[which], by_seed[r.seed].correct[which]) for r in cals[case].runs if r.seed in by_seed]
     return paired_difference([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
+
+
+def tolerance_bound(case: Case) -> float | None:
+    """The widest tolerance the verdict tier allows ``case``: :data:`MAX_VERDICT_TOLERANCE`, except for a
+    chance rival (``random`` channels or weights, its own :func:`rival`), whose drop by design is the floor
+    the methods are ranked against, not a method's promise: it is held to the model's regression bound
+    alone (``None``)."""
+    return None if rival(case) == case else MAX_VERDICT_TOLERANCE
+
+
+def keeps_bounds(cal: CaseCalibration) -> bool:
+    """Whether ``cal``'s case tolerance keeps the verdict tier's bounds: at most :func:`tolerance_bound`,
+    and a single run detecting a regression within :data:`REGRESSION_BOUNDS` past the calibrated mean."""
+    limit, bound = tolerance_bound(cal.case), REGRESSION_BOUNDS.get(cal.case.model)
+    return (limit is None or cal.case_tolerance <= limit) and (
+        bound is None or cal.regression_detected <= bound
+    )
 
 
 def random_runs_caught(cals: dict[Case, CaseCalibration], case: Case) -> dict[tuple[int, int], bool]:

@@ -77,7 +77,7 @@ class ModelEntry:
 
     def recovery_epochs_for(self, workload_family: str = "digits") -> int | None:
         """The recovery fine-tune's epochs measured on ``workload_family``; ``None``: a third of the
-        baseline's (:func:`pruners.case.recovery_recipe`)."""
+        baseline's (:func:`pruners.recipes.recovery_recipe`)."""
         return self.recovery_epochs.get(workload_family)
 
     def recovery_lr_for(self, workload_family: str = "digits") -> float | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import timm
 
-from . import zoo
+from . import recipes, zoo
 from .data import Workload
 from .datasets import dataset_family
 from .files import CACHE_ENV, cache_dir, check_writable
@@ -205,7 +205,7 @@ def _check_model(settings: BenchSettings, model: str) -> None:
             f"`batch_size` {settings.batch_size} is larger than the {len(workload.test)} held-out images of "
             f"{workload.name}"
         )
-    batch = zoo.baseline_recipe(model, workload).batch_size
+    batch = recipes.baseline_recipe(model, workload).batch_size
     for split in ("train", "recovery"):
         data = workload.recovery if split == "recovery" and workload.recovery is not None else workload.train
         if len(data) < batch:

@@ -17,11 +17,11 @@ from .matrix import Case
 from .measure import TimingOptions
 from .models import check_model_name
 from .pruning import case_refusal
+from .recipes import baseline_recipe, recovery_budget, recovery_recipe
 from .registry import get_method
 from .runtimes import check_runtimes
 from .search import check_reachable, check_target
 from .train import Recipe
-from .zoo import baseline_recipe, recovery_budget, recovery_recipe
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ class Timing:
 @dataclass(frozen=True)
 class Recipes:
     """The dense ``baseline`` recipe and the ``recovery`` fine-tune (defaults: the model's recipe on the
-    workload, :func:`pruners.zoo.baseline_recipe`, and :func:`pruners.case.recovery_recipe` of it);
+    workload, :func:`pruners.recipes.baseline_recipe`, and :func:`pruners.recipes.recovery_recipe` of it);
     ``recovery_epochs`` and ``recovery_lr`` override the recovery's epochs and peak lr. ``scratch`` also
     trains each pruned architecture from random initialisation with the baseline recipe
     (:mod:`pruners.scratch`)."""

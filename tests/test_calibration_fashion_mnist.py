@@ -39,9 +39,11 @@ def test_the_markdown_and_the_case_tolerances_are_rendered_from_the_json(cals: d
 
 def test_every_gated_case_keeps_the_tiers_bounds(cals: dict) -> None:
     for case, cal in gated(cals).items():
-        assert cal.case_tolerance <= calibration.MAX_VERDICT_TOLERANCE, case.id
+        if calibration.rival(case) != case:
+            assert cal.case_tolerance <= calibration.MAX_VERDICT_TOLERANCE, case.id
         bound = calibration.REGRESSION_BOUNDS[case.model]
         assert cal.regression_detected <= bound, f"{case.id} misses a regression of {bound}"
+        assert calibration.keeps_bounds(cal), case.id
 
 
 def test_no_calibrated_run_fails_its_case_and_a_planted_drop_fails_every_one(cals: dict) -> None:

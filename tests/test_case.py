@@ -168,11 +168,11 @@ def test_random_method_is_seeded(result: pruners.CaseResult) -> None:
 
 
 def test_recovery_is_a_third_of_the_baseline_budget_and_distils() -> None:
-    recipe = pruners.zoo.baseline_recipe("resnet18")
-    recovery = pruners.zoo.recovery_recipe(recipe)
+    recipe = pruners.recipes.baseline_recipe("resnet18")
+    recovery = pruners.recipes.recovery_recipe(recipe)
     assert recovery.epochs == recipe.epochs // 3 and recovery.lr == recipe.lr and recovery.warmup_epochs == 0
-    assert recovery.distill == pruners.zoo.RECOVERY_DISTILL
-    assert pruners.zoo.recovery_recipe(Recipe(epochs=2, lr=1e-3)).epochs == 1
+    assert recovery.distill == pruners.recipes.RECOVERY_DISTILL
+    assert pruners.recipes.recovery_recipe(Recipe(epochs=2, lr=1e-3)).epochs == 1
 
 
 def test_distilling_recipe_needs_a_teacher(workload: pruners.Workload) -> None:

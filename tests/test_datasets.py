@@ -13,8 +13,8 @@ import torchvision
 import pruners
 from pruners import datasets as data
 from pruners.datasets import DatasetUnavailableError, fashion_mnist_hint, torch_dataset
+from pruners.recipes import baseline_recipe
 from pruners.settings import bench_settings
-from pruners.zoo import baseline_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_FASHION = all((data.DEBIAN_FASHION_MNIST / f"{n}.gz").is_file() for n in data.FASHION_MNIST_FILES)

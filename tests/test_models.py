@@ -63,7 +63,7 @@ def test_a_timm_model_without_an_entry_gets_the_default_recipe_and_a_warning() -
     with pytest.warns(UnmeasuredModelWarning, match="resnet10t has no entry in pruners.models.MODELS"):
         entry = get_model("resnet10t")
     assert entry.recipe == DEFAULT_RECIPE and not entry.measured
-    assert pruners.zoo.baseline_recipe("resnet10t") == DEFAULT_RECIPE
+    assert pruners.recipes.baseline_recipe("resnet10t") == DEFAULT_RECIPE
     assert model_kwargs("vit_small_patch16_224", 32) == {"img_size": 32, "patch_size": 8}
 
 

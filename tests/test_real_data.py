@@ -16,7 +16,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import pruners
-from pruners import zoo
+from pruners import recipes, zoo
 from pruners.data import DataDirError
 from pruners.folder import fingerprint, image_folder
 from pruners.measure import TimingOptions, compare_latency, resolve_device, timed_forward
@@ -304,7 +304,7 @@ def test_settings_build_each_models_workload_once(digits_dir: Path) -> None:
 
 @pytest.mark.parametrize("model", ["resnet18", "mobilenetv3_small_100"])
 def test_a_folder_baseline_is_a_number_of_steps_whatever_the_folders_size(model: str) -> None:
-    digits_recipe = zoo.baseline_recipe(model)
+    digits_recipe = recipes.baseline_recipe(model)
     steps = {}
     for images in (400, 1347, 5000):
         for size in (64, 112, 224):
@@ -320,8 +320,10 @@ def test_a_folder_baseline_is_a_number_of_steps_whatever_the_folders_size(model:
 
 def test_the_folder_recipe_is_what_a_folder_workload_trains_with(digits_dir: Path) -> None:
     folder = image_folder(digits_dir, "test_resnet", img_size=32, train_images=400)
-    recipe = zoo.baseline_recipe("resnet18", folder)
+    recipe = recipes.baseline_recipe("resnet18", folder)
     assert (
-        recipe == folder_recipe(zoo.baseline_recipe("resnet18"), 400, 32) != zoo.baseline_recipe("resnet18")
+        recipe
+        == folder_recipe(recipes.baseline_recipe("resnet18"), 400, 32)
+        != recipes.baseline_recipe("resnet18")
     )
-    assert zoo.baseline_recipe("resnet18", pruners.digits()) == zoo.baseline_recipe("resnet18")
+    assert recipes.baseline_recipe("resnet18", pruners.digits()) == recipes.baseline_recipe("resnet18")

@@ -16,10 +16,10 @@ from pruners.cli import main
 from pruners.gate import PairedDrop, encode_correct
 from pruners.matrix import Case, build_cases, choose_tier
 from pruners.models import get_model
+from pruners.recipes import case_recipes, recovery_budget, recovery_recipe
 from pruners.registry import get_method
 from pruners.spec import CaseSpec
 from pruners.workloads import create_workload
-from pruners.zoo import case_recipes, recovery_budget, recovery_recipe
 
 
 def test_fashion_mnist_runs_the_verdict_tier_and_the_digits_the_default() -> None:
@@ -236,6 +236,18 @@ def test_the_regression_a_run_detects_is_measured_from_the_cases_own_mean_drop()
     assert lossy.detects == pytest.approx(lossy.case_tolerance + calibration.one_sided_z() * lossy.mean_se)
     assert lossy.regression_detected == pytest.approx(lossy.detects - 2.0)
     assert lossy.detects > 2.0 > lossy.regression_detected
+
+
+def test_a_method_is_held_to_the_tolerance_bound_and_a_chance_rival_to_the_regression_bound_alone() -> None:
+    wide, scattered = torch.arange(4000) % 100 >= 4, torch.arange(4000) % 100 >= 2
+    for method in ("l1", "random"):
+        lossy = _calibrated(method, wide, seeds=6)
+        assert lossy.case_tolerance > calibration.MAX_VERDICT_TOLERANCE
+        assert lossy.regression_detected <= calibration.REGRESSION_BOUNDS["resnet18"]
+        assert calibration.keeps_bounds(lossy) == (method == "random")
+        assert calibration.keeps_bounds(_calibrated(method, scattered, seeds=6))
+    assert calibration.tolerance_bound(Case("resnet18", "random_unstructured", 0.5, None)) is None
+    assert calibration.tolerance_bound(Case("resnet18", "magnitude", 0.5, None)) == 2.0
 
 
 def test_a_models_target_on_a_workload_family_sets_its_cases_there_and_only_there() -> None:

@@ -15,9 +15,9 @@ import torch
 import pruners
 from pruners.case import CALIB_BATCH_SIZE, method_data
 from pruners.matrix import cases_from_env
+from pruners.recipes import case_recipes
 from pruners.runtimes import RUNTIMES, set_up
 from pruners.spec import Timing
-from pruners.zoo import case_recipes
 
 THREADS = 1
 BATCH_SIZE = 64

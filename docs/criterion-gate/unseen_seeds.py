@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import pruners
-from pruners import zoo
+from pruners import recipes, zoo
 from pruners.case import CALIB_BATCH_SIZE, method_data
 from pruners.gate import PairedDrop, band
 from pruners.levels import criterion_level
@@ -26,7 +26,7 @@ from pruners.train import recalibrate_batchnorm
 
 def judge(case, seed: int, workload: pruners.Workload) -> dict:
     baseline = zoo.load_baseline(case.model, workload, seed=seed)
-    recovery = zoo.recovery_recipe(baseline.recipe)
+    recovery = recipes.recovery_recipe(baseline.recipe)
     level, missing = criterion_level(workload.family, case.id, baseline.recipe.key, recovery.key)
     if level is None:
         raise SystemExit(missing)
