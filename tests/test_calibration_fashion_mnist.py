@@ -11,7 +11,7 @@ from pruners import calibration, calibration_tables
 from pruners.calibrate import markdown_path
 from pruners.gate import judge
 from pruners.levels import load_tolerances
-from pruners.matrix import build_cases
+from pruners.matrix import Case, build_cases
 
 FAMILY = "fashion_mnist"
 PATH = calibration.default_path(FAMILY)
@@ -37,13 +37,29 @@ def test_the_markdown_and_the_case_tolerances_are_rendered_from_the_json(cals: d
     assert written == {f"{f}/{c}": t for (f, c), t in calibration.tolerances(cals, FAMILY).items()}, RERUN
 
 
-def test_every_gated_case_keeps_the_tiers_bounds(cals: dict) -> None:
-    for case, cal in gated(cals).items():
-        if calibration.rival(case) != case:
-            assert cal.case_tolerance <= calibration.MAX_VERDICT_TOLERANCE, case.id
-        bound = calibration.REGRESSION_BOUNDS[case.model]
-        assert cal.regression_detected <= bound, f"{case.id} misses a regression of {bound}"
-        assert calibration.keeps_bounds(cal), case.id
+# Gated cases whose calibrated tolerance is known to break the tier's bounds, with the measurement that
+# says why; strict, so a recalibration that brings one back within bounds fails here until it is removed.
+OUT_OF_BOUNDS: dict[str, str] = {}
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, id=case.id, marks=pytest.mark.xfail(strict=True, reason=OUT_OF_BOUNDS[case.id]))
+        if case.id in OUT_OF_BOUNDS
+        else pytest.param(case, id=case.id)
+        for case in TIER
+    ],
+)
+def test_every_gated_case_keeps_the_tiers_bounds(cals: dict, case: Case) -> None:
+    cal = gated(cals).get(case)
+    if cal is None:
+        pytest.skip(f"{case.id} is not gated: fewer than {calibration.VERDICT_SEEDS} calibrated seeds")
+    if calibration.rival(case) != case:
+        assert cal.case_tolerance <= calibration.MAX_VERDICT_TOLERANCE, case.id
+    bound = calibration.REGRESSION_BOUNDS[case.model]
+    assert cal.regression_detected <= bound, f"{case.id} misses a regression of {bound}"
+    assert calibration.keeps_bounds(cal), case.id
 
 
 def test_no_calibrated_run_fails_its_case_and_a_planted_drop_fails_every_one(cals: dict) -> None:
