@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import pruners
 from pruners import calibrate, calibration, levels, models
 from pruners.case import split_budget
 from pruners.cli import main
@@ -19,7 +20,6 @@ from pruners.models import get_model
 from pruners.recipes import case_recipes, recovery_budget, recovery_recipe
 from pruners.registry import get_method
 from pruners.spec import CaseSpec
-from pruners.workloads import create_workload
 
 
 def test_fashion_mnist_runs_the_verdict_tier_and_the_digits_the_default() -> None:
@@ -93,9 +93,10 @@ def test_the_recovery_budget_measured_on_a_workload_sets_the_recovery_recipe() -
 
 
 @pytest.mark.parametrize("model", ["resnet18", "mobilenetv3_small_100"])
-def test_a_case_spec_and_the_calibration_run_the_recipes_the_zoo_names(model: str) -> None:
+def test_a_case_spec_and_the_calibration_run_the_recipes_case_recipes_names(model: str) -> None:
     dense, recovery = case_recipes(model, "fashion_mnist")
-    spec = CaseSpec(model, "l1", 0.3, workload=create_workload("torch/fashion_mnist"))
+    workload = dataclasses.replace(pruners.digits(), family="fashion_mnist")
+    spec = CaseSpec(model, "l1", 0.3, workload=workload)
     assert (spec.baseline_recipe, spec.recovery_recipe) == (dense, recovery)
     budget = recovery_budget(model, "fashion_mnist")
     assert recovery.epochs == (budget["epochs"] or dense.epochs // 3)
