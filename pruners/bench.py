@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,6 @@ from .measure import timed_forward
 from .options import as_flags
 from .profile import profile_pair
 from .pruning import TargetUnreachableError
-from .report import ReportRow, row_from_info
 from .settings import BenchSettings
 from .zoo import CorruptCacheError
 
@@ -28,11 +28,11 @@ def test_prune(
     seeds: list[int],
     benchmark,
     opts,
-    rows: list[ReportRow],
+    publish_record: Callable[[Mapping[str, object]], None],
     record_property,
 ) -> None:
     """Prune, recover and score ``case`` once per seed, time dense and pruned, record the figures in
-    ``extra_info`` and fail when the recovery gate does."""
+    ``extra_info``, hand them to the run's summary and fail when the recovery gate does."""
     corrupt = ""
     try:
         spec = settings.spec(case, seeds, timed=benchmark.enabled)
@@ -51,8 +51,7 @@ def test_prune(
         record_property("prunebench_scratch", f"{case.id}: {scratch.removeprefix('scratch').strip()}")
     forward = timed_forward(result.pruned, result.inputs, settings.timing)
     benchmark.pedantic(forward, rounds=opts.latency_rounds, warmup_rounds=3, iterations=1)
-    if benchmark.enabled:
-        rows.append(row_from_info(benchmark.extra_info, case.id))
+    publish_record(benchmark.extra_info)
     if opts.profile_dir:
         out_dir = Path(opts.profile_dir) / case.id
         inputs = latency_inputs(result.inputs, spec.timing)

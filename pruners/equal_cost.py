@@ -45,7 +45,7 @@ def _ranked(title: str, rows: Sequence[ReportRow], control: str, cost: tuple[str
                 signed(s.vs_best),
                 signed(s.vs_random),
                 signed(pair(r, ref, "recalibrated")) if ref is not None and r is not ref else "-",
-                f"{r.measured_speedup:.2f}",
+                "-" if r.measured_speedup is None else f"{r.measured_speedup:.2f}",
             )
         )
     groups = "\n".join(tie_lines(standings, control if ref is not None else None))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Mapping
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from .history import first_run_without_baseline
 from .matrix import choose_tier, left_out, parse_seeds, parse_shard, parse_speedups, select_cases
 from .options import as_flags, check, split_csv
 from .progress import show_progress
-from .report import ReportRow
+from .report import ReportRow, row_from_info
 from .settings import BenchSettings, bench_settings
 from .zoo import WeightsUnavailableError
 
@@ -61,9 +62,8 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(as_flags(str(err))) from None
     config.prunebench_progress = TerminalStream(config)
     show_progress(config.prunebench_progress, progress_mode(config))
-    config.prunebench_rows = []
-    config.prunebench_dense = DenseRecords()
-    config.pluginmanager.register(config.prunebench_dense, "prunebench-dense")
+    config.prunebench_reports = CaseReports()
+    config.pluginmanager.register(config.prunebench_reports, "prunebench-reports")
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     torch.set_num_threads(config.option.threads or (1 if worker else os.cpu_count() or 1))
 
@@ -96,16 +96,19 @@ def pytest_report_collectionfinish(config: pytest.Config) -> list[str]:
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     if config.prunebench_first_run:
         terminalreporter.write_line(config.prunebench_first_run, yellow=True)
-    for line in convergence_lines(config.prunebench_dense.records):
+    reports = config.prunebench_reports
+    for line in convergence_lines(reports.records):
         terminalreporter.write_line(line, yellow=True)
-    if config.prunebench_dense.scratch:
+    if reports.scratch:
         terminalreporter.write_sep("=", "prunebench: the scratch control (pruned architecture, random init)")
-        for line in config.prunebench_dense.scratch:
+        for line in reports.scratch:
             terminalreporter.write_line(line)
-    tables = equal_cost_tables(config.prunebench_rows)
+    tables = equal_cost_tables(reports.rows)
     if tables:
         terminalreporter.write_sep("=", "prunebench: methods at equal cost")
         terminalreporter.write_line(tables)
+        if any(row.latency_dense_ms is None for row in reports.rows):
+            terminalreporter.write_line(UNTIMED_NOTE)
 
 
 def progress_mode(config: pytest.Config) -> str:
@@ -131,19 +134,41 @@ class TerminalStream:
             sys.stderr.flush()
 
 
-class DenseRecords:
-    """Each case's dense baseline and control figures, and its scratch-control line, collected from its
-    report so that xdist workers' cases count too (user properties travel with the report to the
-    controller)."""
+# The attribute of a case's item, then of its call report, that carries the case's record to the summary.
+CASE_RECORD = "prunebench_record"
+UNTIMED_NOTE = (
+    "latency: not measured in this run (pytest-benchmark is disabled: under xdist `-n` or with "
+    "`--benchmark-disable`); run serially for the latency column"
+)
+
+
+class CaseReports:
+    """What the terminal summary tells of each case, collected from its call report so that xdist
+    workers' cases count too (a report, its user properties and the attributes set on it travel from the
+    worker to the controller): the dense baseline and control figures, the scratch-control line and the
+    case's row of the equal-cost tables, untimed where pytest-benchmark was disabled."""
 
     def __init__(self) -> None:
         self.records: list[dict] = []
         self.scratch: list[str] = []
+        self.rows: list[ReportRow] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "call":
-            self.records += [value for name, value in report.user_properties if name == "prunebench_dense"]
-            self.scratch += [value for name, value in report.user_properties if name == "prunebench_scratch"]
+        if report.when != "call":
+            return
+        self.records += [value for name, value in report.user_properties if name == "prunebench_dense"]
+        self.scratch += [value for name, value in report.user_properties if name == "prunebench_scratch"]
+        info = getattr(report, CASE_RECORD, None)
+        if info is not None:
+            self.rows.append(row_from_info(info, report.nodeid, timed=False))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytest.TestReport:
+    report = yield
+    if call.when == "call" and hasattr(item, CASE_RECORD):
+        setattr(report, CASE_RECORD, getattr(item, CASE_RECORD))
+    return report
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -168,6 +193,10 @@ def seeds(request: pytest.FixtureRequest) -> list[int]:
 
 
 @pytest.fixture
-def rows(request: pytest.FixtureRequest) -> list[ReportRow]:
-    """The timed cases of this process, for the equal-cost tables of the terminal summary."""
-    return request.config.prunebench_rows
+def publish_record(request: pytest.FixtureRequest) -> Callable[[Mapping[str, object]], None]:
+    """Hands a case's record (its ``extra_info``) to the run's summary: it rides on the case's report."""
+
+    def publish(info: Mapping[str, object]) -> None:
+        setattr(request.node, CASE_RECORD, dict(info))
+
+    return publish

@@ -50,8 +50,8 @@ class ReportRow:
     macs_pruned: int
     params_dense: int
     params_pruned: int
-    latency_dense_ms: float
-    latency_pruned_ms: float
+    latency_dense_ms: float | None
+    latency_pruned_ms: float | None
     passed: bool
     kind: str = "structured"
     target_speedup: float | None = None
@@ -95,13 +95,17 @@ class ReportRow:
         return self.macs_dense / self.macs_pruned
 
     @property
-    def measured_speedup(self) -> float:
+    def measured_speedup(self) -> float | None:
+        """Dense over pruned latency; ``None`` where the run did not time the case."""
+        if self.latency_dense_ms is None or self.latency_pruned_ms is None:
+            return None
         return self.latency_dense_ms / self.latency_pruned_ms
 
     @property
-    def efficiency(self) -> float:
+    def efficiency(self) -> float | None:
         """Measured speedup / MACs speedup: how much of the MACs cut the clock saw (1.0: all of it)."""
-        return self.measured_speedup / self.macs_speedup
+        speedup = self.measured_speedup
+        return None if speedup is None else speedup / self.macs_speedup
 
 
 def load_run(path: Path) -> list[ReportRow]:
@@ -118,20 +122,22 @@ def load_run(path: Path) -> list[ReportRow]:
     return sorted(rows, key=lambda r: (r.model, r.method, r.target_speedup or 0.0, r.ratio))
 
 
-def row_from_info(info: Mapping[str, object], name: str) -> ReportRow:
+def row_from_info(info: Mapping[str, object], name: str, timed: bool = True) -> ReportRow:
     """One :class:`ReportRow` from a case's ``extra_info`` (read as a :class:`pruners.CaseRecord`, of any
-    schema it reads); ``name`` says which case in errors."""
+    schema it reads); ``name`` says which case in errors. ``timed``: the record must hold latency (else
+    a record without it gives a row without latency)."""
     try:
         record = CaseRecord.from_extra_info(info)
     except (RecordSchemaError, TypeError) as err:
         raise ValueError(f"{name}: {err}") from None
-    return row_from_record(record, name)
+    return row_from_record(record, name, timed)
 
 
-def row_from_record(record: CaseRecord, name: str) -> ReportRow:
-    """One :class:`ReportRow` from ``record``; ``name`` says which case in errors."""
+def row_from_record(record: CaseRecord, name: str, timed: bool = True) -> ReportRow:
+    """One :class:`ReportRow` from ``record``; ``name`` says which case in errors. ``timed``: the record
+    must hold latency (else a record without it gives a row without latency)."""
     latency = record.latency
-    if "latency_dense_ms" not in latency:
+    if timed and "latency_dense_ms" not in latency:
         raise ValueError(f"{name} has no latency in extra_info (run without --benchmark-disable)")
     deploy = "latency_at_size" if "latency_at_size_dense_ms" in latency else "latency"
     return ReportRow(
@@ -145,8 +151,8 @@ def row_from_record(record: CaseRecord, name: str) -> ReportRow:
         macs_pruned=record.macs_pruned,
         params_dense=record.params_dense,
         params_pruned=record.params_pruned,
-        latency_dense_ms=latency[f"{deploy}_dense_ms"],
-        latency_pruned_ms=latency[f"{deploy}_pruned_ms"],
+        latency_dense_ms=latency.get(f"{deploy}_dense_ms"),
+        latency_pruned_ms=latency.get(f"{deploy}_pruned_ms"),
         latency_img_size=int(latency.get(f"{deploy}_img_size", 0)),
         workload_latency_ms=(
             (latency["latency_dense_ms"], latency["latency_pruned_ms"])

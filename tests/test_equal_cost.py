@@ -14,6 +14,7 @@ from pruners import structured
 from pruners.equal_cost import equal_cost_tables
 from pruners.gate import decode_correct, encode_correct, paired_difference
 from pruners.matrix import build_cases, parse_speedups
+from pruners.matrix_plugin import UNTIMED_NOTE
 from pruners.report import load_run
 from pruners.report_page import write_report
 from pruners.search import SPEEDUP_TOLERANCE, check_speedup
@@ -204,3 +205,32 @@ def test_the_bench_leaves_out_a_case_whose_target_is_unreachable(pytester: pytes
     result = bench.runpytest("--models", "resnet18", "--methods", "l1", "--speedup", "2", "-rs")
     result.assert_outcomes(skipped=1)
     result.stdout.fnmatch_lines(["*left out resnet18-l1-2x (target unreachable: *stand-in)*"])
+
+
+def _equal_cost_rows(result: pytest.RunResult) -> list[list[str]]:
+    """The method rows of a run's equal-cost tables, as lists of cells."""
+    lines = result.stdout.lines
+    start = next(i for i, line in enumerate(lines) if "prunebench: methods at equal cost" in line)
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in lines[start:]
+        if line.startswith("| ") and not line.startswith("| group ")
+    ]
+
+
+@pytest.mark.slow
+def test_a_parallel_run_ranks_the_methods_as_a_serial_run_does_and_says_it_did_not_time_them(
+    bench: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under xdist (``-n 2``) each case's record reaches the controller on its report: the equal-cost table
+    holds the serial run's figures, with its latency column empty and the reason said."""
+    monkeypatch.setenv("PRUNEBENCH_CACHE", str(tmp_path))
+    argv = ["--models", "test_resnet", "--methods", "l1,random", "--speedup", "2", "--recovery-epochs", "1"]
+    argv += ["--threads", "1", "--latency-rounds", "2"]
+    serial = bench.runpytest_subprocess(*argv)
+    parallel = bench.runpytest_subprocess(*argv, "-n", "2")
+    timed, untimed = _equal_cost_rows(serial), _equal_cost_rows(parallel)
+    assert [row[1] for row in timed] == ["l1", "random"] and len(untimed) == 2
+    assert all(float(row[-1]) > 0 for row in timed) and [row[-1] for row in untimed] == ["-", "-"]
+    assert [row[:-1] for row in untimed] == [row[:-1] for row in timed]
+    assert UNTIMED_NOTE in parallel.stdout.str() and UNTIMED_NOTE not in serial.stdout.str()
