@@ -60,6 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
             check_writable(option.profile_dir, "`profile_dir`", folder=True)
     except (ValueError, WeightsUnavailableError, EntryPointError) as err:
         raise pytest.UsageError(as_flags(str(err))) from None
+    config.addinivalue_line("markers", "xdist_group(name): the xdist worker group under --dist loadgroup")
     config.prunebench_progress = TerminalStream(config)
     show_progress(config.prunebench_progress, progress_mode(config))
     config.prunebench_reports = CaseReports()
@@ -172,9 +173,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """One test per case, grouped by model for xdist's ``--dist loadgroup``: each worker then takes whole
+    models, so from an empty cache the workers train different baselines instead of one waiting on the
+    other's (``docs/running.md``, "Running in parallel")."""
     if "case" in metafunc.fixturenames:
         cases = metafunc.config.prunebench_cases
-        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+        params = [pytest.param(c, id=c.id, marks=pytest.mark.xdist_group(c.model)) for c in cases]
+        metafunc.parametrize("case", params)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ from pruners.matrix import (
     split_csv,
 )
 from pruners.models import default_target
+
+from .conftest import bench_where_run_raises
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -178,3 +181,16 @@ def test_bench_collects_every_structured_method_at_each_macs_target(bench: pytes
     assert result.ret == pytest.ExitCode.OK, result.stdout.str() + result.stderr.str()
     for case in ("resnet18-l1-1.5x", "resnet18-l1-3x", "resnet18-magnitude-0.5"):
         assert f"test_prune[{case}]" in result.stdout.str()
+
+
+@pytest.mark.slow
+def test_loadgroup_gives_each_xdist_worker_whole_models(pytester: pytest.Pytester) -> None:
+    """Under ``-n 2 --dist loadgroup`` every case of a model runs on one worker, and both workers run."""
+    bench = bench_where_run_raises(pytester, "pruners.TargetUnreachableError('stand-in')")
+    argv = ["--models", "resnet18,mobilenetv3_small_100", "--methods", "l1,random,l2", "--ratios", "0.3"]
+    result = bench.runpytest_subprocess(*argv, "-n", "2", "--dist", "loadgroup", "-v")
+    ran = re.findall(r"\[(gw\d)\] .*SKIPPED .*test_prune\[(\w+)-\w+-0\.3\]@(\w+)", result.stdout.str())
+    assert len(ran) == 6, result.stdout.str()
+    assert all(model == group for _, model, group in ran)
+    workers = {model: {worker for worker, m, _ in ran if m == model} for _, model, _ in ran}
+    assert all(len(w) == 1 for w in workers.values()) and len(set.union(*workers.values())) == 2, workers
