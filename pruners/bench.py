@@ -11,8 +11,6 @@ import pytest
 
 from .case import check_accuracy, run_case
 from .case_timing import latency_inputs
-from .convergence import dense_record
-from .gates import ScratchControl
 from .matrix import Case
 from .measure import timed_forward
 from .options import as_flags
@@ -29,7 +27,6 @@ def test_prune(
     benchmark,
     opts,
     publish_record: Callable[[Mapping[str, object]], None],
-    record_property,
 ) -> None:
     """Prune, recover and score ``case`` once per seed, time dense and pruned, record the figures in
     ``extra_info``, hand them to the run's summary and fail when the recovery gate does."""
@@ -45,13 +42,9 @@ def test_prune(
         pytest.fail(corrupt, pytrace=False)
     record = result.case_record()
     benchmark.extra_info.update(record.to_extra_info())
-    record_property("prunebench_dense", dense_record(benchmark.extra_info))
-    scratch = ScratchControl().line(record)
-    if scratch:
-        record_property("prunebench_scratch", f"{case.id}: {scratch.removeprefix('scratch').strip()}")
+    publish_record(benchmark.extra_info)
     forward = timed_forward(result.pruned, result.inputs, settings.timing)
     benchmark.pedantic(forward, rounds=opts.latency_rounds, warmup_rounds=3, iterations=1)
-    publish_record(benchmark.extra_info)
     if opts.profile_dir:
         out_dir = Path(opts.profile_dir) / case.id
         inputs = latency_inputs(result.inputs, spec.timing)

@@ -11,16 +11,18 @@ from collections.abc import Callable, Mapping
 import pytest
 import torch
 
-from .convergence import convergence_lines
+from .convergence import convergence_lines, dense_record
 from .datasets import dataset_family
 from .entry_points import EntryPointError
 from .equal_cost import equal_cost_tables
 from .files import check_writable
+from .gates import ScratchControl
 from .history import first_run_without_baseline
 from .matrix import choose_tier, left_out, parse_seeds, parse_shard, parse_speedups, select_cases
 from .options import as_flags, check, split_csv
 from .progress import show_progress
-from .report import ReportRow, row_from_info
+from .record import CaseRecord
+from .report import ReportRow, row_from_record
 from .settings import BenchSettings, bench_settings
 from .zoo import WeightsUnavailableError
 
@@ -144,10 +146,10 @@ UNTIMED_NOTE = (
 
 
 class CaseReports:
-    """What the terminal summary tells of each case, collected from its call report so that xdist
-    workers' cases count too (a report, its user properties and the attributes set on it travel from the
-    worker to the controller): the dense baseline and control figures, the scratch-control line and the
-    case's row of the equal-cost tables, untimed where pytest-benchmark was disabled."""
+    """What the terminal summary tells of each case, read from the record its call report carries, so that
+    xdist workers' cases count too (a report and the attributes set on it travel from the worker to the
+    controller): the dense baseline and control figures, the scratch-control line and the case's row of
+    the equal-cost tables, untimed where pytest-benchmark was disabled."""
 
     def __init__(self) -> None:
         self.records: list[dict] = []
@@ -155,13 +157,15 @@ class CaseReports:
         self.rows: list[ReportRow] = []
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when != "call":
-            return
-        self.records += [value for name, value in report.user_properties if name == "prunebench_dense"]
-        self.scratch += [value for name, value in report.user_properties if name == "prunebench_scratch"]
         info = getattr(report, CASE_RECORD, None)
-        if info is not None:
-            self.rows.append(row_from_info(info, report.nodeid, timed=False))
+        if report.when != "call" or info is None:
+            return
+        record = CaseRecord.from_extra_info(info)
+        self.records.append(dense_record(info))
+        scratch = ScratchControl().line(record)
+        if scratch:
+            self.scratch.append(f"{record.case_id}: {scratch.removeprefix('scratch').strip()}")
+        self.rows.append(row_from_record(record, report.nodeid, timed=False))
 
 
 @pytest.hookimpl(wrapper=True)

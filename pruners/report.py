@@ -122,15 +122,14 @@ def load_run(path: Path) -> list[ReportRow]:
     return sorted(rows, key=lambda r: (r.model, r.method, r.target_speedup or 0.0, r.ratio))
 
 
-def row_from_info(info: Mapping[str, object], name: str, timed: bool = True) -> ReportRow:
+def row_from_info(info: Mapping[str, object], name: str) -> ReportRow:
     """One :class:`ReportRow` from a case's ``extra_info`` (read as a :class:`pruners.CaseRecord`, of any
-    schema it reads); ``name`` says which case in errors. ``timed``: the record must hold latency (else
-    a record without it gives a row without latency)."""
+    schema it reads); ``name`` says which case in errors."""
     try:
         record = CaseRecord.from_extra_info(info)
     except (RecordSchemaError, TypeError) as err:
         raise ValueError(f"{name}: {err}") from None
-    return row_from_record(record, name, timed)
+    return row_from_record(record, name)
 
 
 def row_from_record(record: CaseRecord, name: str, timed: bool = True) -> ReportRow:
