@@ -124,7 +124,7 @@ def calibrate(args: argparse.Namespace) -> str:
     if args.render:
         entries = load(out)
         return write_markdown(entries, out, rendered_cases(entries, family), family)
-    workload = create_workload(args.dataset or "digits")
+    workloads = {model: create_workload(args.dataset or "digits", model) for model in {c.model for c in todo}}
     cpu = machine()
     for case in todo:
         for seed in seeds:
@@ -139,7 +139,7 @@ def calibrate(args: argparse.Namespace) -> str:
                 case.method,
                 case.ratio,
                 case.speedup,
-                workload=workload,
+                workload=workloads[case.model],
                 seeds=(seed,),
                 recipes=Recipes(recovery=recovery),
                 timing=Timing(rounds=None),

@@ -17,6 +17,7 @@ from torchvision.transforms import v2
 from .data import DataDirError, TensorImageDataset, Workload
 from .files import cache_dir, write_atomic
 from .folder import _first
+from .models import model_img_size
 from .workloads import register_workload
 
 
@@ -190,12 +191,13 @@ def torch_dataset(
 @register_workload("torch/*")
 def _create_torch(name: str, model_name: str | None, options: Mapping[str, object]) -> Workload:
     """A torchvision dataset named the timm way (``torch/fashion_mnist``): ``root``, ``download``,
-    ``img_size`` (32), ``train_images``, ``test_images``."""
+    ``img_size`` (default: ``model_name``'s size on this family, :meth:`pruners.ModelEntry.img_size_for`,
+    else 32), ``train_images``, ``test_images``."""
     return torch_dataset(
         name,
         options.get("root"),
         download=bool(options.get("download")),
-        img_size=options.get("img_size") or 32,
+        img_size=options.get("img_size") or model_img_size(model_name, dataset_family(name)) or 32,
         train_images=options.get("train_images"),
         test_images=options.get("test_images"),
     )

@@ -19,7 +19,7 @@ from .datasets import dataset_family
 from .files import CACHE_ENV, cache_dir, check_writable
 from .matrix import Case
 from .measure import TimingOptions, resolve_device
-from .models import smallest_input
+from .models import model_img_size, smallest_input
 from .options import OPTIONS, check, split_csv
 from .runtimes import check_runtimes
 from .spec import CaseSpec, Recipes, Timing, Weights
@@ -52,9 +52,13 @@ class BenchSettings:
     _workloads: dict[str, Workload] = field(default_factory=dict, repr=False)
 
     def workload(self, model_name: str) -> Workload:
-        """The embedded digits, the named dataset (the same for every model), or the data folder through
-        ``model_name``'s own timm data config."""
-        key = model_name if self.data_dir is not None and self.dataset is None else ""
+        """The embedded digits, the named dataset (at ``img_size``, else at ``model_name``'s size on it,
+        :func:`pruners.models.model_img_size`: shared by the models of one size), or the data folder
+        through ``model_name``'s own timm data config."""
+        if self.dataset is not None:
+            key = str(self.img_size or model_img_size(model_name, dataset_family(self.dataset)) or "")
+        else:
+            key = model_name if self.data_dir is not None else ""
         if key not in self._workloads:
             self._workloads[key] = self._build(model_name)
         return self._workloads[key]
