@@ -91,13 +91,11 @@ def write_markdown(
     if levels_path is None:
         levels_path = LEVELS_PATH if path == default_path(family) else path.with_name("gate_levels.json")
     cals = calibrations(entries, cases, family)
-    found = levels(cals, family)
-    if found:
-        write_levels(found, levels_path)
-    case_tolerances = tolerances(cals, family) if family != "digits" else {}
-    if case_tolerances:
+    write_levels(levels(cals, family), family, levels_path)
+    if family != "digits":
         here = path == default_path(family)
-        write_tolerances(case_tolerances, TOLERANCES_PATH if here else path.with_name("gate_tolerances.json"))
+        tolerances_path = TOLERANCES_PATH if here else path.with_name("gate_tolerances.json")
+        write_tolerances(tolerances(cals, family), family, tolerances_path)
     return markdown
 
 
@@ -131,6 +129,7 @@ def calibrate(args: argparse.Namespace) -> str:
             dense, recovery = case_recipes(case.model, family, args.distill)
             where = {"threads": torch.get_num_threads(), "machine": cpu}
             where |= {"baseline_recipe": dense.key, "recovery_recipe": recovery.key}
+            where |= {"img_size": workloads[case.model].img_size}
             if is_recorded(load(out), case, seed, family, where):
                 print(f"{case.id} seed {seed}: recorded already, skipped", file=sys.stderr, flush=True)
                 continue
@@ -166,6 +165,7 @@ def run_entry(spec: CaseSpec, result: CaseResult, family: str, cpu: str) -> dict
         "speedup": spec.speedup,
         "family": family,
         "workload": spec.data.name,
+        "img_size": spec.data.img_size,
         "ratio_found": round(case.ratio, 4),
         "macs_speedup": case.macs_speedup,
         "pruned_top1_recalibrated": case.recalibrated_top1,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .data import DEFAULT_IMG_SIZE
 from .gate import (
     PairedDrop,
     Verdict,
@@ -25,6 +26,7 @@ from .gate import (
 )
 from .levels import CaseTolerance, CriterionLevel
 from .matrix import Case
+from .models import model_img_size
 from .recipes import case_recipes
 from .registry import get_method
 
@@ -164,13 +166,14 @@ class CaseCalibration:
 
     def level(self, family: str = "digits") -> CriterionLevel:
         """This case's :class:`~pruners.levels.CriterionLevel` for the gate."""
-        keys = recipe_keys(self.case.model, family)
+        keys = run_keys(self.case.model, family)
         return CriterionLevel(
             level=round(self.criterion_level, 3),
             tolerance=self.criterion_tolerance,
             runs=len(self.runs),
             baseline_recipe=keys["baseline_recipe"],
             recovery_recipe=keys["recovery_recipe"],
+            img_size=keys["img_size"],
         )
 
 
@@ -179,6 +182,12 @@ def recipe_keys(model: str, family: str = "digits") -> dict[str, str]:
     under other recipes is stale."""
     dense, recovery = case_recipes(model, family)
     return {"baseline_recipe": dense.key, "recovery_recipe": recovery.key}
+
+
+def run_keys(model: str, family: str = "digits") -> dict:
+    """What a calibration run of ``model`` on ``family`` must have been measured under to count today: the
+    :func:`recipe_keys` and the input size (:func:`pruners.models.model_img_size`, else 32 px)."""
+    return recipe_keys(model, family) | {"img_size": model_img_size(model, family) or DEFAULT_IMG_SIZE}
 
 
 def entry_key(entry: dict) -> tuple:
@@ -232,15 +241,15 @@ def _run(entry: dict) -> Run:
 def calibrations(
     entries: Iterable[dict], cases: Sequence[Case], family: str = "digits"
 ) -> dict[Case, CaseCalibration]:
-    """Group the current runs in ``entries`` (today's recipes, measured from the dense control) by case,
-    for each of ``cases``."""
+    """Group the current runs in ``entries`` (today's recipes and input size, :func:`run_keys`, measured
+    from the dense control) by case, for each of ``cases``."""
     grouped: dict[Case, list[Run]] = {case: [] for case in cases}
-    current = {case.model: recipe_keys(case.model, family) for case in cases}
+    current = {case.model: run_keys(case.model, family) for case in cases}
     for e in entries:
         case = entry_case(e)
         if case not in grouped or e.get("family", "digits") != family or e.get("reference") != REFERENCE:
             continue
-        if all(e[k] == v for k, v in current[case.model].items()):
+        if all(e.get(k) == v for k, v in current[case.model].items()):
             grouped[case].append(_run(e))
     return {case: CaseCalibration(case, tuple(runs)) for case, runs in grouped.items()}
 
@@ -329,7 +338,7 @@ def tolerances(cals: dict[Case, CaseCalibration], family: str) -> dict[tuple[str
     """The per-case recovery tolerances of every case calibrated over at least :data:`VERDICT_SEEDS` seeds."""
     return {
         (family, case.id): CaseTolerance(
-            tolerance=cal.case_tolerance, runs=len(cal.runs), **recipe_keys(case.model, family)
+            tolerance=cal.case_tolerance, runs=len(cal.runs), **run_keys(case.model, family)
         )
         for case, cal in cals.items()
         if len(cal.seeds) >= VERDICT_SEEDS

@@ -266,7 +266,7 @@ def run_case(spec: CaseSpec) -> CaseResult:
     timings = time_stage(spec, results[0], inputs)
     recovery = spec.recovery_recipe
     case = spec.case(results[0].record.ratio)
-    keys = spec.data.family, case.id, spec.baseline_recipe.key, recovery.key
+    keys = spec.data.family, case.id, spec.baseline_recipe.key, recovery.key, spec.data.img_size
     level, missing = criterion_level(*keys)
     tolerance, tolerance_source = case_tolerance(*keys, get_method(spec.method).tolerance)
     return CaseResult(

@@ -84,7 +84,12 @@ class Workload:
         return torch.stack([self.test[i][0] for i in range(batch_size)])
 
 
-def digits(img_size: int = 32, test_fraction: float = 0.2, seed: int = 0) -> Workload:
+# The input size of the embedded digits and, unless a run or a model's entry names another, of a named
+# dataset.
+DEFAULT_IMG_SIZE = 32
+
+
+def digits(img_size: int = DEFAULT_IMG_SIZE, test_fraction: float = 0.2, seed: int = 0) -> Workload:
     """scikit-learn's digits as a :class:`Workload`: ``img_size`` px RGB, stratified seeded split.
 
     Training images are shifted by up to 2 px at random (padding + crop); both splits are standardised

@@ -14,7 +14,7 @@ from timm.data import create_dataset
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from .data import DataDirError, TensorImageDataset, Workload
+from .data import DEFAULT_IMG_SIZE, DataDirError, TensorImageDataset, Workload
 from .files import cache_dir, write_atomic
 from .folder import _first
 from .models import model_img_size
@@ -102,7 +102,7 @@ def torch_dataset(
     root: str | os.PathLike | None = None,
     *,
     download: bool = False,
-    img_size: int = 32,
+    img_size: int = DEFAULT_IMG_SIZE,
     train_images: int | None = None,
     test_images: int | None = None,
     recovery_images: int | None = RECOVERY_IMAGES,
@@ -192,12 +192,13 @@ def torch_dataset(
 def _create_torch(name: str, model_name: str | None, options: Mapping[str, object]) -> Workload:
     """A torchvision dataset named the timm way (``torch/fashion_mnist``): ``root``, ``download``,
     ``img_size`` (default: ``model_name``'s size on this family, :meth:`pruners.ModelEntry.img_size_for`,
-    else 32), ``train_images``, ``test_images``."""
+    else :data:`pruners.data.DEFAULT_IMG_SIZE`), ``train_images``, ``test_images``."""
+    img_size = options.get("img_size") or model_img_size(model_name, dataset_family(name))
     return torch_dataset(
         name,
         options.get("root"),
         download=bool(options.get("download")),
-        img_size=options.get("img_size") or model_img_size(model_name, dataset_family(name)) or 32,
+        img_size=img_size or DEFAULT_IMG_SIZE,
         train_images=options.get("train_images"),
         test_images=options.get("test_images"),
     )

@@ -2,8 +2,8 @@
 one-shot top-1 that the calibration measured, and the band around it a run must stay in.
 
 ``prunebench calibrate`` writes them to ``pruners/gate_levels.json`` (shipped with the package), keyed
-by workload family and case id, with the recipes they were measured under; a case whose recipes changed since
-has no level until it is calibrated again.
+by workload family and case id, with the recipes and input size they were measured under; a case whose
+recipes or input size changed since has no level until it is calibrated again.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class CriterionLevel:
     runs: int
     baseline_recipe: str
     recovery_recipe: str
+    img_size: int
 
 
 def _key(family: str, case_id: str) -> str:
@@ -44,9 +45,13 @@ def _load(path: Path, kind: type, what: str) -> dict:
         raise ValueError(f"{path}: not a {what} file ({type(err).__name__}: {err})") from None
 
 
-def _write(entries: dict[tuple[str, str], object], path: Path, known: dict) -> None:
-    """Replace the ``(family, case id)`` entries given in the file at ``path`` (holding ``known``)."""
-    merged = {**known, **{_key(*key): value for key, value in entries.items()}}
+def _write(entries: dict[tuple[str, str], object], path: Path, known: dict, family: str) -> None:
+    """Replace every ``family`` entry of the file at ``path`` (holding ``known``) with the
+    ``(family, case id)`` entries given, keeping the other families'."""
+    kept = {key: value for key, value in known.items() if not key.startswith(_key(family, ""))}
+    merged = {**kept, **{_key(*key): value for key, value in entries.items()}}
+    if not merged and not path.exists():
+        return
     text = json.dumps({k: asdict(v) for k, v in sorted(merged.items())}, indent=1) + "\n"
     write_atomic(path, lambda f: f.write(text.encode()))
 
@@ -57,20 +62,33 @@ def load_levels(path: Path = LEVELS_PATH) -> dict[str, CriterionLevel]:
 
 
 def criterion_level(
-    family: str, case_id: str, baseline_recipe: str, recovery_recipe: str, path: Path = LEVELS_PATH
+    family: str,
+    case_id: str,
+    baseline_recipe: str,
+    recovery_recipe: str,
+    img_size: int,
+    path: Path = LEVELS_PATH,
 ) -> tuple[CriterionLevel | None, str]:
-    """``(level, "")`` for a case calibrated under these recipe keys, else ``(None, why not)``."""
+    """``(level, "")`` for a case calibrated under these recipe keys at ``img_size`` px, else
+    ``(None, why not)``."""
     level = load_levels(path).get(_key(family, case_id))
     if level is None:
         return None, f"no calibrated level for {case_id} on {family}"
-    if (level.baseline_recipe, level.recovery_recipe) != (baseline_recipe, recovery_recipe):
-        return None, f"the level of {case_id} on {family} was calibrated under other recipes"
+    if (level.baseline_recipe, level.recovery_recipe, level.img_size) != (
+        baseline_recipe,
+        recovery_recipe,
+        img_size,
+    ):
+        return None, f"the level of {case_id} on {family} was calibrated under other recipes or input size"
     return level, ""
 
 
-def write_levels(levels: dict[tuple[str, str], CriterionLevel], path: Path = LEVELS_PATH) -> None:
-    """Replace the levels of the ``(family, case id)`` pairs given, keeping the others."""
-    _write(levels, path, load_levels(path))
+def write_levels(
+    levels: dict[tuple[str, str], CriterionLevel], family: str, path: Path = LEVELS_PATH
+) -> None:
+    """Replace ``family``'s levels with the ``(family, case id)`` ones given (a case no longer calibrated
+    under today's recipes loses its level), keeping the other families'."""
+    _write(levels, path, load_levels(path), family)
 
 
 # Per-case recovery tolerances calibrated on a workload other than the digits (the verdict tier's), where
@@ -81,12 +99,13 @@ TOLERANCES_PATH = Path(__file__).with_name("gate_tolerances.json")
 @dataclass(frozen=True)
 class CaseTolerance:
     """One case's calibrated recovery tolerance on one workload family (points), over ``runs`` runs under
-    the recipes named."""
+    the recipes named at ``img_size`` px."""
 
     tolerance: float
     runs: int
     baseline_recipe: str
     recovery_recipe: str
+    img_size: int
 
 
 def load_tolerances(path: Path = TOLERANCES_PATH) -> dict[str, CaseTolerance]:
@@ -99,23 +118,28 @@ def case_tolerance(
     case_id: str,
     baseline_recipe: str,
     recovery_recipe: str,
+    img_size: int,
     registered: float,
     path: Path = TOLERANCES_PATH,
 ) -> tuple[float, str]:
     """``(tolerance, where it comes from)``: the case's calibrated tolerance on ``family`` under these
-    recipe keys, else the method's ``registered`` one (calibrated on the digits)."""
+    recipe keys at ``img_size`` px, else the method's ``registered`` one (calibrated on the digits)."""
     if family == "digits":
         return registered, "the method's registered tolerance (calibrated on the digits)"
     found = load_tolerances(path).get(_key(family, case_id))
-    if found is not None and (found.baseline_recipe, found.recovery_recipe) == (
+    if found is not None and (found.baseline_recipe, found.recovery_recipe, found.img_size) == (
         baseline_recipe,
         recovery_recipe,
+        img_size,
     ):
         return found.tolerance, f"calibrated for this case on {family} ({found.runs} runs)"
-    why = "no calibrated tolerance" if found is None else "calibrated under other recipes"
+    why = "no calibrated tolerance" if found is None else "calibrated under other recipes or input size"
     return registered, f"the method's registered tolerance (digits); {why} for {case_id} on {family}"
 
 
-def write_tolerances(tolerances: dict[tuple[str, str], CaseTolerance], path: Path = TOLERANCES_PATH) -> None:
-    """Replace the tolerances of the ``(family, case id)`` pairs given, keeping the others."""
-    _write(tolerances, path, load_tolerances(path))
+def write_tolerances(
+    tolerances: dict[tuple[str, str], CaseTolerance], family: str, path: Path = TOLERANCES_PATH
+) -> None:
+    """Replace ``family``'s tolerances with the ``(family, case id)`` ones given, keeping the other
+    families'."""
+    _write(tolerances, path, load_tolerances(path), family)

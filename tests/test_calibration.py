@@ -89,7 +89,7 @@ def entry(seed: int, dense_only: int, pruned_only: int, **changes) -> dict:
         "threads": 1,
         "machine": "cpu",
         "torch": "x",
-        **calibration.recipe_keys("resnet18"),
+        **calibration.run_keys("resnet18"),
         "n": 360,
         "dense_correct": 350,
         "pruned_correct": 350 - dense_only + pruned_only,

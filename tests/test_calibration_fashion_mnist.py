@@ -37,25 +37,7 @@ def test_the_markdown_and_the_case_tolerances_are_rendered_from_the_json(cals: d
     assert written == {f"{f}/{c}": t for (f, c), t in calibration.tolerances(cals, FAMILY).items()}, RERUN
 
 
-# Gated cases whose calibrated tolerance is known to break the tier's bounds, with the measurement that
-# says why; strict, so a recalibration that brings one back within bounds fails here until it is removed.
-OUT_OF_BOUNDS: dict[str, str] = {
-    "mobilenetv3_small_100-l1-1.5x": "its baselines plateau at 81.7-89.7 % by seed and l1's recovered drop "
-    "spreads 0.5-3.3 points over 6 seeds: tolerance 4.3, regression detected 3.0 (docs/fashion-mnist.md)",
-    "mobilenetv3_small_100-random-1.5x": "random's recovered drop spreads 1.3-4.0 points over the same 6 "
-    "seeds: regression detected 2.8 past its mean, bound 2.5 (docs/fashion-mnist.md)",
-}
-
-
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(case, id=case.id, marks=pytest.mark.xfail(strict=True, reason=OUT_OF_BOUNDS[case.id]))
-        if case.id in OUT_OF_BOUNDS
-        else pytest.param(case, id=case.id)
-        for case in TIER
-    ],
-)
+@pytest.mark.parametrize("case", TIER, ids=[case.id for case in TIER])
 def test_every_gated_case_keeps_the_tiers_bounds(cals: dict, case: Case) -> None:
     cal = gated(cals).get(case)
     if cal is None:

@@ -129,7 +129,9 @@ def test_a_recalibrated_figure_outside_its_band_is_reported_and_fails_nothing(
     result: pruners.CaseResult,
 ) -> None:
     dense_ok = correct(result.dense, pruners.digits().loader("test", 256))
-    far = CriterionLevel(level=-50.0, tolerance=0.5, runs=5, baseline_recipe="", recovery_recipe="")
+    far = CriterionLevel(
+        level=-50.0, tolerance=0.5, runs=5, baseline_recipe="", recovery_recipe="", img_size=32
+    )
     outside = dataclasses.replace(audit(result, dense_ok), level=far)
     info = outside.summary()
     assert info["criterion_passed"] is False and "band" in info["criterion_gate"]

@@ -142,3 +142,22 @@ def test_fashion_mnist_baselines_have_their_own_recipes() -> None:
     for model in ("resnet18", "mobilenetv3_small_100", "vit_tiny_patch16_224"):
         assert baseline_recipe(model, "fashion_mnist") != baseline_recipe(model)
     assert baseline_recipe("resnet18d", "fashion_mnist") == baseline_recipe("resnet18d")
+
+
+@needs_fashion
+def test_a_model_runs_a_dataset_at_its_measured_size_unless_the_run_names_one() -> None:
+    size = pruners.models.get_model("mobilenetv3_small_100").img_size_for("fashion_mnist")
+    assert size is not None and size != pruners.data.DEFAULT_IMG_SIZE
+    models = ["resnet18", "mobilenetv3_small_100"]
+    settings = bench_settings(models, {"dataset": "torch/fashion_mnist", "test_images": 500})
+    mobile, resnet = (settings.workload(m) for m in reversed(models))
+    assert (mobile.img_size, mobile.test[0][0].shape[-1], mobile.name) == (
+        size,
+        size,
+        f"fashion_mnist{size}-s0-te500",
+    )
+    assert resnet.img_size == resnet.test[0][0].shape[-1] == pruners.data.DEFAULT_IMG_SIZE
+    assert settings.workload("resnet18") is resnet, "a workload is built once per size"
+    named = bench_settings(models, {"dataset": "torch/fashion_mnist", "test_images": 500, "img_size": 48})
+    assert named.workload("mobilenetv3_small_100") is named.workload("resnet18")
+    assert named.workload("resnet18").img_size == 48

@@ -14,12 +14,15 @@ import pruners
 from pruners import calibrate, calibration, levels, models
 from pruners.case import split_budget
 from pruners.cli import main
+from pruners.datasets import DEBIAN_FASHION_MNIST, FASHION_MNIST_FILES
 from pruners.gate import PairedDrop, encode_correct
 from pruners.matrix import Case, build_cases, choose_tier
 from pruners.models import get_model
 from pruners.recipes import case_recipes, recovery_budget, recovery_recipe
 from pruners.registry import get_method
 from pruners.spec import CaseSpec
+
+HAS_FASHION = all((DEBIAN_FASHION_MNIST / f"{n}.gz").is_file() for n in FASHION_MNIST_FILES)
 
 
 def test_fashion_mnist_runs_the_verdict_tier_and_the_digits_the_default() -> None:
@@ -35,21 +38,24 @@ def test_fashion_mnist_runs_the_verdict_tier_and_the_digits_the_default() -> Non
 
 
 def _tolerance_file(tmp_path: Path, **changes) -> Path:
-    keys = calibration.recipe_keys("resnet18", "fashion_mnist")
+    keys = calibration.run_keys("resnet18", "fashion_mnist")
     value = {"tolerance": 1.0, "runs": 6, **keys, **changes}
     path = tmp_path / "gate_tolerances.json"
     path.write_text(json.dumps({"fashion_mnist/resnet18-l1-3x": value}))
     return path
 
 
-def test_a_calibrated_case_tolerance_replaces_the_method_one_only_under_its_recipes(tmp_path: Path) -> None:
-    keys = calibration.recipe_keys("resnet18", "fashion_mnist")
-    args = ("resnet18-l1-3x", keys["baseline_recipe"], keys["recovery_recipe"], 3.0)
+def test_a_calibrated_case_tolerance_replaces_the_method_one_only_under_its_recipes_and_size(
+    tmp_path: Path,
+) -> None:
+    keys = calibration.run_keys("resnet18", "fashion_mnist")
+    args = ("resnet18-l1-3x", keys["baseline_recipe"], keys["recovery_recipe"], keys["img_size"], 3.0)
     tolerance, source = levels.case_tolerance("fashion_mnist", *args, path=_tolerance_file(tmp_path))
     assert tolerance == 1.0 and "calibrated for this case on fashion_mnist (6 runs)" in source
-    stale = _tolerance_file(tmp_path, recovery_recipe="old")
-    tolerance, source = levels.case_tolerance("fashion_mnist", *args, path=stale)
-    assert tolerance == 3.0 and "calibrated under other recipes" in source
+    for change in ({"recovery_recipe": "old"}, {"img_size": keys["img_size"] * 2}):
+        stale = _tolerance_file(tmp_path, **change)
+        tolerance, source = levels.case_tolerance("fashion_mnist", *args, path=stale)
+        assert tolerance == 3.0 and "calibrated under other recipes or input size" in source, change
     assert levels.case_tolerance("cifar10", *args, path=stale)[0] == 3.0
     assert "registered" in levels.case_tolerance("digits", *args, path=stale)[1]
 
@@ -141,6 +147,7 @@ def _entry(spec: CaseSpec, seed: int) -> dict:
         "machine": "test-cpu",
         "baseline_recipe": spec.baseline_recipe.key,
         "recovery_recipe": spec.recovery_recipe.key,
+        "img_size": spec.data.img_size,
         "n": n,
         "dense_correct": 900,
         "pruned_correct": 900,
@@ -176,6 +183,45 @@ def test_an_interrupted_calibration_resumes_with_the_runs_it_lacks(
     assert ran == [0, 1, -1, 2, 3], "the second call ran only the seeds the first had not recorded"
     assert sorted(e["seed"] for e in calibration.load(out)) == [0, 1, 2, 3]
     assert "resnet18-l1-3x seed 0: recorded already, skipped" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    not HAS_FASHION, reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)"
+)
+def test_calibrate_runs_each_model_at_its_input_size_and_reruns_a_run_recorded_at_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[tuple[str, int]] = []
+
+    def fake_run(spec: CaseSpec):
+        sizes.append((spec.model, spec.data.img_size))
+        return spec
+
+    monkeypatch.setattr(calibrate, "run_case", fake_run)
+    monkeypatch.setattr(
+        calibrate,
+        "run_entry",
+        lambda spec, result, family, cpu: _entry(spec, spec.seeds[0]) | {"family": family},
+    )
+    monkeypatch.setattr(calibrate, "machine", lambda: "test-cpu")
+    out = tmp_path / "calibration-fashion_mnist.json"
+    args = ["calibrate", "--dataset", "torch/fashion_mnist", "--models", "resnet18,mobilenetv3_small_100"]
+    assert main([*args, "--methods", "l1", "--seeds", "0", "--out", str(out)]) == 0
+    mobile = models.model_img_size("mobilenetv3_small_100", "fashion_mnist")
+    assert sorted(sizes) == [("mobilenetv3_small_100", mobile), ("resnet18", 32)]
+    runs = calibration.load(out)
+    cases = [calibration.entry_case(e) for e in runs]
+    assert all(cal.runs for cal in calibration.calibrations(runs, cases, "fashion_mnist").values())
+    for run in runs:
+        run["img_size"] = 32
+    out.write_text(json.dumps({"confidence": 0.99, "runs": runs}))
+    current = calibration.calibrations(runs, cases, "fashion_mnist")
+    assert {c.model for c, cal in current.items() if not cal.runs} == {"mobilenetv3_small_100"}
+    sizes.clear()
+    assert main([*args, "--methods", "l1", "--seeds", "0", "--out", str(out)]) == 0
+    assert sizes == [("mobilenetv3_small_100", mobile)], (
+        "only the run recorded at another input size ran again"
+    )
 
 
 def test_a_failing_case_names_where_its_tolerance_came_from() -> None:
