@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -40,7 +41,6 @@ from .calibration import (
     is_recorded,
     levels,
     load,
-    machine,
     tolerances,
 )
 from .calibration_tables import render, rendered_cases
@@ -183,3 +183,14 @@ def run_entry(spec: CaseSpec, result: CaseResult, family: str, cpu: str) -> dict
         "control_gain": round(-first.convergence.drop, 3),
         "correct": case.per_seed[0]["correct"],
     }
+
+
+def machine() -> str:
+    """A short name of this CPU, for the record."""
+    try:
+        names = [
+            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")
+        ]
+    except OSError:
+        names = []
+    return names[0].split(":", 1)[1].strip() if names else platform.processor() or platform.machine()

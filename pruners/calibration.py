@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
@@ -343,14 +342,3 @@ def tolerances(cals: dict[Case, CaseCalibration], family: str) -> dict[tuple[str
         for case, cal in cals.items()
         if len(cal.seeds) >= VERDICT_SEEDS
     }
-
-
-def machine() -> str:
-    """A short name of this CPU, for the record."""
-    try:
-        names = [
-            line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")
-        ]
-    except OSError:
-        names = []
-    return names[0].split(":", 1)[1].strip() if names else platform.processor() or platform.machine()

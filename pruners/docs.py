@@ -46,13 +46,15 @@ def methods_table(pattern: str = "*") -> str:
 
 
 def models_table(pattern: str = "*") -> str:
-    """The bench models matching ``pattern``: family, timm kwargs at 32 px, baseline recipes (and recovery
-    budgets measured per workload) and default MACs target."""
+    """The bench models matching ``pattern``: family, timm kwargs at 32 px, baseline recipes (and input
+    sizes and recovery budgets measured per workload) and default MACs target."""
     rows = []
     for entry in map(get_model, list_models(pattern)):
         others = (
             "; ".join(
-                f"{w}: {r.epochs} epochs, lr {r.lr:g}"
+                f"{w}: "
+                + (f"{entry.img_sizes[w]} px, " if w in entry.img_sizes else "")
+                + f"{r.epochs} epochs, lr {r.lr:g}"
                 + (f", recovery {entry.recovery_epochs[w]} epochs" if w in entry.recovery_epochs else "")
                 + (f" at lr {entry.recovery_lr[w]:g}" if w in entry.recovery_lr else "")
                 + (f", target {entry.targets[w]:g}x" if w in entry.targets else "")

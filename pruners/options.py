@@ -192,7 +192,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("dataset_download", "let torchvision download --dataset (network needed)", bool, fronts=SCORED),
     Option(
         "img_size",
-        "input size for --data-dir (default: the model's own) or --dataset (32)",
+        "input size for --data-dir (default: the model's own) or --dataset (default: the model's size on it, "
+        "`prunebench list models`, else 32)",
         int,
         fronts=SCORED,
     ),
