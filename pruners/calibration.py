@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 
-from .data import DEFAULT_IMG_SIZE
 from .gate import (
     PairedDrop,
     Verdict,
@@ -185,8 +184,8 @@ def recipe_keys(model: str, family: str = "digits") -> dict[str, str]:
 
 def run_keys(model: str, family: str = "digits") -> dict:
     """What a calibration run of ``model`` on ``family`` must have been measured under to count today: the
-    :func:`recipe_keys` and the input size (:func:`pruners.models.model_img_size`, else 32 px)."""
-    return recipe_keys(model, family) | {"img_size": model_img_size(model, family) or DEFAULT_IMG_SIZE}
+    :func:`recipe_keys` and the input size (:func:`pruners.models.model_img_size`)."""
+    return recipe_keys(model, family) | {"img_size": model_img_size(model, family)}
 
 
 def entry_key(entry: dict) -> tuple:

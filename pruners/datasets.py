@@ -191,14 +191,13 @@ def torch_dataset(
 @register_workload("torch/*")
 def _create_torch(name: str, model_name: str | None, options: Mapping[str, object]) -> Workload:
     """A torchvision dataset named the timm way (``torch/fashion_mnist``): ``root``, ``download``,
-    ``img_size`` (default: ``model_name``'s size on this family, :meth:`pruners.ModelEntry.img_size_for`,
-    else :data:`pruners.data.DEFAULT_IMG_SIZE`), ``train_images``, ``test_images``."""
-    img_size = options.get("img_size") or model_img_size(model_name, dataset_family(name))
+    ``img_size`` (default: ``model_name``'s size on this family, :func:`pruners.models.model_img_size`),
+    ``train_images``, ``test_images``."""
     return torch_dataset(
         name,
         options.get("root"),
         download=bool(options.get("download")),
-        img_size=img_size or DEFAULT_IMG_SIZE,
+        img_size=options.get("img_size") or model_img_size(model_name, dataset_family(name)),
         train_images=options.get("train_images"),
         test_images=options.get("test_images"),
     )

@@ -45,6 +45,13 @@ def _load(path: Path, kind: type, what: str) -> dict:
         raise ValueError(f"{path}: not a {what} file ({type(err).__name__}: {err})") from None
 
 
+def _measured_under(
+    entry: CriterionLevel | CaseTolerance, baseline: str, recovery: str, img_size: int
+) -> bool:
+    """Whether ``entry`` was calibrated under these recipe keys at ``img_size`` px."""
+    return (entry.baseline_recipe, entry.recovery_recipe, entry.img_size) == (baseline, recovery, img_size)
+
+
 def _write(entries: dict[tuple[str, str], object], path: Path, known: dict, family: str) -> None:
     """Replace every ``family`` entry of the file at ``path`` (holding ``known``) with the
     ``(family, case id)`` entries given, keeping the other families'."""
@@ -74,11 +81,7 @@ def criterion_level(
     level = load_levels(path).get(_key(family, case_id))
     if level is None:
         return None, f"no calibrated level for {case_id} on {family}"
-    if (level.baseline_recipe, level.recovery_recipe, level.img_size) != (
-        baseline_recipe,
-        recovery_recipe,
-        img_size,
-    ):
+    if not _measured_under(level, baseline_recipe, recovery_recipe, img_size):
         return None, f"the level of {case_id} on {family} was calibrated under other recipes or input size"
     return level, ""
 
@@ -127,11 +130,7 @@ def case_tolerance(
     if family == "digits":
         return registered, "the method's registered tolerance (calibrated on the digits)"
     found = load_tolerances(path).get(_key(family, case_id))
-    if found is not None and (found.baseline_recipe, found.recovery_recipe, found.img_size) == (
-        baseline_recipe,
-        recovery_recipe,
-        img_size,
-    ):
+    if found is not None and _measured_under(found, baseline_recipe, recovery_recipe, img_size):
         return found.tolerance, f"calibrated for this case on {family} ({found.runs} runs)"
     why = "no calibrated tolerance" if found is None else "calibrated under other recipes or input size"
     return registered, f"the method's registered tolerance (digits); {why} for {case_id} on {family}"

@@ -18,6 +18,7 @@ from functools import cache
 
 import timm
 
+from .data import DEFAULT_IMG_SIZE
 from .train import Recipe
 
 # Recipes measured on 2 CPU cores on the embedded digits (README, "Models"): plain CNNs converge in a few
@@ -85,10 +86,10 @@ class ModelEntry:
         baseline's (:func:`pruners.recipes.recovery_recipe`)."""
         return self.recovery_epochs.get(workload_family)
 
-    def img_size_for(self, workload_family: str) -> int | None:
+    def img_size_for(self, workload_family: str) -> int:
         """The input size this model runs at on a dataset of ``workload_family`` unless the run names one
-        (``img_size``); ``None``: the dataset's default."""
-        return self.img_sizes.get(workload_family)
+        (``img_size``): its measured one, else :data:`pruners.data.DEFAULT_IMG_SIZE`."""
+        return self.img_sizes.get(workload_family, DEFAULT_IMG_SIZE)
 
     def recovery_lr_for(self, workload_family: str = "digits") -> float | None:
         """The recovery fine-tune's peak lr measured on ``workload_family``; ``None``: the baseline's."""
@@ -237,11 +238,12 @@ def default_target(name: str, family: str = "digits") -> float:
     return entry.target_for(family) if entry is not None else DEFAULT_TARGET
 
 
-def model_img_size(name: str | None, family: str) -> int | None:
+def model_img_size(name: str | None, family: str) -> int:
     """The input size ``name`` runs at on a dataset of ``family`` unless the run names one
-    (:meth:`ModelEntry.img_size_for`); ``None`` for no model or one without an entry."""
+    (:meth:`ModelEntry.img_size_for`); :data:`pruners.data.DEFAULT_IMG_SIZE` for no model or one without
+    an entry."""
     entry = _registered().get(name) if name is not None else None
-    return entry.img_size_for(family) if entry is not None else None
+    return entry.img_size_for(family) if entry is not None else DEFAULT_IMG_SIZE
 
 
 def _is_pattern(text: str) -> bool:

@@ -56,7 +56,7 @@ class BenchSettings:
         :func:`pruners.models.model_img_size`: shared by the models of one size), or the data folder
         through ``model_name``'s own timm data config."""
         if self.dataset is not None:
-            key = str(self.img_size or model_img_size(model_name, dataset_family(self.dataset)) or "")
+            key = str(self.img_size or model_img_size(model_name, dataset_family(self.dataset)))
         else:
             key = model_name if self.data_dir is not None else ""
         if key not in self._workloads:
