@@ -72,6 +72,7 @@ def test_no_layer_on_the_2_4_kernels_fails_the_check() -> None:
         gpu_check.semi_structured_row(torch.device("cpu"), "vit_tiny_patch16_224", batch_size=2)
 
 
+@pytest.mark.slow
 def test_the_profiler_row_profiles_both_at_the_deploy_size(tmp_path: Path) -> None:
     row = gpu_check.profiler_row(torch.device("cpu"), tmp_path, "test_resnet", batch_size=2)
     assert row.check == "torch.profiler, self CPU time per forward"

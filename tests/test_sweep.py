@@ -55,6 +55,7 @@ def plugin(tmp_path, monkeypatch: pytest.MonkeyPatch) -> str:
     return "sweep_plugin"
 
 
+@pytest.mark.slow
 def test_a_prunable_architecture_passes_every_stage_in_its_own_process() -> None:
     row = run_isolated("test_resnet", "l1", 0.3, timeout=300)
     assert row.ok and row.reached == STAGES[-1] and not row.failed_stage and not row.reason
@@ -120,6 +121,7 @@ def test_a_method_that_prunes_nothing_fails_where_macs_must_drop(monkeypatch: py
     assert "pruned nothing" in row.reason and not row.ok
 
 
+@pytest.mark.slow
 def test_a_crash_costs_one_row_and_names_its_stage(plugin: str) -> None:
     row = run_isolated("test_resnet", "crasher", 0.3, timeout=300, imports=[plugin])
     assert (row.reached, row.failed_stage) == ("forward", "prune")
@@ -189,6 +191,7 @@ def test_a_failure_names_whose_code_raised_it(paths: list[str], owner: str) -> N
     assert raised_in(caught.value) == owner
 
 
+@pytest.mark.slow
 def test_the_command_writes_csv_and_markdown(tmp_path, capsys: pytest.CaptureFixture) -> None:
     assert main(["sweep", "test_resnet", "test_vit", "--jobs", "2", "--out-dir", str(tmp_path)]) == 0
     with (tmp_path / "sweep.csv").open() as f:
