@@ -14,7 +14,7 @@ from timm.data import create_dataset
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from .data import DEFAULT_IMG_SIZE, DataDirError, TensorImageDataset, Workload
+from .data import DEFAULT_IMG_SIZE, DataDirError, TensorImageDataset, Workload, channel_stats
 from .files import cache_dir, write_atomic
 from .folder import _first
 from .models import model_img_size
@@ -153,9 +153,8 @@ def torch_dataset(
     test_idx = _first(list(range(len(test_y))), test_images, seed + 1)
     recovery_idx = _first(train_idx, recovery_images, seed + 2)
     channels = train_x.shape[1]
-    scaled = train_x[train_idx].float() / 255
-    mean = scaled.mean(dim=(0, 2, 3)).tolist() * (3 // channels)
-    std = scaled.std(dim=(0, 2, 3)).tolist() * (3 // channels)
+    mean, std = channel_stats(train_x[train_idx], scale=255)
+    mean, std = mean * (3 // channels), std * (3 // channels)
     base = [
         v2.ToDtype(torch.float32, scale=True),
         v2.Resize((img_size, img_size), antialias=True),

@@ -44,3 +44,29 @@ def test_bad_split_and_batch_are_errors(workload: pruners.Workload) -> None:
         workload.loader("val", 8)
     with pytest.raises(ValueError, match="exceeds the 360 test images"):
         workload.test_batch(1000)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_digits_are_normalised_alike_at_any_thread_count(threads: int) -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        built = pruners.digits()
+    finally:
+        torch.set_num_threads(before)
+    normalize = built.test.transform
+    assert (normalize.mean[0], normalize.std[0]) == (0.3053833842277527, 0.32365161180496216)
+
+
+def test_channel_stats_are_the_exact_statistics_rounded_to_float32() -> None:
+    images = torch.randint(
+        0, 256, (3000, 2, 28, 28), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
+    mean, std = pruners.data.channel_stats(images, scale=255)
+    for c in range(2):
+        values = images[:, c].flatten().tolist()
+        n, total, squares = len(values), sum(values), sum(v * v for v in values)
+        exact_mean = total / n / 255
+        exact_std = ((squares - total * total / n) / (n - 1)) ** 0.5 / 255
+        assert mean[c] == float(torch.tensor(exact_mean, dtype=torch.float32))
+        assert std[c] == float(torch.tensor(exact_std, dtype=torch.float32))

@@ -47,6 +47,21 @@ def test_fashion_mnist_holds_out_all_ten_thousand_test_images(fashion: pruners.W
 
 
 @needs_fashion
+def test_fashion_mnist_is_normalised_alike_at_one_thread_and_at_two(fashion: pruners.Workload) -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if before > 1 else 2)
+        again = torch_dataset("torch/fashion_mnist")
+    finally:
+        torch.set_num_threads(before)
+    assert (again.test.transform.transforms[-1].mean, again.test.transform.transforms[-1].std) == (
+        fashion.test.transform.transforms[-1].mean,
+        fashion.test.transform.transforms[-1].std,
+    )
+    assert torch.equal(again.test_batch(8), fashion.test_batch(8))
+
+
+@needs_fashion
 def test_fashion_mnist_recovery_subset_is_seeded_and_comes_from_the_train_split(
     fashion: pruners.Workload,
 ) -> None:
