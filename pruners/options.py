@@ -140,7 +140,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "quick",
-        "smoke tier: 6 cases on resnet18 and mobilenetv3",
+        "smoke tier: 4 of the default tier's cases, on resnet18 and mobilenetv3",
         bool,
         fronts=frozenset({"bench"}),
         section="cases",
