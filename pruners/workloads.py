@@ -41,12 +41,19 @@ def register_workload(pattern: str, family: str | None = None) -> Callable[[Crea
     """Decorator that registers ``create(name, model_name, options)`` for the names matching ``pattern``."""
 
     def decorator(create: Create) -> Create:
-        if pattern in _SOURCES:
+        known = _SOURCES.get(pattern)
+        if known is not None and _origin(known.create) != _origin(create):
             raise ValueError(f"workload source {pattern!r} is already registered")
         _SOURCES[pattern] = WorkloadSource(pattern, family, create, (create.__doc__ or "").strip())
         return create
 
     return decorator
+
+
+def _origin(create: Create) -> tuple[str, str]:
+    """Where ``create`` is defined: the same function imported again (a reloaded module, or pytest's
+    in-process runs, which drop the modules a run imported) registers again instead of clashing."""
+    return create.__module__, create.__qualname__
 
 
 def workload_sources() -> dict[str, WorkloadSource]:

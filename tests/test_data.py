@@ -70,3 +70,14 @@ def test_channel_stats_are_the_exact_statistics_rounded_to_float32() -> None:
         exact_std = ((squares - total * total / n) / (n - 1)) ** 0.5 / 255
         assert mean[c] == float(torch.tensor(exact_mean, dtype=torch.float32))
         assert std[c] == float(torch.tensor(exact_std, dtype=torch.float32))
+
+
+def test_a_workload_source_imported_again_registers_again_and_another_one_clashes() -> None:
+    known = pruners.workloads.workload_sources()["folder:*"].create
+    assert pruners.workloads.register_workload("folder:*")(known) is known
+
+    def create(name: str, model_name: str | None, options: object) -> pruners.Workload:
+        raise AssertionError("never called")
+
+    with pytest.raises(ValueError, match="workload source 'folder:\\*' is already registered"):
+        pruners.workloads.register_workload("folder:*")(create)
