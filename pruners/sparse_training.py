@@ -61,7 +61,7 @@ def bn_scale(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data:
     )
 
 
-@register_method("group_norm", kind="structured", needs=("train",), tolerance=2.5, default_ratio=0.3)
+@register_method("group_norm", kind="structured", needs=("train",), tolerance=5.0, default_ratio=0.3)
 def group_norm(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Group-level sparsity: a group-lasso-like penalty on every DepGraph group (all coupled layers at
     once) while training, then the groups with the smallest L2 norm go.
