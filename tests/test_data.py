@@ -73,8 +73,9 @@ def test_channel_stats_are_the_exact_statistics_rounded_to_float32() -> None:
 
 
 def test_a_workload_source_imported_again_registers_again_and_another_one_clashes() -> None:
-    known = pruners.workloads.workload_sources()["folder:*"].create
-    assert pruners.workloads.register_workload("folder:*")(known) is known
+    source = pruners.workloads.workload_sources()["folder:*"]
+    assert pruners.workloads.register_workload("folder:*", source.family)(source.create) is source.create
+    assert pruners.workloads.workload_sources()["folder:*"] == source
 
     def create(name: str, model_name: str | None, options: object) -> pruners.Workload:
         raise AssertionError("never called")
