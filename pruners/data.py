@@ -26,9 +26,11 @@ def channel_stats(images: torch.Tensor, scale: float = 1.0) -> tuple[list[float]
     rounded to float32: the same figures at any thread count. A float32 reduction splits its sums by thread,
     so the statistics (and every normalised image) moved in the 8th digit between a 1-thread and a 2-thread
     process that built the same named workload."""
-    stats = [images[:, c].double() / scale for c in range(images.shape[1])]
-    mean = [float(torch.tensor(x.mean().item(), dtype=torch.float32)) for x in stats]
-    std = [float(torch.tensor(x.std().item(), dtype=torch.float32)) for x in stats]
+    mean, std = [], []
+    for c in range(images.shape[1]):
+        values = images[:, c].double() / scale
+        mean.append(values.mean().float().item())
+        std.append(values.std().float().item())
     return mean, std
 
 

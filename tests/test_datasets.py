@@ -54,10 +54,8 @@ def test_fashion_mnist_is_normalised_alike_at_one_thread_and_at_two(fashion: pru
         again = torch_dataset("torch/fashion_mnist")
     finally:
         torch.set_num_threads(before)
-    assert (again.test.transform.transforms[-1].mean, again.test.transform.transforms[-1].std) == (
-        fashion.test.transform.transforms[-1].mean,
-        fashion.test.transform.transforms[-1].std,
-    )
+    normalize, expected = again.test.transform.transforms[-1], fashion.test.transform.transforms[-1]
+    assert (normalize.mean, normalize.std) == (expected.mean, expected.std)
     assert torch.equal(again.test_batch(8), fashion.test_batch(8))
 
 
