@@ -3,7 +3,8 @@ training seeds.
 
 ``prunebench calibrate --seeds 0,1,2,3,4`` runs every case of the default tier once per seed (no
 latency), adds each run to ``bench/calibration.json`` (under a file lock, written atomically, so several
-processes may calibrate disjoint seeds at once) and renders ``bench/CALIBRATION.md`` and the criterion
+processes may calibrate disjoint seeds at once; a run already recorded is skipped, or with ``--rerun``
+run again and replaced) and renders ``bench/CALIBRATION.md`` and the criterion
 levels (``pruners/gate_levels.json``) from it. A run is one seed at one torch thread count: thread counts
 take different floating-point paths, so they count as separate draws.
 
@@ -130,7 +131,7 @@ def calibrate(args: argparse.Namespace) -> str:
             where = {"threads": torch.get_num_threads(), "machine": cpu}
             where |= {"baseline_recipe": dense.key, "recovery_recipe": recovery.key}
             where |= {"img_size": workloads[case.model].img_size}
-            if is_recorded(load(out), case, seed, family, where):
+            if not args.rerun and is_recorded(load(out), case, seed, family, where):
                 print(f"{case.id} seed {seed}: recorded already, skipped", file=sys.stderr, flush=True)
                 continue
             spec = CaseSpec(

@@ -272,6 +272,13 @@ OPTIONS: tuple[Option, ...] = (
         section="calibration",
     ),
     Option(
+        "rerun",
+        "run again the runs already recorded, replacing them (after a change that moves the figures)",
+        bool,
+        fronts=frozenset({"calibrate"}),
+        section="calibration",
+    ),
+    Option(
         "render",
         "only re-render CALIBRATION.md from the JSON (after a tolerance edit)",
         bool,

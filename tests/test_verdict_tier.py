@@ -185,6 +185,31 @@ def test_an_interrupted_calibration_resumes_with_the_runs_it_lacks(
     assert "resnet18-l1-3x seed 0: recorded already, skipped" in capsys.readouterr().err
 
 
+def test_rerun_runs_the_recorded_runs_again_and_replaces_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[int] = []
+
+    def fake_run(spec: CaseSpec):
+        ran.append(spec.seeds[0])
+        return spec
+
+    def fake_entry(spec, result, family, cpu):
+        return _entry(spec, spec.seeds[0]) | {"drop": float(len(ran))}
+
+    monkeypatch.setattr(calibrate, "run_case", fake_run)
+    monkeypatch.setattr(calibrate, "run_entry", fake_entry)
+    monkeypatch.setattr(calibrate, "machine", lambda: "test-cpu")
+    out = tmp_path / "calibration.json"
+    args = ["calibrate", "--models", "resnet18", "--methods", "l1", "--seeds", "0,1", "--out", str(out)]
+    assert main(args) == 0 and main(args) == 0
+    assert ran == [0, 1], "without --rerun the recorded runs are skipped"
+    assert main([*args, "--rerun"]) == 0
+    assert ran == [0, 1, 0, 1]
+    runs = calibration.load(out)
+    assert [(e["seed"], e["drop"]) for e in runs] == [(0, 3.0), (1, 4.0)], "each rerun replaced its run"
+
+
 @pytest.mark.skipif(
     not HAS_FASHION, reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)"
 )
