@@ -46,7 +46,7 @@ def regularise_then_prune(
     kind="structured",
     needs=("train",),
     requires=("batchnorm",),
-    tolerance=4.0,
+    tolerance=3.0,
     default_ratio=0.3,
 )
 def bn_scale(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:

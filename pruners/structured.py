@@ -273,7 +273,7 @@ def isomorphic_channels(
     )
 
 
-@register_method("taylor", kind="structured", needs=("grad",), tolerance=1.0, default_ratio=0.3)
+@register_method("taylor", kind="structured", needs=("grad",), tolerance=1.5, default_ratio=0.3)
 def taylor_channels(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """First-order Taylor estimate of the loss change, |w · dL/dw|, from the calibration batches.
 

@@ -104,7 +104,7 @@ def _magnitudes(model: nn.Module) -> dict[nn.Module, torch.Tensor]:
     return {m: m.weight.detach().abs() for m in prunable_layers(model)}
 
 
-@register_method("global_magnitude", kind="unstructured", tolerance=1.0, default_ratio=0.5)
+@register_method("global_magnitude", kind="unstructured", tolerance=1.5, default_ratio=0.5)
 def global_magnitude(model: nn.Module, ratio: float, example_inputs: torch.Tensor, data: MethodData) -> None:
     """Smallest |w| across the whole network (Han et al., 2015, "Learning both Weights and Connections")."""
     mask_lowest(_magnitudes(model), ratio)
