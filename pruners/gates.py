@@ -13,9 +13,12 @@ here (or in its own file, added to :data:`GATES`) plus the record fields it writ
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from .gate import one_sided_z
 from .scratch import scratch_text
+from .tables import markdown_table
 
 if TYPE_CHECKING:
     from .record import CaseRecord
@@ -159,3 +162,38 @@ class ScratchControl:
 
 
 GATES: tuple[Gate, ...] = (RecoveryGate(), CriterionBand(), ConvergenceCheck(), ScratchControl())
+
+
+RECOVERY_TABLE_HEADER = (
+    "case",
+    "seeds",
+    "control",
+    "recovered",
+    "drop ± noise",
+    "drop - z x noise",
+    "tolerance",
+    "recovery gate",
+)
+
+
+def recovery_table(records: Sequence[CaseRecord]) -> str:
+    """Each judged case's recovery gate as a Markdown row, by case id: the dense control's and the recovered
+    top-1, the drop and its noise, the bound the gate holds against the tolerance (``z`` one-sided at
+    :data:`pruners.gate.CONFIDENCE`) and the verdict; empty when no record was judged. Printed at the end of
+    a bench run, under xdist too, where pytest-benchmark's ``extra_info`` is not written."""
+    z = one_sided_z()
+    rows = [
+        (
+            r.case_id,
+            ",".join(str(seed) for seed in r.seeds),
+            "-" if r.dense_control_top1 is None else f"{r.dense_control_top1:.2f}",
+            f"{r.recovered_top1:.2f}",
+            f"{r.top1_drop:.2f} ± {r.top1_drop_noise:.2f}",
+            f"{r.top1_drop - z * r.top1_drop_noise:.2f}",
+            f"{r.tolerance:g}",
+            "pass" if r.recovery_passed else "FAIL",
+        )
+        for r in sorted(records, key=lambda r: (r.model, r.case_id))
+        if r.top1_drop is not None and r.tolerance is not None
+    ]
+    return markdown_table(RECOVERY_TABLE_HEADER, rows) if rows else ""

@@ -16,7 +16,7 @@ from .datasets import dataset_family
 from .entry_points import EntryPointError
 from .equal_cost import equal_cost_tables
 from .files import check_writable
-from .gates import ScratchControl
+from .gates import ScratchControl, recovery_table
 from .history import first_run_without_baseline
 from .matrix import choose_tier, left_out, parse_seeds, parse_shard, parse_speedups, select_cases
 from .options import as_flags, check, split_csv
@@ -106,6 +106,10 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
         terminalreporter.write_sep("=", "prunebench: the scratch control (pruned architecture, random init)")
         for line in reports.scratch:
             terminalreporter.write_line(line)
+    gates = recovery_table(reports.cases)
+    if gates:
+        terminalreporter.write_sep("=", "prunebench: the recovery gate per case")
+        terminalreporter.write_line(gates)
     tables = equal_cost_tables(reports.rows)
     if tables:
         terminalreporter.write_sep("=", "prunebench: methods at equal cost")
@@ -148,11 +152,12 @@ UNTIMED_NOTE = (
 class CaseReports:
     """What the terminal summary tells of each case, read from the record its call report carries, so that
     xdist workers' cases count too (a report and the attributes set on it travel from the worker to the
-    controller): the dense baseline and control figures, the scratch-control line and the case's row of
-    the equal-cost tables, untimed where pytest-benchmark was disabled."""
+    controller): the dense baseline and control figures, the case's recovery gate, the scratch-control line
+    and the case's row of the equal-cost tables, untimed where pytest-benchmark was disabled."""
 
     def __init__(self) -> None:
         self.records: list[dict] = []
+        self.cases: list[CaseRecord] = []
         self.scratch: list[str] = []
         self.rows: list[ReportRow] = []
 
@@ -162,6 +167,7 @@ class CaseReports:
             return
         record = CaseRecord.from_extra_info(info)
         self.records.append(dense_record(info))
+        self.cases.append(record)
         scratch = ScratchControl().line(record)
         if scratch:
             self.scratch.append(f"{record.case_id}: {scratch.removeprefix('scratch').strip()}")

@@ -234,3 +234,14 @@ def test_a_parallel_run_ranks_the_methods_as_a_serial_run_does_and_says_it_did_n
     assert all(float(row[-1]) > 0 for row in timed) and [row[-1] for row in untimed] == ["-", "-"]
     assert [row[:-1] for row in untimed] == [row[:-1] for row in timed]
     assert UNTIMED_NOTE in parallel.stdout.str() and UNTIMED_NOTE not in serial.stdout.str()
+    gates = [_gate_rows(run) for run in (serial, parallel)]
+    assert [row[0] for row in gates[0]] == ["test_resnet-l1-2x", "test_resnet-random-2x"]
+    assert gates[1] == gates[0], "under xdist the per-case recovery gate table is the serial run's"
+
+
+def _gate_rows(result: pytest.RunResult) -> list[list[str]]:
+    """The rows of a run's per-case recovery gate table, as lists of cells."""
+    lines = result.stdout.lines
+    start = next(i for i, line in enumerate(lines) if "prunebench: the recovery gate per case" in line)
+    end = next(i for i, line in enumerate(lines) if i > start and not line.startswith("|"))
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[start + 3 : end]]
