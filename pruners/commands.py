@@ -17,7 +17,7 @@ import torch_pruning as tp
 from . import docs, golden
 from .case import CALIB_BATCH_SIZE, method_data, run_case, spec_baseline
 from .case_timing import latency_inputs
-from .convergence import convergence_lines, dense_record, plateau_text
+from .convergence import convergence_lines, plateau_text
 from .files import check_writable, write_atomic
 from .gates import GATES
 from .gpu_check import gpu_check
@@ -71,7 +71,7 @@ def prune_command(args: argparse.Namespace) -> str:
         f"one-shot {r.one_shot_top1:.2f} %, BN-recalibrated {r.recalibrated_top1:.2f} %, "
         f"recovered {r.recovered_top1:.2f} %",
         *(line for gate in GATES if (line := gate.line(r))),
-        *convergence_lines([dense_record(r.to_extra_info())]),
+        *convergence_lines([r]),
         f"MACs      {r.macs_dense:,} -> {r.macs_pruned:,} ({r.macs_speedup:.2f}x fewer, "
         f"ratio {r.ratio:.3f}{target})",
         f"params    {r.params_dense:,} -> {r.params_pruned:,}",

@@ -3,7 +3,7 @@ from the dense control's gain over it, said in one line per model that was still
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from .record import CaseRecord
 
@@ -19,26 +19,18 @@ def plateaued(epoch_top1: Sequence[float]) -> bool | None:
     return epoch_top1[-1] - epoch_top1[-2] <= PLATEAU_POINTS
 
 
-def dense_record(info: Mapping[str, object]) -> dict:
-    """The dense baseline's and control's figures of one case, from its ``extra_info``: the part of its
-    :class:`pruners.CaseRecord` that travels to the xdist controller for the convergence lines."""
-    record = CaseRecord.from_extra_info(info)
-    keys = ("model", "seeds", "dense_top1", "dense_control_top1", "control_gain", "control_gain_noise")
-    return {k: getattr(record, k) for k in (*keys, "baseline_converged", "baseline_epoch_top1")}
-
-
-def convergence_lines(records: Sequence[dict]) -> list[str]:
+def convergence_lines(records: Sequence[CaseRecord]) -> list[str]:
     """One line per model whose baseline the dense control beat by more than the noise allows: it was
     still learning, and the drops are judged against the control."""
     lines, seen = [], set()
     for r in records:
-        if r["baseline_converged"] or r["model"] in seen:
+        if r.baseline_converged or r.model in seen:
             continue
-        seen.add(r["model"])
+        seen.add(r.model)
         lines.append(
-            f"prunebench: the {r['model']} baseline was still learning (seeds {r['seeds']}): the dense "
-            f"control, fine-tuned with the recovery recipe, scores {r['dense_control_top1']:.2f}% against "
-            f"its {r['dense_top1']:.2f}% (+{r['control_gain']:.2f} ± {r['control_gain_noise']:.2f} points). "
+            f"prunebench: the {r.model} baseline was still learning (seeds {r.seeds}): the dense "
+            f"control, fine-tuned with the recovery recipe, scores {r.dense_control_top1:.2f}% against "
+            f"its {r.dense_top1:.2f}% (+{r.control_gain:.2f} ± {r.control_gain_noise:.2f} points). "
             "Drops are judged against the control; for a baseline worth pruning, train it longer (a recipe "
             "with more epochs), or pass --pretrained or --checkpoint"
         )

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 import pytest
 import torch
 
-from .convergence import convergence_lines, dense_record
+from .convergence import convergence_lines
 from .datasets import dataset_family
 from .entry_points import EntryPointError
 from .equal_cost import equal_cost_tables
@@ -100,7 +100,7 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     if config.prunebench_first_run:
         terminalreporter.write_line(config.prunebench_first_run, yellow=True)
     reports = config.prunebench_reports
-    for line in convergence_lines(reports.records):
+    for line in convergence_lines(reports.cases):
         terminalreporter.write_line(line, yellow=True)
     if reports.scratch:
         terminalreporter.write_sep("=", "prunebench: the scratch control (pruned architecture, random init)")
@@ -156,7 +156,6 @@ class CaseReports:
     and the case's row of the equal-cost tables, untimed where pytest-benchmark was disabled."""
 
     def __init__(self) -> None:
-        self.records: list[dict] = []
         self.cases: list[CaseRecord] = []
         self.scratch: list[str] = []
         self.rows: list[ReportRow] = []
@@ -166,7 +165,6 @@ class CaseReports:
         if report.when != "call" or info is None:
             return
         record = CaseRecord.from_extra_info(info)
-        self.records.append(dense_record(info))
         self.cases.append(record)
         scratch = ScratchControl().line(record)
         if scratch:

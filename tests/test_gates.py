@@ -10,7 +10,7 @@ import torch
 
 import pruners
 from pruners import zoo
-from pruners.convergence import convergence_lines, dense_record, plateau_text, plateaued
+from pruners.convergence import convergence_lines, plateau_text, plateaued
 from pruners.gate import BandVerdict
 from pruners.gates import recovery_table
 from pruners.models import default_target
@@ -81,14 +81,14 @@ def test_an_under_trained_baseline_is_flagged_and_a_converged_one_is_not() -> No
     under = case_with(Recipe(epochs=1, lr=1e-4), Recipe(epochs=3, lr=3e-3, distill=0.5)).summary()
     assert under["baseline_converged"] is False
     assert under["dense_control_top1"] > under["dense_top1"] + 10, "the control kept learning"
-    (line,) = convergence_lines([dense_record(under)])
+    (line,) = convergence_lines([CaseRecord.from_extra_info(under)])
     assert "test_resnet baseline was still learning" in line and "--pretrained" in line
     converged = case_with(Recipe(epochs=8, lr=3e-3, warmup_epochs=1), Recipe(epochs=1, lr=1e-5, distill=0.5))
     info = converged.summary()
     assert info["baseline_converged"] is True, (
         f"control gain {info['control_gain']} ± {info['control_gain_noise']}"
     )
-    assert convergence_lines([dense_record(info)]) == []
+    assert convergence_lines([CaseRecord.from_extra_info(info)]) == []
     assert len(info["baseline_epoch_top1"]) == zoo.EPOCH_HISTORY
 
 
