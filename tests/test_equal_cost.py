@@ -207,14 +207,16 @@ def test_the_bench_leaves_out_a_case_whose_target_is_unreachable(pytester: pytes
     result.stdout.fnmatch_lines(["*left out resnet18-l1-2x (target unreachable: *stand-in)*"])
 
 
-def _equal_cost_rows(result: pytest.RunResult) -> list[list[str]]:
-    """The method rows of a run's equal-cost tables, as lists of cells."""
+def _table_rows(result: pytest.RunResult, title: str) -> list[list[str]]:
+    """The data rows of the Markdown tables in the summary section ``title`` of a run (up to the next
+    ``===`` line), as lists of cells; a table's header is the row above its ``|---`` line."""
     lines = result.stdout.lines
-    start = next(i for i, line in enumerate(lines) if "prunebench: methods at equal cost" in line)
+    start = next(i for i, line in enumerate(lines) if title in line)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("=")), len(lines))
     return [
-        [cell.strip() for cell in line.strip("|").split("|")]
-        for line in lines[start:]
-        if line.startswith("| ") and not line.startswith("| group ")
+        [cell.strip() for cell in lines[i].strip("|").split("|")]
+        for i in range(start + 1, end)
+        if lines[i].startswith("| ") and not (i + 1 < end and lines[i + 1].startswith("|---"))
     ]
 
 
@@ -229,19 +231,11 @@ def test_a_parallel_run_ranks_the_methods_as_a_serial_run_does_and_says_it_did_n
     argv += ["--threads", "1", "--latency-rounds", "2"]
     serial = bench.runpytest_subprocess(*argv)
     parallel = bench.runpytest_subprocess(*argv, "-n", "2")
-    timed, untimed = _equal_cost_rows(serial), _equal_cost_rows(parallel)
+    timed, untimed = (_table_rows(run, "prunebench: methods at equal cost") for run in (serial, parallel))
     assert [row[1] for row in timed] == ["l1", "random"] and len(untimed) == 2
     assert all(float(row[-1]) > 0 for row in timed) and [row[-1] for row in untimed] == ["-", "-"]
     assert [row[:-1] for row in untimed] == [row[:-1] for row in timed]
     assert UNTIMED_NOTE in parallel.stdout.str() and UNTIMED_NOTE not in serial.stdout.str()
-    gates = [_gate_rows(run) for run in (serial, parallel)]
+    gates = [_table_rows(run, "prunebench: the recovery gate per case") for run in (serial, parallel)]
     assert [row[0] for row in gates[0]] == ["test_resnet-l1-2x", "test_resnet-random-2x"]
     assert gates[1] == gates[0], "under xdist the per-case recovery gate table is the serial run's"
-
-
-def _gate_rows(result: pytest.RunResult) -> list[list[str]]:
-    """The rows of a run's per-case recovery gate table, as lists of cells."""
-    lines = result.stdout.lines
-    start = next(i for i, line in enumerate(lines) if "prunebench: the recovery gate per case" in line)
-    end = next(i for i, line in enumerate(lines) if i > start and not line.startswith("|"))
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[start + 3 : end]]
