@@ -35,16 +35,34 @@ def channel_stats(images: torch.Tensor, scale: float = 1.0) -> tuple[list[float]
 
 
 class TensorImageDataset(Dataset):
-    """Images held in one tensor, with a per-sample transform."""
+    """Images held in one tensor, with a per-sample ``transform``. ``prepare``, a deterministic transform
+    that gives every image the same result alone or in a batch (dtype, resize, normalisation), runs once
+    over all the images, on first access; ``transform`` (the random augmentation, or ``None``) then runs on
+    each prepared image as it is served. Both give exactly what ``transform(prepare(image))`` per image
+    gives (``tests/test_datasets.py``), without repeating the resize on every epoch and evaluation."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Transform) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        transform: Transform | None,
+        prepare: Transform | None = None,
+    ) -> None:
+        self.images, self.labels, self.transform, self.prepare = images, labels, transform, prepare
+        self._prepared: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
 
+    def prepared(self) -> torch.Tensor:
+        """The images after ``prepare`` (the images themselves without one), computed once."""
+        if self._prepared is None:
+            self._prepared = self.images if self.prepare is None else self.prepare(self.images)
+        return self._prepared
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self.transform(self.images[index]), int(self.labels[index])
+        image = self.prepared()[index]
+        return image if self.transform is None else self.transform(image), int(self.labels[index])
 
 
 @dataclass(frozen=True)

@@ -155,20 +155,18 @@ def torch_dataset(
     channels = train_x.shape[1]
     mean, std = channel_stats(train_x[train_idx], scale=255)
     mean, std = mean * (3 // channels), std * (3 // channels)
-    base = [
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Resize((img_size, img_size), antialias=True),
-        v2.Lambda(lambda x: x.expand(3, -1, -1)),
-    ]
-    normalize = v2.Normalize(mean, std)
+    resize = v2.Compose(
+        [v2.ToDtype(torch.float32, scale=True), v2.Resize((img_size, img_size), antialias=True)]
+    )
+    rgb, normalize = v2.Lambda(_three_channels), v2.Normalize(mean, std)
     augment = [
         v2.RandomCrop(img_size, padding=img_size // 16),
         *([v2.RandomHorizontalFlip()] if flips else []),
     ]
-    train_tf, test_tf = v2.Compose([*base, *augment, normalize]), v2.Compose([*base, normalize])
-    train = TensorImageDataset(train_x[train_idx], train_y[train_idx], train_tf)
-    recovery = TensorImageDataset(train_x[recovery_idx], train_y[recovery_idx], train_tf)
-    test = TensorImageDataset(test_x[test_idx], test_y[test_idx], test_tf)
+    train_tf, test_prepare = v2.Compose([*augment, rgb, normalize]), v2.Compose([resize, rgb, normalize])
+    train = TensorImageDataset(train_x[train_idx], train_y[train_idx], train_tf, resize)
+    recovery = TensorImageDataset(train_x[recovery_idx], train_y[recovery_idx], train_tf, resize)
+    test = TensorImageDataset(test_x[test_idx], test_y[test_idx], None, test_prepare)
     caps = "-".join(f"{k}{c}" for k, c in (("tr", train_images), ("te", test_images)) if c is not None)
     return Workload(
         name=f"{family}{img_size}-s{seed}" + (f"-{caps}" if caps else ""),
@@ -185,6 +183,12 @@ def torch_dataset(
         recovery=recovery,
         classes=tuple(getattr(splits["train"], "classes", ())),
     )
+
+
+def _three_channels(images: torch.Tensor) -> torch.Tensor:
+    """``images`` (``C x H x W`` or ``N x C x H x W``, ``C`` 1 or 3) with three channels: grayscale
+    repeated."""
+    return images.expand(*images.shape[:-3], 3, *images.shape[-2:])
 
 
 @register_workload("torch/*")

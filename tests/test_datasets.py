@@ -54,9 +54,37 @@ def test_fashion_mnist_is_normalised_alike_at_one_thread_and_at_two(fashion: pru
         again = torch_dataset("torch/fashion_mnist")
     finally:
         torch.set_num_threads(before)
-    normalize, expected = again.test.transform.transforms[-1], fashion.test.transform.transforms[-1]
+    normalize, expected = again.test.prepare.transforms[-1], fashion.test.prepare.transforms[-1]
     assert (normalize.mean, normalize.std) == (expected.mean, expected.std)
     assert torch.equal(again.test_batch(8), fashion.test_batch(8))
+
+
+@needs_fashion
+@pytest.mark.parametrize("img_size", [32, 64])
+def test_prepared_once_each_image_is_what_the_per_image_transform_gives(img_size: int) -> None:
+    fashion = torch_dataset("torch/fashion_mnist", img_size=img_size, train_images=600, test_images=300)
+    mean, std = fashion.test.prepare.transforms[-1].mean, fashion.test.prepare.transforms[-1].std
+    per_image = [
+        torchvision.transforms.v2.ToDtype(torch.float32, scale=True),
+        torchvision.transforms.v2.Resize((img_size, img_size), antialias=True),
+        torchvision.transforms.v2.Lambda(lambda x: x.expand(3, -1, -1)),
+    ]
+    augment = [
+        torchvision.transforms.v2.RandomCrop(img_size, padding=img_size // 16),
+        torchvision.transforms.v2.RandomHorizontalFlip(),
+    ]
+    normalize = torchvision.transforms.v2.Normalize(mean, std)
+    test_tf = torchvision.transforms.v2.Compose([*per_image, normalize])
+    train_tf = torchvision.transforms.v2.Compose([*per_image, *augment, normalize])
+    held = fashion.test
+    assert all(torch.equal(held[i][0], test_tf(held.images[i])) for i in range(len(held)))
+    for split in (fashion.train, fashion.recovery):
+        torch.manual_seed(3)
+        served = [split[i][0] for i in range(len(split))]
+        torch.manual_seed(3)
+        expected = [train_tf(split.images[i]) for i in range(len(split))]
+        assert all(torch.equal(a, b) for a, b in zip(served, expected, strict=True))
+    assert held.prepared() is held.prepared() and held.prepared().shape == (300, 3, img_size, img_size)
 
 
 @needs_fashion
