@@ -16,7 +16,6 @@ import statistics
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
-from .gate import one_sided_z
 from .scratch import scratch_text
 from .tables import markdown_table
 
@@ -54,6 +53,7 @@ class RecoveryGate:
             "top1_drop_max": round(max(drops), 2),
             "top1_drop_seed_std": round(verdict.seed_std, 3),
             "top1_drop_noise": round(verdict.noise, 3),
+            "top1_drop_bound": round(verdict.bound, 2),
             "tolerance": result.tolerance,
             "tolerance_source": result.tolerance_source,
             "gate": verdict.rule,
@@ -178,10 +178,10 @@ RECOVERY_TABLE_HEADER = (
 
 def recovery_table(records: Sequence[CaseRecord]) -> str:
     """Each judged case's recovery gate as a Markdown row, by case id: the dense control's and the recovered
-    top-1, the drop and its noise, the bound the gate holds against the tolerance (``z`` one-sided at
-    :data:`pruners.gate.CONFIDENCE`) and the verdict; empty when no record was judged. Printed at the end of
-    a bench run, under xdist too, where pytest-benchmark's ``extra_info`` is not written."""
-    z = one_sided_z()
+    top-1, the drop and its noise, the bound the gate held against the tolerance (its own figure, not one
+    recomputed from the rounded drop and noise; ``-`` in a record written before it was kept) and the
+    verdict; empty when no record was judged. Printed at the end of a bench run, under xdist too, where
+    pytest-benchmark's ``extra_info`` is not written."""
     rows = [
         (
             r.case_id,
@@ -189,7 +189,7 @@ def recovery_table(records: Sequence[CaseRecord]) -> str:
             "-" if r.dense_control_top1 is None else f"{r.dense_control_top1:.2f}",
             f"{r.recovered_top1:.2f}",
             f"{r.top1_drop:.2f} ± {r.top1_drop_noise:.2f}",
-            f"{r.top1_drop - z * r.top1_drop_noise:.2f}",
+            "-" if r.top1_drop_bound is None else f"{r.top1_drop_bound:.2f}",
             f"{r.tolerance:g}",
             "pass" if r.recovery_passed else "FAIL",
         )

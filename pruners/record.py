@@ -68,6 +68,7 @@ class CaseRecord:
     top1_drop_max: float | None = None
     top1_drop_seed_std: float | None = None
     top1_drop_noise: float = 0.0
+    top1_drop_bound: float | None = None
     tolerance: float | None = None
     tolerance_source: str = ""
     gate: str = ""

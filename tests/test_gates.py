@@ -4,6 +4,7 @@ audits the gates must fail, each for its own reason."""
 from __future__ import annotations
 
 import dataclasses
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,8 +12,8 @@ import torch
 import pruners
 from pruners import zoo
 from pruners.convergence import convergence_lines, plateau_text, plateaued
-from pruners.gate import BandVerdict
-from pruners.gates import recovery_table
+from pruners.gate import BandVerdict, Verdict
+from pruners.gates import RecoveryGate, recovery_table
 from pruners.models import default_target
 from pruners.record import CaseRecord
 from pruners.spec import Recipes, Timing
@@ -118,20 +119,41 @@ def test_a_baseline_has_plateaued_when_its_last_epoch_gained_at_most_a_point() -
     assert plateau_text(()) == "not recorded"
 
 
-def _gated(method: str, drop: float, noise: float, tolerance: float, passed: bool | None) -> CaseRecord:
+@dataclasses.dataclass(frozen=True)
+class _Judged:
+    """The parts of a :class:`pruners.CaseResult` the recovery gate reads: one seed's verdict."""
+
+    verdict: Verdict
+    tolerance_source: str = "registered"
+
+    @property
+    def tolerance(self) -> float:
+        return self.verdict.tolerance
+
+    @property
+    def seeds(self) -> list[SimpleNamespace]:
+        return [SimpleNamespace(paired=SimpleNamespace(drop=d)) for d in self.verdict.drops]
+
+
+def _gated(method: str, drop: float, noise: float, tolerance: float) -> CaseRecord:
+    """A record with the recovery gate's own fields for a one-seed verdict on ``drop`` and ``noise``."""
+    fields = RecoveryGate().fields(_Judged(Verdict((drop,), (noise,), tolerance)))
     return CaseRecord(model="resnet18", method=method, ratio=0.3, dense_top1=91.0, one_shot_top1=10.0,
                       recovered_top1=90.0 - drop, macs_dense=4, macs_pruned=2, params_dense=2,
-                      params_pruned=1, seeds=[6, 7], dense_control_top1=90.0, top1_drop=drop,
-                      top1_drop_noise=noise, tolerance=tolerance, recovery_passed=passed)  # fmt: skip
+                      params_pruned=1, seeds=[6, 7], dense_control_top1=90.0, **fields)  # fmt: skip
 
 
 def test_the_recovery_table_gives_each_judged_case_its_bound_and_verdict() -> None:
-    unjudged = dataclasses.replace(_gated("taylor", 0.0, 0.0, 1.0, None), top1_drop=None)
-    failed, passed = _gated("random", 2.5, 0.2, 1.5, False), _gated("l1", 0.5, 0.15, 1.0, True)
+    unjudged = dataclasses.replace(_gated("taylor", 0.0, 0.1, 1.0), top1_drop=None)
+    failed, passed = _gated("random", 2.5, 0.2, 1.5), _gated("l1", 0.504, 0.1496, 1.0)
     table = recovery_table([failed, passed, unjudged])
     lines = table.splitlines()
     assert lines[0].startswith("| case | seeds | control | recovered | drop ± noise | drop - z x noise |")
-    assert lines[2] == "| resnet18-l1-0.3 | 6,7 | 90.00 | 89.50 | 0.50 ± 0.15 | 0.15 | 1 | pass |"
+    # The gate's own bound, 0.504 - 2.33 x 0.1496 = 0.156: recomputed from the rounded 0.50 and 0.150 it
+    # would read 0.15.
+    assert lines[2] == "| resnet18-l1-0.3 | 6,7 | 90.00 | 89.50 | 0.50 ± 0.15 | 0.16 | 1 | pass |"
     assert lines[3] == "| resnet18-random-0.3 | 6,7 | 90.00 | 87.50 | 2.50 ± 0.20 | 2.03 | 1.5 | FAIL |"
     assert len(lines) == 4, "a case without a judged drop has no row"
     assert recovery_table([unjudged]) == ""
+    older = dataclasses.replace(passed, top1_drop_bound=None)
+    assert "| 0.50 ± 0.15 | - | 1 | pass |" in recovery_table([older]), "a record without the bound"
