@@ -184,6 +184,7 @@ def test_a_model_without_pretrained_weights_is_an_error_not_random_weights() -> 
         zoo.pretrained_source("botnet50ts_256")
 
 
+@pytest.mark.slow
 def test_offline_pretrained_is_one_line_and_a_non_zero_exit(
     bench: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -87,6 +87,7 @@ def test_a_case_records_each_runtime_at_both_sizes(workload: pruners.Workload) -
     assert "latency_compile_dense_ms" not in info
 
 
+@pytest.mark.slow
 def test_asv_times_each_dense_model_once_and_a_bounded_subset_pruned_in_each_deploy_runtime(
     pair, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
