@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from itertools import islice
@@ -16,6 +17,7 @@ from timm.scheduler import create_scheduler_v2
 from torch import nn
 
 from .data import Workload
+from .decisions import weights_fingerprint
 from .progress import progress
 
 
@@ -63,6 +65,46 @@ def distill_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: floa
     )
 
 
+class TeacherLogits:
+    """The logits a teacher gave each training batch, kept for this process's later fine-tunes from it.
+
+    Every case of one seed recovers on the same batches from the same dense model, so its forward pass
+    runs once per batch and process, not once per case. A batch is found by its bytes and the teacher by
+    its weights and the thread count, so what is found is what the forward pass gives;
+    the teachers used longest ago go first once the kept logits pass ``budget`` bytes.
+    """
+
+    def __init__(self, budget: int = 256 * 2**20) -> None:
+        self.budget = budget
+        self.size = 0
+        self.kept: OrderedDict[tuple[str, int], dict[bytes, torch.Tensor]] = OrderedDict()
+
+    def of(self, teacher: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``logits(batch, images)``: ``teacher``'s logits on ``images``, the loader's ``batch`` moved to
+        the device, run only the first time this teacher sees that batch."""
+        key = (weights_fingerprint(teacher), torch.get_num_threads())
+        kept = self.kept.setdefault(key, {})
+        self.kept.move_to_end(key)
+
+        def logits(batch: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+            digest = hashlib.sha256(str(tuple(batch.shape)).encode())
+            digest.update(batch.contiguous().numpy())
+            found = kept.get(digest.digest())
+            if found is None:
+                with torch.no_grad():
+                    found = kept[digest.digest()] = teacher(images)
+                self.size += found.numel() * found.element_size()
+                while self.size > self.budget and len(self.kept) > 1:
+                    _, gone = self.kept.popitem(last=False)
+                    self.size -= sum(t.numel() * t.element_size() for t in gone.values())
+            return found
+
+        return logits
+
+
+TEACHER_LOGITS = TeacherLogits()
+
+
 def train(
     model: nn.Module,
     workload: Workload,
@@ -86,6 +128,7 @@ def train(
         raise ValueError(f"recipe distils (distill={recipe.distill}) but no teacher was given")
     if teacher is not None:
         teacher.eval()
+    teacher_logits = TEACHER_LOGITS.of(teacher) if recipe.distill else None
     torch.manual_seed(seed)
     loader = workload.loader(split, recipe.batch_size, seed=seed)
     optimizer = create_optimizer_v2(model, "adamw", lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -105,14 +148,13 @@ def train(
     step = 0
     with progress(desc, recipe.epochs, len(loader)) as shown:
         for _ in range(recipe.epochs):
-            for images, labels in loader:
-                images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            for batch, labels in loader:
+                images = batch.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
                 logits = model(images)
                 loss = criterion(logits, labels)
-                if recipe.distill:
-                    with torch.no_grad():
-                        target = teacher(images)
-                    kd = distill_loss(logits, target, recipe.temperature)
+                if teacher_logits is not None:
+                    kd = distill_loss(logits, teacher_logits(batch, images), recipe.temperature)
                     loss = (1 - recipe.distill) * loss + recipe.distill * kd
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -190,6 +190,44 @@ def test_distillation_pulls_the_student_towards_the_teacher() -> None:
     assert same.item() == pytest.approx(0.0, abs=1e-6) and other.item() > 0.1
 
 
+def test_a_teachers_logits_are_run_once_per_batch_and_found_exactly(workload: pruners.Workload) -> None:
+    memo = pruners.train.TeacherLogits()
+    teacher = pruners.zoo.create_model("test_resnet", workload)
+    runs: list[int] = []
+    teacher.register_forward_hook(lambda *_: runs.append(1))
+    start = pruners.zoo.create_model("test_resnet", workload)
+
+    def recovered(seed: int) -> dict[str, torch.Tensor]:
+        model = copy.deepcopy(start)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pruners.train, "TEACHER_LOGITS", memo)
+            pruners.train.train(model, workload, FAST_RECOVERY, seed=seed, teacher=teacher)
+        return model.state_dict()
+
+    first = recovered(0)
+    steps = len(runs)
+    assert steps == len(workload.loader("train", FAST_RECOVERY.batch_size))
+    again = recovered(0)
+    assert len(runs) == steps, "the same batches ran the teacher again"
+    assert all(torch.equal(first[k], again[k]) for k in first), "found logits are not the forward pass's"
+    memo.kept.clear()
+    assert all(torch.equal(first[k], v) for k, v in recovered(0).items())
+    assert len(runs) == 2 * steps
+    recovered(1)
+    assert len(runs) == 3 * steps, "another seed's batches were taken for seed 0's"
+
+
+def test_logits_past_their_budget_drop_the_teacher_used_longest_ago(workload: pruners.Workload) -> None:
+    memo = pruners.train.TeacherLogits(budget=1)
+    batch = workload.test_batch(4)
+    teachers = [pruners.zoo.create_model("test_resnet", workload) for _ in range(2)]
+    for teacher in teachers:
+        memo.of(teacher)(batch, batch)
+    assert len(memo.kept) == 1 and memo.size == 4 * workload.num_classes * 4
+    logits = memo.of(teachers[1])(batch, batch)
+    assert torch.equal(logits, teachers[1](batch).detach())
+
+
 def test_latency_compares_a_slower_model() -> None:
     fast = torch.nn.Conv2d(3, 8, 3)
     slow = torch.nn.Sequential(
