@@ -210,11 +210,8 @@ def test_a_teachers_logits_are_run_once_per_batch_and_found_exactly(workload: pr
     again = recovered(0)
     assert len(runs) == steps, "the same batches ran the teacher again"
     assert all(torch.equal(first[k], again[k]) for k in first), "found logits are not the forward pass's"
-    memo.kept.clear()
-    assert all(torch.equal(first[k], v) for k, v in recovered(0).items())
-    assert len(runs) == 2 * steps
     recovered(1)
-    assert len(runs) == 3 * steps, "another seed's batches were taken for seed 0's"
+    assert len(runs) == 2 * steps, "another seed's batches were taken for seed 0's"
 
 
 def test_logits_past_their_budget_drop_the_teacher_used_longest_ago(workload: pruners.Workload) -> None:
