@@ -18,6 +18,7 @@ from torch import nn
 
 from .data import Workload
 from .decisions import weights_fingerprint
+from .measure import device_of
 from .progress import progress
 
 
@@ -70,29 +71,29 @@ class TeacherLogits:
 
     Every case of one seed recovers on the same batches from the same dense model, so its forward pass
     runs once per batch and process, not once per case. A batch is found by its bytes and the teacher by
-    its weights and the thread count, so what is found is what the forward pass gives;
+    its weights, device and thread count, so what is found is what the forward pass gives;
     the teachers used longest ago go first once the kept logits pass ``budget`` bytes.
     """
 
     def __init__(self, budget: int = 256 * 2**20) -> None:
         self.budget = budget
         self.size = 0
-        self.kept: OrderedDict[tuple[str, int], dict[bytes, torch.Tensor]] = OrderedDict()
+        self.kept: OrderedDict[tuple[str, str, int], dict[bytes, torch.Tensor]] = OrderedDict()
 
     def of(self, teacher: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """``logits(batch, images)``: ``teacher``'s logits on ``images``, the loader's ``batch`` moved to
         the device, run only the first time this teacher sees that batch."""
-        key = (weights_fingerprint(teacher), torch.get_num_threads())
+        key = (weights_fingerprint(teacher), str(device_of(teacher)), torch.get_num_threads())
         kept = self.kept.setdefault(key, {})
         self.kept.move_to_end(key)
 
         def logits(batch: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
             digest = hashlib.sha256(str(tuple(batch.shape)).encode())
             digest.update(batch.contiguous().numpy())
-            found = kept.get(digest.digest())
+            found = kept.get(batch_key := digest.digest())
             if found is None:
                 with torch.no_grad():
-                    found = kept[digest.digest()] = teacher(images)
+                    found = kept[batch_key] = teacher(images)
                 self.size += found.numel() * found.element_size()
                 while self.size > self.budget and len(self.kept) > 1:
                     _, gone = self.kept.popitem(last=False)
