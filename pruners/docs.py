@@ -19,6 +19,7 @@ from .options import OPTIONS
 from .record import CaseRecord
 from .registry import get_method, list_methods
 from .tables import markdown_table
+from .train import Recipe
 from .workloads import workload_sources
 
 
@@ -45,6 +46,11 @@ def methods_table(pattern: str = "*") -> str:
     return markdown_table(header, rows)
 
 
+def recipe_text(recipe: Recipe) -> str:
+    """A baseline recipe in a models table: its budget, and its memory format where it is not the default."""
+    return f"{recipe.epochs} epochs, lr {recipe.lr:g}" + (", channels-last" if recipe.channels_last else "")
+
+
 def models_table(pattern: str = "*") -> str:
     """The bench models matching ``pattern``: family, timm kwargs at 32 px, baseline recipes (and input
     sizes and recovery budgets measured per workload) and default MACs target."""
@@ -54,7 +60,7 @@ def models_table(pattern: str = "*") -> str:
             "; ".join(
                 f"{w}: "
                 + (f"{entry.img_sizes[w]} px, " if w in entry.img_sizes else "")
-                + f"{r.epochs} epochs, lr {r.lr:g}"
+                + recipe_text(r)
                 + (f", recovery {entry.recovery_epochs[w]} epochs" if w in entry.recovery_epochs else "")
                 + (f" at lr {entry.recovery_lr[w]:g}" if w in entry.recovery_lr else "")
                 + (f", target {entry.targets[w]:g}x" if w in entry.targets else "")
@@ -63,8 +69,9 @@ def models_table(pattern: str = "*") -> str:
             or "-"
         )
         kwargs = ", ".join(f"{k}={v}" for k, v in entry.kwargs.items()) or "-"
-        recipe = f"{entry.recipe.epochs} epochs, lr {entry.recipe.lr:g}"
-        rows.append((f"`{entry.name}`", entry.family, kwargs, recipe, others, f"{entry.target:g}x"))
+        rows.append(
+            (f"`{entry.name}`", entry.family, kwargs, recipe_text(entry.recipe), others, f"{entry.target:g}x")
+        )
     header = ("model", "family", "timm kwargs at 32 px", "digits recipe", "other workloads", "MACs target")
     return markdown_table(header, rows)
 

@@ -29,6 +29,10 @@ class Recipe:
     ``distill`` > 0 mixes in knowledge distillation from a teacher (Hinton et al., 2015, "Distilling the
     Knowledge in a Neural Network"): the loss is ``(1 - distill) * CE(labels) + distill * T^2 *
     KL(teacher || student)`` on logits softened by ``temperature`` T.
+
+    ``channels_last`` trains in the NHWC memory format (timm's ``train.py --channels-last``): the same
+    arithmetic in another order, so another float path; depthwise convolutions run about twice as fast
+    in it on a CPU. The model leaves :func:`train` in the default format either way.
     """
 
     epochs: int
@@ -39,6 +43,7 @@ class Recipe:
     label_smoothing: float = 0.1
     distill: float = 0.0
     temperature: float = 4.0
+    channels_last: bool = False
 
     def settings(self) -> dict[str, float | int]:
         """The fields that differ from their defaults: what identifies the recipe.
@@ -71,19 +76,26 @@ class TeacherLogits:
 
     Every case of one seed recovers on the same batches from the same dense model, so its forward pass
     runs once per batch and process, not once per case. A batch is found by its bytes and the teacher by
-    its weights, device and thread count, so what is found is what the forward pass gives;
+    its weights, device, thread count and memory format, so what is found is what the forward pass gives;
     the teachers used longest ago go first once the kept logits pass ``budget`` bytes.
     """
 
     def __init__(self, budget: int = 256 * 2**20) -> None:
         self.budget = budget
         self.size = 0
-        self.kept: OrderedDict[tuple[str, str, int], dict[bytes, torch.Tensor]] = OrderedDict()
+        self.kept: OrderedDict[tuple[str, str, int, str], dict[bytes, torch.Tensor]] = OrderedDict()
 
-    def of(self, teacher: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def of(
+        self, teacher: nn.Module, memory_format: torch.memory_format
+    ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """``logits(batch, images)``: ``teacher``'s logits on ``images``, the loader's ``batch`` moved to
-        the device, run only the first time this teacher sees that batch."""
-        key = (weights_fingerprint(teacher), str(device_of(teacher)), torch.get_num_threads())
+        the device in ``memory_format``, run only the first time this teacher sees that batch."""
+        key = (
+            weights_fingerprint(teacher),
+            str(device_of(teacher)),
+            torch.get_num_threads(),
+            str(memory_format),
+        )
         kept = self.kept.setdefault(key, {})
         self.kept.move_to_end(key)
 
@@ -129,7 +141,9 @@ def train(
         raise ValueError(f"recipe distils (distill={recipe.distill}) but no teacher was given")
     if teacher is not None:
         teacher.eval()
-    teacher_logits = TEACHER_LOGITS.of(teacher) if recipe.distill else None
+    memory_format = torch.channels_last if recipe.channels_last else torch.preserve_format
+    model.to(memory_format=memory_format)
+    teacher_logits = TEACHER_LOGITS.of(teacher, memory_format) if recipe.distill else None
     torch.manual_seed(seed)
     loader = workload.loader(split, recipe.batch_size, seed=seed)
     optimizer = create_optimizer_v2(model, "adamw", lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -150,7 +164,7 @@ def train(
     with progress(desc, recipe.epochs, len(loader)) as shown:
         for _ in range(recipe.epochs):
             for batch, labels in loader:
-                images = batch.to(device, non_blocking=True)
+                images = batch.to(device, non_blocking=True, memory_format=memory_format)
                 labels = labels.to(device, non_blocking=True)
                 logits = model(images)
                 loss = criterion(logits, labels)
@@ -168,6 +182,7 @@ def train(
             shown.epoch()
             if on_epoch is not None:
                 on_epoch()
+    model.to(memory_format=torch.contiguous_format)
     model.eval()
 
 

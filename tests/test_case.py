@@ -219,10 +219,37 @@ def test_logits_past_their_budget_drop_the_teacher_used_longest_ago(workload: pr
     batch = workload.test_batch(4)
     teachers = [pruners.zoo.create_model("test_resnet", workload) for _ in range(2)]
     for teacher in teachers:
-        memo.of(teacher)(batch, batch)
+        memo.of(teacher, torch.preserve_format)(batch, batch)
     assert len(memo.kept) == 1 and memo.size == 4 * workload.num_classes * 4
-    logits = memo.of(teachers[1])(batch, batch)
+    logits = memo.of(teachers[1], torch.preserve_format)(batch, batch)
     assert torch.equal(logits, teachers[1](batch).detach())
+
+
+def test_a_channels_last_recipe_trains_in_that_format_and_hands_back_the_default_one(
+    workload: pruners.Workload,
+) -> None:
+    nhwc = dataclasses.replace(TINY_RECIPE, channels_last=True)
+    assert "channels_last" not in TINY_RECIPE.settings() and nhwc.key != TINY_RECIPE.key
+    start = pruners.zoo.create_model("test_efficientnet", workload)
+    trained, seen = {}, []
+    for recipe in (TINY_RECIPE, nhwc):
+        model = copy.deepcopy(start)
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+        hook = conv.register_forward_pre_hook(
+            lambda _, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+        )
+        pruners.train.train(model, workload, recipe)
+        hook.remove()
+        assert all(p.is_contiguous() for p in model.parameters())
+        trained[recipe.channels_last] = model
+    steps = len(seen) // 2
+    assert not any(seen[:steps]) and all(seen[steps:])
+    before = dict(start.named_parameters())
+    assert all(not torch.equal(w, before[name]) for name, w in trained[True].named_parameters())
+    test = workload.loader("test", 64)
+    contiguous, nhwc_correct = (correct(trained[layout], test).float() for layout in (False, True))
+    assert abs(contiguous.mean() - nhwc_correct.mean()) <= 0.02
+    assert (contiguous == nhwc_correct).float().mean() >= 0.95, "another float path, not another model"
 
 
 def test_latency_compares_a_slower_model() -> None:
