@@ -225,6 +225,23 @@ def test_logits_past_their_budget_drop_the_teacher_used_longest_ago(workload: pr
     assert torch.equal(logits, teachers[1](batch).detach())
 
 
+def test_logits_kept_in_one_memory_format_are_not_served_to_another(workload: pruners.Workload) -> None:
+    memo = pruners.train.TeacherLogits()
+    teacher = pruners.zoo.create_model("test_resnet", workload).eval()
+    batch = workload.test_batch(4)
+    nhwc = batch.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = teacher(nhwc)
+    runs: list[int] = []
+    teacher.register_forward_hook(lambda *_: runs.append(1))
+    memo.of(teacher, torch.preserve_format)(batch, batch)
+    logits = memo.of(teacher, torch.channels_last)(batch, nhwc)
+    assert len(runs) == 2 and len(memo.kept) == 2, "channels-last training was served contiguous logits"
+    assert torch.equal(logits, expected)
+    memo.of(teacher, torch.channels_last)(batch, nhwc)
+    assert len(runs) == 2, "the channels-last logits were not kept for the next fine-tune"
+
+
 def test_a_channels_last_recipe_trains_in_that_format_and_hands_back_the_default_one(
     workload: pruners.Workload,
 ) -> None:
