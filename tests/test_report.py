@@ -234,7 +234,7 @@ def test_list_shows_methods_and_models(capsys: pytest.CaptureFixture) -> None:
     text = capsys.readouterr().out
     assert "| `l1` | structured | channels | - | - | 0.3 | 2 | Channels with the smallest group L1" in text
     assert "| `swin_tiny_patch4_window7_224` | Swin |" in text
-    fashion = "fashion_mnist: 6 epochs, lr 0.002, recovery 2 epochs"
+    fashion = "fashion_mnist: 6 epochs, lr 0.002, recovery 3 epochs at lr 0.0005"
     assert f"| `resnet18` | ResNet | - | 6 epochs, lr 0.002 | {fashion} | 3x |" in text
     assert "| default | `mobilenetv3_small_100` | `l1` | 1 |" in text and "| `--batch-size` |" in text
     assert main(["list", "methods", "--pattern", "l?"]) == 0

@@ -83,7 +83,7 @@ def test_the_recovery_budget_measured_on_a_workload_sets_the_recovery_recipe() -
     spec = CaseSpec("resnet18", "l1", 0.3)
     plain = spec.recovery_recipe
     assert (plain.epochs, plain.lr) == (max(1, spec.baseline_recipe.epochs // 3), spec.baseline_recipe.lr)
-    assert recovery_budget("resnet18", "fashion_mnist") == {"epochs": 2, "lr": None}
+    assert recovery_budget("resnet18", "fashion_mnist") == {"epochs": 3, "lr": 5e-4}
     measured = dataclasses.replace(entry, recovery_epochs={"digits": 5}, recovery_lr={"digits": 5e-4})
     models.register_model(measured, replace=True)
     try:
