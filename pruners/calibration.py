@@ -102,6 +102,13 @@ class CaseCalibration:
         return {r.seed for r in self.runs}
 
     @property
+    def first_runs(self) -> dict[int, Run]:
+        """Per seed, in seed order, its first calibrated run: a paired comparison counts each training
+        seed once, however many thread counts ran it again."""
+        first = {r.seed: r for r in reversed(self.runs)}
+        return {seed: first[seed] for seed in sorted(first)}
+
+    @property
     def drops(self) -> list[float]:
         return [r.paired.drop for r in self.runs]
 
@@ -271,13 +278,14 @@ def lead_over_random(
     cals: dict[Case, CaseCalibration], case: Case, which: str = "recalibrated"
 ) -> Verdict | None:
     """``case``'s top-1 lead over its :func:`rival` at the same model and cost (``mean_drop``, positive
-    when it keeps more), paired image by image over the seeds both calibrated; ``None`` with nothing to
-    pair."""
+    when it keeps more), paired image by image over the seeds both calibrated, each seed once (its
+    :attr:`CaseCalibration.first_runs`); ``None`` with nothing to pair."""
     chance = cals.get(rival(case))
     if chance is None or rival(case) == case or case not in cals:
         return None
-    by_seed = {r.seed: r for r in chance.runs}
-    pairs = [(r.correct[which], by_seed[r.seed].correct[which]) for r in cals[case].runs if r.seed in by_seed]
+    ours, theirs = cals[case].first_runs, chance.first_runs
+    seeds = [s for s in ours if s in theirs]
+    pairs = [(ours[s].correct[which], theirs[s].correct[which]) for s in seeds]
     return paired_difference([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
 
 

@@ -266,7 +266,7 @@ def case_tolerance_section(
 @dataclass(frozen=True)
 class CalibratedMethod:
     """One calibrated case as :func:`pruners.ranking.rank` takes it: per seed, the per-image correctness
-    of its first run at that seed."""
+    of its first run at that seed (:attr:`pruners.calibration.CaseCalibration.first_runs`)."""
 
     method: str
     correct: dict[int, dict[str, torch.Tensor]]
@@ -298,7 +298,7 @@ def ranking_section(cals: dict[Case, CaseCalibration]) -> list[str]:
             continue
         methods = []
         for case in cases:
-            first = {r.seed: r for r in reversed(cals[case].runs) if r.seed in seeds}
+            first = cals[case].first_runs
             methods.append(CalibratedMethod(case.method, {s: first[s].correct for s in sorted(seeds)}))
         standings = rank(methods, chance)
         by_method = {m.method: m for m in methods}

@@ -302,6 +302,21 @@ def test_the_calibration_ranks_the_methods_at_each_cost_with_their_tie_groups() 
     assert text.index("| 1 | l1 |") < text.index("| 1 | l2 |") < text.index("| 2 | random |")
 
 
+def test_the_lead_over_random_counts_each_seed_once_however_many_thread_counts_ran_it() -> None:
+    index = torch.arange(4000)
+    chance = _calibrated("random", index % 100 >= 15)
+    once = _calibrated("lamp", index % 100 >= 5)
+    rerun = dataclasses.replace(
+        once.runs[0], threads=2, correct=_calibrated("lamp", index % 100 >= 9).runs[0].correct
+    )
+    twice = dataclasses.replace(once, runs=(*once.runs, rerun))
+    assert list(twice.first_runs) == [0, 1] and twice.first_runs[0] is once.runs[0]
+    lead = calibration.lead_over_random({chance.case: chance, once.case: once}, once.case, "recovered")
+    again = calibration.lead_over_random({chance.case: chance, twice.case: twice}, twice.case, "recovered")
+    assert lead is not None and again == lead
+    assert lead.drops == pytest.approx((10.0, 10.0)) and lead.mean_drop == pytest.approx(10.0)
+
+
 def test_the_regression_a_run_detects_is_measured_from_the_cases_own_mean_drop() -> None:
     lossy = _calibrated("random", torch.arange(4000) % 100 >= 2, seeds=6)
     assert lossy.mean_drop == pytest.approx(2.0)
