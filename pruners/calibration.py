@@ -284,8 +284,7 @@ def lead_over_random(
     if chance is None or rival(case) == case or case not in cals:
         return None
     ours, theirs = cals[case].first_runs, chance.first_runs
-    seeds = [s for s in ours if s in theirs]
-    pairs = [(ours[s].correct[which], theirs[s].correct[which]) for s in seeds]
+    pairs = [(ours[s].correct[which], theirs[s].correct[which]) for s in ours if s in theirs]
     return paired_difference([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
 
 
