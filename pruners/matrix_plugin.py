@@ -18,7 +18,7 @@ from .equal_cost import equal_cost_tables
 from .files import check_writable
 from .gates import ScratchControl, recovery_table
 from .history import first_run_without_baseline
-from .matrix import choose_tier, left_out, parse_seeds, parse_shard, parse_speedups, select_cases
+from .matrix import Case, choose_tier, left_out, parse_seeds, parse_shard, parse_speedups, select_cases
 from .options import as_flags, check, split_csv
 from .progress import show_progress
 from .record import CaseRecord
@@ -62,7 +62,6 @@ def pytest_configure(config: pytest.Config) -> None:
             check_writable(option.profile_dir, "`profile_dir`", folder=True)
     except (ValueError, WeightsUnavailableError, EntryPointError) as err:
         raise pytest.UsageError(as_flags(str(err))) from None
-    config.addinivalue_line("markers", "xdist_group(name): the xdist worker group under --dist loadgroup")
     config.prunebench_progress = TerminalStream(config)
     show_progress(config.prunebench_progress, progress_mode(config))
     config.prunebench_reports = CaseReports()
@@ -181,13 +180,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> pytes
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """One test per case, grouped by model for xdist's ``--dist loadgroup``: each worker then takes whole
-    models, so from an empty cache the workers train different baselines instead of one waiting on the
-    other's (``docs/running.md``, "Running in parallel")."""
+    """One test per case. On an xdist worker each model's first case leads, so under ``--dist loadgroup``
+    (one case at a time per worker) the first workers train different baselines at once, and the other
+    cases go to whichever worker is free (``docs/running.md``, "Running in parallel")."""
     if "case" in metafunc.fixturenames:
         cases = metafunc.config.prunebench_cases
-        params = [pytest.param(c, id=c.id, marks=pytest.mark.xdist_group(c.model)) for c in cases]
-        metafunc.parametrize("case", params)
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            cases = models_first(cases)
+        metafunc.parametrize("case", [pytest.param(c, id=c.id) for c in cases])
+
+
+def models_first(cases: list[Case]) -> list[Case]:
+    """``cases`` with each model's first case moved to the front, in order; the rest as they were."""
+    leads: dict[str, Case] = {}
+    for case in cases:
+        leads.setdefault(case.model, case)
+    return [*leads.values(), *(case for case in cases if case not in leads.values())]
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import pruners
 from pruners.matrix import (
     DEFAULT_MODELS,
     TIERS,
+    Case,
     build_cases,
     cases_from_env,
     choose_tier,
@@ -187,13 +188,26 @@ def test_bench_collects_every_structured_method_at_each_macs_target(bench: pytes
 
 
 @pytest.mark.slow
-def test_loadgroup_gives_each_xdist_worker_whole_models(pytester: pytest.Pytester) -> None:
-    """Under ``-n 2 --dist loadgroup`` every case of a model runs on one worker, and both workers run."""
+def test_under_loadgroup_the_workers_start_on_different_models_then_share_the_rest(
+    pytester: pytest.Pytester,
+) -> None:
+    """Under ``-n 2 --dist loadgroup`` each worker's first case is a different model's (so from an empty
+    cache they train different baselines at once), and a model's other cases go to both workers."""
     bench = bench_where_run_raises(pytester, "pruners.TargetUnreachableError('stand-in')")
     argv = ["--models", "resnet18,mobilenetv3_small_100", "--methods", "l1,random,l2", "--ratios", "0.3"]
     result = bench.runpytest_subprocess(*argv, "-n", "2", "--dist", "loadgroup", "-v")
-    ran = re.findall(r"\[(gw\d)\] .*SKIPPED .*test_prune\[(\w+)-\w+-0\.3\]@(\w+)", result.stdout.str())
+    ran = re.findall(r"\[(gw\d)\] .*SKIPPED .*test_prune\[(\w+)-\w+-0\.3\]", result.stdout.str())
     assert len(ran) == 6, result.stdout.str()
-    assert all(model == group for _, model, group in ran)
-    workers = {model: {worker for worker, m, _ in ran if m == model} for _, model, _ in ran}
-    assert all(len(w) == 1 for w in workers.values()) and len(set.union(*workers.values())) == 2, workers
+    first = {worker: next(model for w, model in ran if w == worker) for worker, _ in ran}
+    assert len(first) == 2 and len(set(first.values())) == 2, ran
+    workers = {model: {worker for worker, m in ran if m == model} for _, model in ran}
+    assert any(len(w) == 2 for w in workers.values()), workers
+
+
+def test_models_first_moves_each_models_first_case_to_the_front_and_keeps_the_rest_in_order() -> None:
+    from pruners.matrix_plugin import models_first
+
+    names = [("aa", "l1"), ("aa", "l2"), ("bb", "l1"), ("aa", "l3"), ("bb", "l2")]
+    a1, a2, b1, a3, b2 = (Case(model, method, 0.3, None) for model, method in names)
+    assert models_first([a1, a2, b1, a3, b2]) == [a1, b1, a2, a3, b2]
+    assert models_first([a1, a2]) == [a1, a2]
