@@ -54,8 +54,8 @@ MIN_TOLERANCE = 0.5
 MAX_TOLERANCE = 5.0
 
 
-# A case tolerance of the verdict tier (a workload other than the digits) needs this many training seeds,
-# and may be at most this wide, in top-1 points.
+# A case tolerance of the verdict tier (a workload other than the digits) needs this many training seeds;
+# it should be at most this wide (points), and a method's calibrated mean drop must be.
 VERDICT_SEEDS = 6
 MAX_VERDICT_TOLERANCE = 2.0
 # A case's own tolerance is rounded up to this step (a method's registered one to half a point).
@@ -288,21 +288,20 @@ def lead_over_random(
     return paired_difference([a for a, _ in pairs], [b for _, b in pairs]) if pairs else None
 
 
-def tolerance_bound(case: Case) -> float | None:
-    """The widest tolerance the verdict tier allows ``case``: :data:`MAX_VERDICT_TOLERANCE`, except for a
-    chance rival (``random`` channels or weights, its own :func:`rival`), whose drop by design is the floor
-    the methods are ranked against, not a method's promise: it is held to the model's regression bound
-    alone (``None``)."""
+def drop_bound(case: Case) -> float | None:
+    """The largest calibrated mean drop the verdict tier allows ``case``: :data:`MAX_VERDICT_TOLERANCE`,
+    except for a chance rival (``random`` channels or weights, its own :func:`rival`), whose drop by design
+    is the floor the methods are ranked against, not a method's promise (``None``)."""
     return None if rival(case) == case else MAX_VERDICT_TOLERANCE
 
 
 def keeps_bounds(cal: CaseCalibration) -> bool:
-    """Whether ``cal``'s case tolerance keeps the verdict tier's bounds: at most :func:`tolerance_bound`,
-    and a single run detecting a regression within :data:`REGRESSION_BOUNDS` past the calibrated mean."""
-    limit, bound = tolerance_bound(cal.case), REGRESSION_BOUNDS.get(cal.case.model)
-    return (limit is None or cal.case_tolerance <= limit) and (
-        bound is None or cal.regression_detected <= bound
-    )
+    """Whether ``cal`` keeps the verdict tier's bounds: a mean drop within :func:`drop_bound`, and a single
+    run detecting a regression within :data:`REGRESSION_BOUNDS` past that mean. The tolerance itself is what
+    the seeds need; one past :data:`MAX_VERDICT_TOLERANCE` is held by the regression bound alone (a method
+    whose drop spreads over seeds cannot be held to 2 points without false alarms)."""
+    limit, bound = drop_bound(cal.case), REGRESSION_BOUNDS.get(cal.case.model)
+    return (limit is None or cal.mean_drop <= limit) and (bound is None or cal.regression_detected <= bound)
 
 
 def random_runs_caught(cals: dict[Case, CaseCalibration], case: Case) -> dict[tuple[int, int], bool]:

@@ -210,9 +210,10 @@ def case_tolerance_section(
         f"## Case tolerances on {family}",
         "",
         f"Each case gets its own tolerance: its *needs* rounded up to {VERDICT_STEP:g} points, gated once",
-        f"it has {VERDICT_SEEDS} training seeds; a method's may not exceed {MAX_VERDICT_TOLERANCE:g} points.",
-        "The chance rivals (`random`, `random_unstructured`) are held to the regression bound alone: what",
-        "they lose by design is the floor the methods are ranked against, not a method's promise.",
+        f"it has {VERDICT_SEEDS} seeds. A method's mean drop may not pass {MAX_VERDICT_TOLERANCE:g} points,",
+        "nor its tolerance, except where its drop spreads over seeds past that (*gated*: `wide`); such a",
+        "method and the chance rivals (`random`, `random_unstructured`: their loss by design is the floor",
+        "the methods are ranked against, not a method's promise) are held to the regression bound alone.",
         "*Detects* is the smallest drop from the control a single run fails on (tolerance + z x mean SE);",
         "*regression* is how far past the case's calibrated mean drop that lies, and must stay within the",
         "model's bound (a method that loses 1.5 points by design cannot be held to detecting a drop of",
@@ -242,7 +243,6 @@ def case_tolerance_section(
             continue
         bound = REGRESSION_BOUNDS.get(case.model)
         enough = len(cal.seeds) >= VERDICT_SEEDS
-        within = keeps_bounds(cal)
         rows.append(
             (
                 case.model,
@@ -255,12 +255,17 @@ def case_tolerance_section(
                 f"{cal.regression_detected:.2f}",
                 "" if bound is None else f"{bound:g}",
                 f"{planted_caught(cal, cal.case_tolerance, cal.case_tolerance + 1)}/{len(cal.runs)}",
-                ("yes" if within else "yes, OUT OF BOUNDS")
+                _gated(cal, keeps_bounds(cal))
                 if enough
                 else f"not yet ({len(cal.seeds)} of {VERDICT_SEEDS} seeds)",
             )
         )
     return [*lines, markdown_table(header, rows)]
+
+
+def _gated(cal: CaseCalibration, within: bool) -> str:
+    wide = cal.case_tolerance > MAX_VERDICT_TOLERANCE and rival(cal.case) != cal.case
+    return "yes, OUT OF BOUNDS" if not within else "yes, wide" if wide else "yes"
 
 
 @dataclass(frozen=True)

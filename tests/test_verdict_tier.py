@@ -325,16 +325,33 @@ def test_the_regression_a_run_detects_is_measured_from_the_cases_own_mean_drop()
     assert lossy.detects > 2.0 > lossy.regression_detected
 
 
-def test_a_method_is_held_to_the_tolerance_bound_and_a_chance_rival_to_the_regression_bound_alone() -> None:
-    wide, scattered = torch.arange(4000) % 100 >= 4, torch.arange(4000) % 100 >= 2
+def test_a_method_is_held_to_the_drop_bound_and_a_chance_rival_to_the_regression_bound_alone() -> None:
+    lossy, scattered = torch.arange(4000) % 100 >= 4, torch.arange(4000) % 100 >= 2
     for method in ("l1", "random"):
-        lossy = _calibrated(method, wide, seeds=6)
-        assert lossy.case_tolerance > calibration.MAX_VERDICT_TOLERANCE
-        assert lossy.regression_detected <= calibration.REGRESSION_BOUNDS["resnet18"]
-        assert calibration.keeps_bounds(lossy) == (method == "random")
+        cal = _calibrated(method, lossy, seeds=6)
+        assert cal.mean_drop > calibration.MAX_VERDICT_TOLERANCE
+        assert cal.regression_detected <= calibration.REGRESSION_BOUNDS["resnet18"]
+        assert calibration.keeps_bounds(cal) == (method == "random")
         assert calibration.keeps_bounds(_calibrated(method, scattered, seeds=6))
-    assert calibration.tolerance_bound(Case("resnet18", "random_unstructured", 0.5, None)) is None
-    assert calibration.tolerance_bound(Case("resnet18", "magnitude", 0.5, None)) == 2.0
+    assert calibration.drop_bound(Case("resnet18", "random_unstructured", 0.5, None)) is None
+    assert calibration.drop_bound(Case("resnet18", "magnitude", 0.5, None)) == 2.0
+
+
+def test_a_method_whose_drop_spreads_over_seeds_gets_a_wide_tolerance_held_by_the_regression_bound() -> None:
+    from pruners.calibration_tables import case_tolerance_section
+
+    index = torch.arange(4000)
+    typical, outlier = _calibrated("lamp", index % 200 >= 3, seeds=5), _calibrated("lamp", index % 200 >= 5)
+    spread = dataclasses.replace(typical, runs=(*typical.runs, dataclasses.replace(outlier.runs[0], seed=5)))
+    assert spread.mean_drop == pytest.approx((2.5 + 1.5 * 5) / 6)
+    assert spread.case_tolerance > calibration.MAX_VERDICT_TOLERANCE >= spread.mean_drop
+    assert calibration.keeps_bounds(spread)
+    table = "\n".join(case_tolerance_section({spread.case: spread}, [spread.case], "fashion_mnist"))
+    assert table.splitlines()[-1].endswith("| yes, wide |")
+    tight = _calibrated("lamp", index % 100 >= 2, seeds=6)
+    assert tight.case_tolerance <= calibration.MAX_VERDICT_TOLERANCE
+    table = "\n".join(case_tolerance_section({tight.case: tight}, [tight.case], "fashion_mnist"))
+    assert table.splitlines()[-1].endswith("| yes |")
 
 
 def test_a_models_target_on_a_workload_family_sets_its_cases_there_and_only_there() -> None:
