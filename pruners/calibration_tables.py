@@ -21,6 +21,7 @@ from .calibration import (
     VERDICT_STEP,
     CaseCalibration,
     calibrations,
+    drop_bound,
     entry_case,
     keeps_bounds,
     lead_over_random,
@@ -255,17 +256,15 @@ def case_tolerance_section(
                 f"{cal.regression_detected:.2f}",
                 "" if bound is None else f"{bound:g}",
                 f"{planted_caught(cal, cal.case_tolerance, cal.case_tolerance + 1)}/{len(cal.runs)}",
-                _gated(cal, keeps_bounds(cal))
-                if enough
-                else f"not yet ({len(cal.seeds)} of {VERDICT_SEEDS} seeds)",
+                _gated(cal) if enough else f"not yet ({len(cal.seeds)} of {VERDICT_SEEDS} seeds)",
             )
         )
     return [*lines, markdown_table(header, rows)]
 
 
-def _gated(cal: CaseCalibration, within: bool) -> str:
-    wide = cal.case_tolerance > MAX_VERDICT_TOLERANCE and rival(cal.case) != cal.case
-    return "yes, OUT OF BOUNDS" if not within else "yes, wide" if wide else "yes"
+def _gated(cal: CaseCalibration) -> str:
+    wide = drop_bound(cal.case) is not None and cal.case_tolerance > MAX_VERDICT_TOLERANCE
+    return ("yes, wide" if wide else "yes") if keeps_bounds(cal) else "yes, OUT OF BOUNDS"
 
 
 @dataclass(frozen=True)
